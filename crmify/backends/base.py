@@ -1,0 +1,115 @@
+"""The contract between crmify's engine and a CRM backend.
+
+Required (the original README's promise; a plain class with only these two and a no-argument constructor
+works as ``BACKEND``)::
+
+    def sync_lead(self, lead) -> str      # create or update; return the CRM's id of the lead
+    def delete_lead(self, lead_id) -> bool  # True if deleted (or already gone), False otherwise
+
+Optional, announced by capability flags on :class:`BaseBackend`: building the exact payload without sending it
+(``supports_payload_preview``), fetching the CRM's current record (``supports_fetch``), and reporting each HTTP
+call for the ledger through :func:`record_call`.
+
+Errors: raise :class:`crmify.exceptions.TransientBackendError` for what is worth retrying and
+:class:`crmify.exceptions.PermanentBackendError` for what is not. Anything else raised is treated as
+transient, with its text kept on the lead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from django.core import checks
+
+if TYPE_CHECKING:
+    from crmify.models import Lead
+
+
+@dataclass(frozen=True, slots=True)
+class CallRecord:
+    """One CRM call as the ledger keeps it. Summaries must already be free of secrets."""
+
+    operation: str
+    outcome: str = "ok"
+    http_status: int | None = None
+    duration_ms: int = 0
+    error: str = ""
+    request_summary: str = ""
+    response_summary: str = ""
+
+
+@dataclass
+class _CallLog:
+    records: list[CallRecord] = field(default_factory=list)
+
+
+_current_log: contextvars.ContextVar[_CallLog | None] = contextvars.ContextVar(
+    "crmify_call_log", default=None
+)
+
+
+@contextlib.contextmanager
+def recording() -> Iterator[list[CallRecord]]:
+    """Collect the :class:`CallRecord` s that backends report inside the block (the engine's wrapper)."""
+    log = _CallLog()
+    token = _current_log.set(log)
+    try:
+        yield log.records
+    finally:
+        _current_log.reset(token)
+
+
+def record_call(record: CallRecord) -> None:
+    """Report one CRM call for the ledger. Called by backends; a no-op outside :func:`recording`."""
+    log = _current_log.get()
+    if log is not None:
+        log.records.append(record)
+
+
+class BaseBackend:
+    """Base class for crmify backends: optional hooks with safe defaults.
+
+    The engine builds a backend with ``options`` (``CRMIFY['BACKEND_OPTIONS']``) and ``auth`` (the resolved
+    ``BACKEND_AUTH``). Subclasses implement :meth:`sync_lead` and :meth:`delete_lead` and may set the flags.
+    """
+
+    #: ``build_payload(lead)`` returns the exact body the CRM would get, without any I/O.
+    supports_payload_preview: bool = False
+    #: ``fetch_lead(lead_id)`` returns the CRM's current record.
+    supports_fetch: bool = False
+    #: The backend reads ``lead.synced_values`` and sends only what changed since the last sync.
+    supports_partial_update: bool = False
+
+    def __init__(
+        self, options: Mapping[str, Any] | None = None, auth: Mapping[str, str] | None = None
+    ) -> None:
+        self.options: dict[str, Any] = dict(options or {})
+        self.auth: dict[str, str] = dict(auth or {})
+
+    def sync_lead(self, lead: Lead) -> str:
+        """Create or update ``lead`` in the CRM and return its CRM id. Called by the engine's worker."""
+        raise NotImplementedError
+
+    def delete_lead(self, lead_id: str) -> bool:
+        """Delete the CRM's lead ``lead_id``; True when it is gone. Called by the engine's worker."""
+        raise NotImplementedError
+
+    def build_payload(self, lead: Lead) -> dict[str, Any]:
+        """The exact JSON body :meth:`sync_lead` would send for ``lead``; pure (the mapper preview calls it)."""
+        raise NotImplementedError
+
+    def fetch_lead(self, lead_id: str) -> dict[str, Any] | None:
+        """The CRM's current record for ``lead_id`` or None if it has none (the admin's "Compare with CRM")."""
+        raise NotImplementedError
+
+    def record_url(self, lead_id: str) -> str | None:
+        """A link for staff to the lead in the CRM's own UI, or None."""
+        return None
+
+    def check(self) -> list[checks.CheckMessage]:
+        """System-check messages about this backend's own options (called by ``crmify.checks``)."""
+        return []

@@ -1,0 +1,99 @@
+"""An in-memory CRM for tests, like Django's locmem e-mail backend.
+
+Everything the engine sends lands in module-level state that a test reads back::
+
+    from crmify.backends import locmem
+    locmem.reset()
+    ...
+    assert locmem.leads[lead.external_id]["email"] == "ada@example.com"
+    assert [call.operation for call in locmem.calls] == ["create"]
+
+``locmem.fail_next(error, times=1)`` makes the next calls raise ``error`` (a transient or permanent
+``BackendError``, or anything else) to exercise retries. State is per process.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from crmify.exceptions import PermanentBackendError
+
+from .base import BaseBackend, CallRecord, record_call
+
+if TYPE_CHECKING:
+    from crmify.models import Lead
+
+
+@dataclass(frozen=True, slots=True)
+class LocmemCall:
+    """One call the backend received: ``create``, ``update`` or ``delete``, with what it carried."""
+
+    operation: str
+    lead_id: str
+    payload: dict[str, Any]
+
+
+_lock = threading.Lock()
+_ids = itertools.count(1)
+#: The CRM's leads by id.
+leads: dict[str, dict[str, Any]] = {}
+#: Every call in order, failed ones included.
+calls: list[LocmemCall] = []
+_failures: list[BaseException] = []
+
+
+def reset() -> None:
+    """Forget every lead, call and planned failure."""
+    global _ids
+    with _lock:
+        leads.clear()
+        calls.clear()
+        _failures.clear()
+        _ids = itertools.count(1)
+
+
+def fail_next(error: BaseException, times: int = 1) -> None:
+    """Make the next ``times`` calls raise ``error`` instead of succeeding."""
+    with _lock:
+        _failures.extend([error] * times)
+
+
+class LocmemBackend(BaseBackend):
+    """Keeps the CRM in memory and records every call; see the module docstring."""
+
+    supports_payload_preview = True
+    supports_fetch = True
+
+    def build_payload(self, lead: Lead) -> dict[str, Any]:
+        return lead.crm_values()
+
+    def sync_lead(self, lead: Lead) -> str:
+        payload = self.build_payload(lead)
+        operation = "update" if lead.external_id in leads else "create"
+        lead_id = lead.external_id if operation == "update" else str(next(_ids))
+        self._call(operation, lead_id, payload)
+        with _lock:
+            leads[lead_id] = payload
+        return lead_id
+
+    def delete_lead(self, lead_id: str) -> bool:
+        self._call("delete", lead_id, {})
+        with _lock:
+            leads.pop(lead_id, None)
+        return True
+
+    def fetch_lead(self, lead_id: str) -> dict[str, Any] | None:
+        return leads.get(lead_id)
+
+    def _call(self, operation: str, lead_id: str, payload: dict[str, Any]) -> None:
+        with _lock:
+            calls.append(LocmemCall(operation, lead_id, payload))
+            failure = _failures.pop(0) if _failures else None
+        if failure is not None:
+            outcome = "permanent" if isinstance(failure, PermanentBackendError) else "transient"
+            record_call(CallRecord(operation, outcome=outcome, error=str(failure)))
+            raise failure
+        record_call(CallRecord(operation, request_summary=f"{len(payload)} fields"))

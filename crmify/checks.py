@@ -1,0 +1,181 @@
+"""System checks for every mistake a site can make in ``CRMIFY``; each message has an id and a hint.
+
+Registered by ``CrmifyConfig.ready()``; run by ``manage.py check`` and before ``runserver``/``migrate``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from django.conf import settings
+from django.core import checks
+from django.core.exceptions import ImproperlyConfigured
+
+from crmify.conf import DEFAULTS, ON_DELETE_CHOICES, crmify_settings
+from crmify.models import CUSTOM_FIELD_PREFIX, MAPPABLE_FIELDS
+
+SEED_EXAMPLE = "see the settings table in django-crmify's README"
+
+
+def _error(msg: str, hint: str, code: int) -> checks.Error:
+    return checks.Error(msg, hint=hint, id=f"crmify.E{code:03d}")
+
+
+@checks.register()
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    raw = getattr(settings, "CRMIFY", {})
+    if not isinstance(raw, Mapping):
+        return [_error("CRMIFY must be a dict.", f"Set CRMIFY = {{'BACKEND': ...}}; {SEED_EXAMPLE}.", 1)]
+    messages: list[checks.CheckMessage] = [
+        checks.Warning(
+            f"CRMIFY has an unknown key {key!r}; it is ignored.",
+            hint=f"Known keys: {', '.join(sorted(DEFAULTS))}.",
+            id="crmify.W001",
+        )
+        for key in raw
+        if key not in DEFAULTS
+    ]
+    messages += _check_values()
+    messages += _check_backend()
+    messages += _check_models_and_mapper()
+    messages += _check_tasks()
+    return messages
+
+
+def _check_values() -> list[checks.CheckMessage]:
+    messages: list[checks.CheckMessage] = []
+    for key in ("MAX_ATTEMPTS", "RETRY_BACKOFF_BASE", "RETRY_BACKOFF_MAX", "SWEEP_PENDING_AFTER", "CLAIM_TIMEOUT"):
+        value = crmify_settings.get(key)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            messages.append(
+                _error(f"CRMIFY[{key!r}] must be a positive number, not {value!r}.", f"The default is {DEFAULTS[key]}.", 2)
+            )
+    if crmify_settings.get("ON_DELETE") not in ON_DELETE_CHOICES:
+        messages.append(
+            _error(
+                f"CRMIFY['ON_DELETE'] is {crmify_settings.get('ON_DELETE')!r}.",
+                'Use "delete" (delete the CRM lead, keep a tombstone) or "keep".',
+                3,
+            )
+        )
+    for key in ("LEAD_NEW_STATUS", "LEAD_CONVERTED_STATUS", "LEAD_DEAD_STATUS"):
+        value = crmify_settings.get(key)
+        if not isinstance(value, str) or not value.strip():
+            messages.append(
+                _error(f"CRMIFY[{key!r}] must be a status name.", f"The default is {DEFAULTS[key]!r}.", 4)
+            )
+    for key in ("BACKEND_OPTIONS", "BACKEND_AUTH"):
+        if not isinstance(crmify_settings.get(key) or {}, Mapping):
+            messages.append(_error(f"CRMIFY[{key!r}] must be a dict.", "Give a dict or leave it out.", 5))
+    return messages
+
+
+def _check_backend() -> list[checks.CheckMessage]:
+    from crmify.backends import get_backend, load_backend_class
+
+    try:
+        backend_class = load_backend_class()
+    except ImproperlyConfigured as exc:
+        return [_error(str(exc), "Give the dotted path of a class with sync_lead() and delete_lead().", 10)]
+    missing = [name for name in ("sync_lead", "delete_lead") if not callable(getattr(backend_class, name, None))]
+    if missing:
+        return [
+            _error(
+                f"CRMIFY['BACKEND'] {crmify_settings.BACKEND!r} has no {' or '.join(missing)} method.",
+                "A backend implements sync_lead(lead) -> str and delete_lead(lead_id) -> bool.",
+                11,
+            )
+        ]
+    try:
+        backend = get_backend()
+    except ImproperlyConfigured as exc:
+        return [_error(f"CRMIFY backend: {exc}", "Fix BACKEND_OPTIONS or BACKEND_AUTH.", 12)]
+    check = getattr(backend, "check", None)
+    return list(check()) if callable(check) else []
+
+
+def _check_models_and_mapper() -> list[checks.CheckMessage]:
+    from crmify.loading import get_lead_model, get_mapper_class, get_status_model, walk_path
+
+    messages: list[checks.CheckMessage] = []
+    try:
+        lead_model = get_lead_model()
+    except ImproperlyConfigured as exc:
+        messages.append(
+            _error(str(exc), "Give a model's dotted path (myapp.models.UserProfile) or app_label.ModelName.", 20)
+        )
+        lead_model = None
+    try:
+        status_model = get_status_model()
+    except ImproperlyConfigured as exc:
+        messages.append(_error(str(exc), "Give the model that mixes in crmify.mixins.LeadStatusMixin.", 21))
+    else:
+        if status_model is not None and not callable(getattr(status_model, "lead_status", None)):
+            messages.append(
+                _error(
+                    f"LEAD_STATUS_MODEL {status_model._meta.label} has no lead_status() method.",
+                    "Mix in crmify.mixins.LeadStatusMixin and implement lead_status().",
+                    22,
+                )
+            )
+    try:
+        mapper = get_mapper_class()()
+    except ImproperlyConfigured as exc:
+        return [*messages, _error(str(exc), "Subclass crmify.mappers.LeadModelFieldMapper.", 30)]
+    for source, target, _ in mapper.mappings():
+        if target not in MAPPABLE_FIELDS and not target.startswith(CUSTOM_FIELD_PREFIX):
+            messages.append(
+                _error(
+                    f"{type(mapper).__name__} maps to {target!r}, which is not a lead field.",
+                    f"Lead fields: {', '.join(MAPPABLE_FIELDS)}, or {CUSTOM_FIELD_PREFIX}<name>.",
+                    31,
+                )
+            )
+        if lead_model is not None and isinstance(source, str):
+            try:
+                walk_path(lead_model, source)
+            except ImproperlyConfigured as exc:
+                messages.append(
+                    _error(
+                        f"{type(mapper).__name__} reads {source!r}: {exc}",
+                        f"Use a field, property or method of {lead_model._meta.label}; cross relations with __.",
+                        32,
+                    )
+                )
+    return messages
+
+
+def _check_tasks() -> list[checks.CheckMessage]:
+    from crmify.compat import InvalidTaskBackend, task_backends
+
+    alias = crmify_settings.TASK_BACKEND
+    try:
+        backend = task_backends[alias]
+    except InvalidTaskBackend:
+        return [
+            _error(
+                f"CRMIFY['TASK_BACKEND'] is {alias!r}, but TASKS has no backend by that name.",
+                "Add it to TASKS, e.g. {'default': {'BACKEND': 'django_tasks_db.DatabaseBackend'}}.",
+                40,
+            )
+        ]
+    messages: list[checks.CheckMessage] = []
+    queue = crmify_settings.TASK_QUEUE
+    if backend.queues and queue not in backend.queues:
+        messages.append(
+            _error(
+                f"CRMIFY['TASK_QUEUE'] {queue!r} is not one of the QUEUES of task backend {alias!r}.",
+                f"Add {queue!r} to its QUEUES or set TASK_QUEUE to one of {sorted(backend.queues)}.",
+                41,
+            )
+        )
+    if type(backend).__name__ == "ImmediateBackend":
+        messages.append(
+            checks.Warning(
+                f"Task backend {alias!r} is the immediate backend: CRM calls run inside the request.",
+                "Use django_tasks_db.DatabaseBackend with its db_worker (or another queue) in production.",
+                id="crmify.W002",
+            )
+        )
+    return messages

@@ -1,0 +1,140 @@
+"""Mappers: how a ``LEAD_MODEL`` row becomes lead values.
+
+``field_mapping`` maps a source path (``"email"``, ``"user__first_name"`` across relations, or a callable
+taking the row) to a lead field; ``fallbacks`` gives a second source for a lead field whose primary value is
+``None`` or blank. A target named ``"custom_fields__Name"`` lands in the lead's custom fields. Mapping does
+no I/O but database reads.
+"""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from django.db import models
+
+from crmify.exceptions import MappingError
+from crmify.models import CUSTOM_FIELD_PREFIX, MAPPABLE_FIELDS, Lead
+
+SourcePath = str | Callable[[Any], Any]
+
+#: Types a mapped value may have; each becomes text (custom fields keep numbers and booleans).
+_SCALARS = (str, int, float, decimal.Decimal, bool, datetime.date, datetime.time, uuid.UUID)
+
+
+@dataclass
+class MappedLead:
+    """The result of mapping one row: lead values, custom fields, and which values came from a fallback."""
+
+    values: dict[str, str] = field(default_factory=dict)
+    custom_fields: dict[str, Any] = field(default_factory=dict)
+    from_fallback: set[str] = field(default_factory=set)
+
+
+def source_label(source: SourcePath) -> str:
+    """How a source path reads in messages and in the admin's preview."""
+    return source if isinstance(source, str) else getattr(source, "__name__", repr(source))
+
+
+def resolve_path(instance: Any, path: SourcePath) -> Any:
+    """The value at ``path`` on ``instance``; ``None`` if a relation on the way is empty.
+
+    A callable path is called with the row; a callable found at the end of a string path (a method, a
+    property's function) is called with no arguments.
+    """
+    if not isinstance(path, str):
+        return path(instance)
+    value: Any = instance
+    for part in path.split("__"):
+        if value is None:
+            return None
+        try:
+            value = getattr(value, part)
+        except models.ObjectDoesNotExist:
+            return None
+    return value() if callable(value) and not isinstance(value, type) else value
+
+
+def _is_blank(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _as_text(target: str, value: Any, max_length: int | None) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, _SCALARS):
+        raise MappingError(
+            f"{target} got a {type(value).__name__} ({str(value)[:60]!r}); "
+            "a mapper must give text, a number, a boolean or a date."
+        )
+    text = value.isoformat() if isinstance(value, datetime.date | datetime.time) else str(value)
+    text = text.strip()
+    if max_length is not None and len(text) > max_length:
+        raise MappingError(f"{target} is {len(text)} characters long; the lead keeps {max_length}.")
+    return text
+
+
+def _max_length(name: str) -> int | None:
+    model_field = Lead._meta.get_field(name)
+    return None if isinstance(model_field, models.TextField) else model_field.max_length
+
+
+class LeadModelFieldMapper:
+    """Maps a row of ``LEAD_MODEL`` to lead values; subclass it and set the two dictionaries.
+
+    ``field_mapping``: source path -> lead field. ``fallbacks``: source path -> lead field, used when the
+    primary mapping for that lead field gives ``None`` or a blank string.
+    """
+
+    field_mapping: ClassVar[dict[Any, str]] = {}
+    fallbacks: ClassVar[dict[Any, str]] = {}
+
+    def mappings(self) -> Iterator[tuple[SourcePath, str, bool]]:
+        """Every (source path, lead field, is_fallback) this mapper declares (checks and preview read it)."""
+        for source, target in self.field_mapping.items():
+            yield source, target, False
+        for source, target in self.fallbacks.items():
+            yield source, target, True
+
+    def map(self, instance: Any) -> MappedLead:
+        """Map ``instance``; raise :class:`MappingError` for a value of the wrong type or too long."""
+        raw: dict[str, Any] = {}
+        from_fallback: set[str] = set()
+        for source, target in self.field_mapping.items():
+            raw[target] = resolve_path(instance, source)
+        for source, target in self.fallbacks.items():
+            if _is_blank(raw.get(target)):
+                value = resolve_path(instance, source)
+                if not _is_blank(value):
+                    raw[target] = value
+                    from_fallback.add(target)
+        mapped = MappedLead(from_fallback=from_fallback)
+        for target, value in raw.items():
+            if target.startswith(CUSTOM_FIELD_PREFIX):
+                name = target.removeprefix(CUSTOM_FIELD_PREFIX)
+                if value is not None and not isinstance(value, _SCALARS):
+                    raise MappingError(f"{target} got a {type(value).__name__}; expected a scalar.")
+                keep = value if isinstance(value, str | int | float | bool) or value is None else str(value)
+                mapped.custom_fields[name] = keep
+            elif target in MAPPABLE_FIELDS:
+                mapped.values[target] = _as_text(target, value, _max_length(target))
+            else:
+                raise MappingError(f"{target!r} is not a lead field.")
+        return mapped
+
+
+class DjangoUserFieldMapper(LeadModelFieldMapper):
+    """The default mapper for ``django.contrib.auth.models.User``, as the original README shows it."""
+
+    field_mapping = {
+        "first_name": "first_name",
+        "last_name": "last_name",
+        "email": "email",
+    }
+    fallbacks = {
+        "username": "email",
+    }

@@ -1,0 +1,157 @@
+"""crmify's tables: the ``Lead`` (the outbox of what the CRM should hold) and the ledger of CRM calls.
+
+A ``Lead`` points at its source row through a content type and the row's primary key as text, so any
+``LEAD_MODEL`` works with crmify's own migrations alone: ``makemigrations`` in a site writes nothing here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.contenttypes.models import ContentType
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+#: Lead fields a mapper may fill, in the order the admin shows them.
+MAPPABLE_FIELDS: tuple[str, ...] = (
+    "first_name",
+    "last_name",
+    "email",
+    "phone",
+    "mobile_phone",
+    "title",
+    "company",
+    "website",
+    "street_address",
+    "city",
+    "state",
+    "postcode",
+    "country",
+    "lead_source",
+    "description",
+    "status",
+)
+
+#: The prefix a mapping target takes to land in ``custom_fields``: ``"custom_fields__Signup_Source"``.
+CUSTOM_FIELD_PREFIX = "custom_fields__"
+
+
+class SyncState(models.TextChoices):
+    """Where a lead stands with the CRM. Every transition is shown in the admin."""
+
+    PENDING = "pending", _("Pending")
+    SYNCING = "syncing", _("Syncing")
+    SYNCED = "synced", _("Synced")
+    RETRYING = "retrying", _("Retrying")
+    FAILED = "failed", _("Failed")
+    DELETING = "deleting", _("Deleting")
+    DELETED = "deleted", _("Deleted")
+
+
+class Lead(models.Model):
+    """One person as the CRM should know them, with the state of getting them there."""
+
+    source_type = models.ForeignKey(
+        ContentType, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    source_id = models.CharField(_("source id"), max_length=64, blank=True, default="")
+
+    first_name = models.CharField(_("first name"), max_length=255, blank=True, default="")
+    last_name = models.CharField(_("last name"), max_length=255, blank=True, default="")
+    email = models.CharField(_("email"), max_length=254, blank=True, default="", db_index=True)
+    phone = models.CharField(_("phone"), max_length=100, blank=True, default="")
+    mobile_phone = models.CharField(_("mobile phone"), max_length=100, blank=True, default="")
+    title = models.CharField(_("title"), max_length=255, blank=True, default="")
+    company = models.CharField(_("company"), max_length=255, blank=True, default="")
+    website = models.CharField(_("website"), max_length=255, blank=True, default="")
+    street_address = models.CharField(_("street address"), max_length=255, blank=True, default="")
+    city = models.CharField(_("city"), max_length=255, blank=True, default="")
+    state = models.CharField(_("state"), max_length=255, blank=True, default="")
+    postcode = models.CharField(_("postcode"), max_length=64, blank=True, default="")
+    country = models.CharField(_("country"), max_length=255, blank=True, default="")
+    lead_source = models.CharField(_("lead source"), max_length=255, blank=True, default="")
+    description = models.TextField(_("description"), blank=True, default="")
+    custom_fields = models.JSONField(_("custom fields"), default=dict, blank=True)
+    status = models.CharField(_("status"), max_length=100, blank=True, default="")
+
+    external_id = models.CharField(
+        _("CRM id"), max_length=100, blank=True, default="", db_index=True
+    )
+    sync_state = models.CharField(
+        _("sync state"), max_length=16, choices=SyncState.choices, default=SyncState.PENDING
+    )
+    tombstone = models.BooleanField(
+        _("deleted from CRM"),
+        default=False,
+        help_text=_("Deleted from the CRM: saves do not re-create it until staff re-sync it."),
+    )
+    attempts = models.PositiveIntegerField(_("attempts"), default=0)
+    next_attempt_at = models.DateTimeField(_("next attempt"), null=True, blank=True)
+    last_error = models.TextField(_("last error"), blank=True, default="")
+    last_synced_at = models.DateTimeField(_("last synced"), null=True, blank=True)
+    queued_at = models.DateTimeField(_("queued"), null=True, blank=True)
+    fingerprint = models.CharField(_("fingerprint"), max_length=64, blank=True, default="")
+    synced_fingerprint = models.CharField(
+        _("fingerprint last synced"), max_length=64, blank=True, default=""
+    )
+    synced_values = models.JSONField(_("values last synced"), default=dict, blank=True)
+    claim_token = models.CharField(max_length=32, blank=True, default="")
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("lead")
+        verbose_name_plural = _("leads")
+        ordering = ("-updated_at",)
+        constraints = (
+            models.UniqueConstraint(
+                fields=("source_type", "source_id"),
+                condition=~models.Q(source_id=""),
+                name="crmify_lead_unique_source",
+            ),
+        )
+        indexes = (models.Index(fields=("sync_state", "next_attempt_at")),)
+
+    def __str__(self) -> str:
+        name = f"{self.first_name} {self.last_name}".strip()
+        return name or self.email or f"Lead {self.pk}"
+
+    def crm_values(self) -> dict[str, Any]:
+        """The values the CRM should hold: mappable fields and custom fields. Backends build from this."""
+        values: dict[str, Any] = {name: getattr(self, name) for name in MAPPABLE_FIELDS}
+        values["custom_fields"] = dict(self.custom_fields or {})
+        return values
+
+
+class LedgerEntry(models.Model):
+    """One CRM call made for a lead: what was asked, what came back, how long it took.
+
+    Summaries are written by backends without secrets and truncated; the ledger outlives its lead.
+    """
+
+    class Outcome(models.TextChoices):
+        OK = "ok", _("OK")
+        TRANSIENT = "transient", _("Transient error")
+        PERMANENT = "permanent", _("Permanent error")
+
+    lead = models.ForeignKey(
+        Lead, null=True, blank=True, on_delete=models.SET_NULL, related_name="ledger"
+    )
+    operation = models.CharField(_("operation"), max_length=32)
+    started_at = models.DateTimeField(_("time"), db_index=True)
+    duration_ms = models.PositiveIntegerField(_("duration (ms)"), default=0)
+    outcome = models.CharField(_("outcome"), max_length=16, choices=Outcome.choices)
+    http_status = models.PositiveSmallIntegerField(_("HTTP status"), null=True, blank=True)
+    error = models.TextField(_("error"), blank=True, default="")
+    request_summary = models.TextField(_("request"), blank=True, default="")
+    response_summary = models.TextField(_("response"), blank=True, default="")
+
+    class Meta:
+        verbose_name = _("ledger entry")
+        verbose_name_plural = _("ledger entries")
+        ordering = ("-started_at", "-id")
+        indexes = (models.Index(fields=("lead", "-started_at")),)
+
+    def __str__(self) -> str:
+        return f"{self.operation} {self.outcome} at {self.started_at:%Y-%m-%d %H:%M:%S}"

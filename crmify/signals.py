@@ -1,0 +1,108 @@
+"""Wires crmify's receivers to exactly the models ``CRMIFY`` names, and re-wires when the settings change.
+
+Connected from ``CrmifyConfig.ready()``: ``LEAD_MODEL`` (save and delete), ``LEAD_STATUS_MODEL`` (save) and
+every model the mapper's ``__`` paths reach (a ``UserProfile`` lead whose name comes from
+``user__first_name`` is re-mapped when its ``User`` is saved). No other model's saves reach crmify.
+Receivers never do network I/O: they record on the lead and queue after commit.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+from django.db import models
+from django.db.models import Q
+from django.db.models.signals import post_delete, post_save
+
+from crmify.conf import crmify_settings
+from crmify.loading import get_lead_model, get_mapper, get_status_model, walk_path
+from crmify.tracking import source_deleted, track
+
+logger = logging.getLogger("crmify")
+
+_connected: list[tuple[Any, Callable[..., None], type[models.Model]]] = []
+
+
+def on_lead_model_saved(sender: type[models.Model], instance: models.Model, raw: bool = False, **kwargs: Any) -> None:
+    if raw or not crmify_settings.AUTO_SYNC:
+        return
+    track(instance)
+
+
+def on_lead_model_deleted(sender: type[models.Model], instance: models.Model, **kwargs: Any) -> None:
+    if crmify_settings.AUTO_SYNC:
+        source_deleted(instance)
+
+
+def on_status_model_saved(sender: type[models.Model], instance: Any, raw: bool = False, **kwargs: Any) -> None:
+    if raw or not crmify_settings.AUTO_SYNC:
+        return
+    result = instance.lead_status()
+    if result:
+        lead_instance, status = result
+        track(lead_instance, status=status)
+
+
+def related_receiver(lookups: list[str]) -> Callable[..., None]:
+    """A receiver that re-maps the ``LEAD_MODEL`` rows reaching the saved instance through ``lookups``."""
+
+    def on_related_saved(sender: type[models.Model], instance: models.Model, raw: bool = False, **kwargs: Any) -> None:
+        if raw or not crmify_settings.AUTO_SYNC:
+            return
+        condition = Q()
+        for lookup in lookups:
+            condition |= Q(**{lookup: instance})
+        for row in get_lead_model()._default_manager.filter(condition).distinct():
+            track(row)
+
+    return on_related_saved
+
+
+def _connect(signal: Any, receiver: Callable[..., None], sender: type[models.Model]) -> None:
+    signal.connect(receiver, sender=sender, weak=False, dispatch_uid=f"crmify:{id(receiver)}:{sender._meta.label}")
+    _connected.append((signal, receiver, sender))
+
+
+def disconnect_receivers() -> None:
+    while _connected:
+        signal, receiver, sender = _connected.pop()
+        signal.disconnect(receiver, sender=sender, dispatch_uid=f"crmify:{id(receiver)}:{sender._meta.label}")
+
+
+def connect_receivers() -> None:
+    """(Re)connect the receivers for the current settings; a broken setting connects nothing (the system
+    checks report it)."""
+    disconnect_receivers()
+    try:
+        lead_model = get_lead_model()
+        mapper = get_mapper()
+        status_model = get_status_model()
+        related: dict[type[models.Model], list[str]] = defaultdict(list)
+        for source, _, _ in mapper.mappings():
+            if isinstance(source, str):
+                for prefix, model in walk_path(lead_model, source):
+                    if prefix not in related[model]:
+                        related[model].append(prefix)
+    except ImproperlyConfigured as exc:
+        logger.warning("crmify: not syncing, the configuration is broken: %s", exc)
+        return
+    _connect(post_save, on_lead_model_saved, lead_model)
+    _connect(post_delete, on_lead_model_deleted, lead_model)
+    if status_model is not None:
+        _connect(post_save, on_status_model_saved, status_model)
+    for model, lookups in related.items():
+        if model is not lead_model:
+            _connect(post_save, related_receiver(lookups), model)
+
+
+def on_setting_changed(setting: str, **kwargs: Any) -> None:
+    if setting == "CRMIFY":
+        connect_receivers()
+
+
+setting_changed.connect(on_setting_changed, dispatch_uid="crmify:setting_changed")

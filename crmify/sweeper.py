@@ -1,0 +1,141 @@
+"""Finds work that fell through the cracks and queues it again.
+
+Called by ``manage.py crmify_sync`` and the ``crmify.tasks.sweep_task`` task (schedule either). It gives back
+claims of workers that died, queues due retries and pending leads whose enqueue was lost, and with
+``drift=True`` re-maps every ``LEAD_MODEL`` row to catch writes that bypassed the signals
+(``queryset.update``, ``bulk_create``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.contrib.contenttypes.models import ContentType
+from django.core.exceptions import FieldError
+from django.db import models
+from django.db.models import Case, F, Q, Value, When
+from django.utils import timezone
+
+from crmify.conf import crmify_settings
+from crmify.loading import get_lead_model, get_mapper, walk_path
+from crmify.mappers import LeadModelFieldMapper
+from crmify.models import Lead, SyncState
+from crmify.queue import backend_supports_defer, enqueue_lead
+from crmify.tracking import track
+
+
+@dataclass
+class SweepReport:
+    """What one sweep did, for the command's output and the task's result."""
+
+    released_claims: int = 0
+    queued_retries: int = 0
+    queued_lost: int = 0
+    drift_scanned: int = 0
+    drift_queued: int = 0
+
+    def __str__(self) -> str:
+        text = (
+            f"{self.released_claims} stale claims released, {self.queued_retries} due retries queued, "
+            f"{self.queued_lost} lost enqueues queued"
+        )
+        if self.drift_scanned:
+            text += f", {self.drift_scanned} rows scanned for drift, {self.drift_queued} changed"
+        return text
+
+
+def sweep(*, drift: bool = False) -> SweepReport:
+    """Run one sweep; see the module docstring."""
+    report = SweepReport()
+    now = timezone.now()
+    report.released_claims = release_stale_claims(now - timedelta(seconds=crmify_settings.CLAIM_TIMEOUT))
+    lost_before = now - timedelta(seconds=crmify_settings.SWEEP_PENDING_AFTER)
+    # A backend that can defer already holds a task for each retry; only long-overdue ones were lost.
+    due_before = lost_before if backend_supports_defer() else now
+    due = Q(sync_state__in=[SyncState.RETRYING, SyncState.DELETING], next_attempt_at__lte=due_before)
+    lost = Q(
+        sync_state__in=[SyncState.PENDING, SyncState.DELETING],
+        next_attempt_at__isnull=True,
+        queued_at__lt=lost_before,
+    )
+    report.queued_retries = _requeue(Lead.objects.filter(due, claim_token=""), now)
+    report.queued_lost = _requeue(Lead.objects.filter(lost, claim_token=""), now)
+    if drift:
+        report.drift_scanned, report.drift_queued = scan_drift()
+    return report
+
+
+def release_stale_claims(before: Any) -> int:
+    """Give back claims older than ``before``: their worker died (``kill -9``, a lost machine)."""
+    return Lead.objects.filter(claimed_at__lt=before).exclude(claim_token="").update(
+        sync_state=Case(
+            When(tombstone=True, then=Value(SyncState.DELETING)),
+            When(sync_state=SyncState.SYNCING, then=Value(SyncState.PENDING)),
+            default=F("sync_state"),
+        ),
+        claim_token="",
+        claimed_at=None,
+        next_attempt_at=None,
+        queued_at=timezone.now() - timedelta(days=1),
+    )
+
+
+def _requeue(queryset: models.QuerySet[Lead], now: Any) -> int:
+    ids = list(queryset.values_list("pk", flat=True))
+    Lead.objects.filter(pk__in=ids).update(queued_at=now)
+    return sum(1 for lead_id in ids if enqueue_lead(lead_id))
+
+
+def iterate_source_rows(
+    mapper: LeadModelFieldMapper, queryset: models.QuerySet[Any] | None = None, chunk_size: int = 1000
+) -> Iterator[list[Any]]:
+    """``LEAD_MODEL`` rows in primary-key chunks, with the relations the mapper reads joined in.
+
+    Used by the drift scan and the bulk tools: memory stays flat however many rows there are.
+    """
+    model = get_lead_model()
+    queryset = model._default_manager.all() if queryset is None else queryset
+    related = sorted(
+        {prefix for source, _, _ in mapper.mappings() if isinstance(source, str) for prefix, _ in walk_path(model, source)}
+    )
+    if related:
+        try:
+            str(queryset.select_related(*related).query)
+            queryset = queryset.select_related(*related)
+        except FieldError:
+            pass  # a reverse or many relation: the mapper reads it row by row
+    last_pk: Any = None
+    while True:
+        page = queryset.order_by("pk")
+        if last_pk is not None:
+            page = page.filter(pk__gt=last_pk)
+        rows = list(page[:chunk_size])
+        if not rows:
+            return
+        yield rows
+        last_pk = rows[-1].pk
+
+
+def scan_drift() -> tuple[int, int]:
+    """Re-map every source row; track the ones whose values moved behind the signals' back."""
+    mapper = get_mapper()
+    source_type = ContentType.objects.get_for_model(get_lead_model())
+    scanned = queued = 0
+    for rows in iterate_source_rows(mapper):
+        leads = {
+            lead.source_id: lead
+            for lead in Lead.objects.filter(
+                source_type=source_type, source_id__in=[str(row.pk) for row in rows]
+            )
+        }
+        for row in rows:
+            scanned += 1
+            lead = leads.get(str(row.pk))
+            before = lead.fingerprint if lead else None
+            after = track(row, mapper=mapper, lead=lead)
+            if after.fingerprint != before and after.sync_state == SyncState.PENDING:
+                queued += 1
+    return scanned, queued

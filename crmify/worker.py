@@ -1,0 +1,271 @@
+"""Runs one lead's CRM work: claim it, call the backend, write the ledger, set the next state.
+
+Called by the task ``crmify.tasks.process_lead_task`` on any Tasks backend, and by ``crmify.api.sync_now``
+inside a request when staff ask. A claim is one conditional UPDATE, so two workers never work on one lead at
+once (SQLite and PostgreSQL alike). Each finishing write is conditional on the claim too: a claim given back
+by the sweeper (a worker that died) is never overwritten by a late finisher.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
+from django.db.models import Case, Q, Value, When
+from django.utils import timezone
+
+from crmify.backends import get_backend
+from crmify.backends.base import CallRecord, recording
+from crmify.conf import crmify_settings
+from crmify.exceptions import (
+    BackendError,
+    MappingError,
+    PermanentBackendError,
+    QuotaExhausted,
+    TransientBackendError,
+)
+from crmify.models import Lead, LedgerEntry, SyncState
+from crmify.queue import enqueue_lead
+
+logger = logging.getLogger("crmify")
+
+#: How much of an error the lead keeps in ``last_error``.
+MAX_ERROR_LENGTH = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """How the engine reads an exception from a backend."""
+
+    message: str
+    permanent: bool
+    retry_after: float | None = None
+    resets_at: datetime | None = None
+
+    @property
+    def outcome(self) -> str:
+        return LedgerEntry.Outcome.PERMANENT if self.permanent else LedgerEntry.Outcome.TRANSIENT
+
+
+def classify(exc: BaseException) -> Failure:
+    """Permanent for crmify's permanent errors, mapping and configuration errors; transient otherwise."""
+    if isinstance(exc, QuotaExhausted):
+        return Failure(str(exc), permanent=False, resets_at=exc.resets_at)
+    if isinstance(exc, PermanentBackendError | MappingError | ImproperlyConfigured):
+        return Failure(str(exc), permanent=True)
+    if isinstance(exc, TransientBackendError):
+        return Failure(str(exc), permanent=False, retry_after=exc.retry_after)
+    if isinstance(exc, BackendError):
+        return Failure(str(exc), permanent=False, retry_after=exc.retry_after)
+    # Any other exception from a custom backend: retried, with its text kept.
+    return Failure(f"{type(exc).__name__}: {exc}", permanent=False)
+
+
+def backoff_seconds(attempt: int, retry_after: float | None = None) -> float:
+    """Seconds before retry number ``attempt``: the CRM's ``Retry-After`` when it gave one, else
+    exponential from ``RETRY_BACKOFF_BASE`` up to ``RETRY_BACKOFF_MAX`` with jitter (so a crowd of
+    failed leads does not come back at the same instant)."""
+    if retry_after is not None:
+        return max(float(retry_after), 0.0)
+    ceiling = min(
+        crmify_settings.RETRY_BACKOFF_MAX,
+        crmify_settings.RETRY_BACKOFF_BASE * 2 ** max(attempt - 1, 0),
+    )
+    return random.uniform(ceiling / 2, ceiling)
+
+
+def process_lead(lead_id: int) -> str:
+    """Do whatever ``lead_id`` is waiting for (a sync or a delete) and say what happened."""
+    state = Lead.objects.filter(pk=lead_id).values_list("sync_state", flat=True).first()
+    if state is None:
+        return "missing"
+    if state == SyncState.DELETING:
+        return _run_delete(lead_id)
+    return _run_sync(lead_id)
+
+
+def _claim(lead_id: int, condition: Q, **changes: Any) -> str | None:
+    now = timezone.now()
+    token = uuid.uuid4().hex
+    due = Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
+    claimed = Lead.objects.filter(condition, due, pk=lead_id, claim_token="").update(
+        claim_token=token, claimed_at=now, **changes
+    )
+    return token if claimed else None
+
+
+def _run_sync(lead_id: int) -> str:
+    token = _claim(
+        lead_id,
+        Q(sync_state__in=[SyncState.PENDING, SyncState.RETRYING]),
+        sync_state=SyncState.SYNCING,
+    )
+    if token is None:
+        return "skipped"
+    lead = Lead.objects.get(pk=lead_id)
+    if lead.external_id and lead.fingerprint and lead.fingerprint == lead.synced_fingerprint:
+        _finish_sync(lead, token, lead.external_id)
+        return "unchanged"
+    external_id, error = _call(lead, "sync", lambda backend: backend.sync_lead(lead))
+    if error is not None:
+        return _finish_failure(lead, token, error, retry_state=SyncState.RETRYING)
+    if not external_id:
+        failure = PermanentBackendError("The backend's sync_lead returned no CRM id.")
+        return _finish_failure(lead, token, failure, retry_state=SyncState.RETRYING)
+    _finish_sync(lead, token, str(external_id))
+    return "synced"
+
+
+def _run_delete(lead_id: int) -> str:
+    token = _claim(lead_id, Q(sync_state=SyncState.DELETING))
+    if token is None:
+        return "skipped"
+    lead = Lead.objects.get(pk=lead_id)
+    if lead.external_id:
+        deleted, error = _call(lead, "delete", lambda backend: backend.delete_lead(lead.external_id))
+        if error is None and deleted is False:
+            error = PermanentBackendError(f"The CRM did not delete lead {lead.external_id}.")
+        if error is not None:
+            return _finish_failure(lead, token, error, retry_state=SyncState.DELETING)
+    Lead.objects.filter(pk=lead_id, claim_token=token).update(
+        sync_state=SyncState.DELETED,
+        attempts=0,
+        last_error="",
+        next_attempt_at=None,
+        claim_token="",
+        claimed_at=None,
+        updated_at=timezone.now(),
+    )
+    return "deleted"
+
+
+def _call(
+    lead: Lead, operation: str, call: Callable[[Any], Any]
+) -> tuple[Any, BaseException | None]:
+    """Call the backend, keep a ledger of it, and hand back (result, error)."""
+    started_at = timezone.now()
+    started = time.monotonic()
+    result: Any = None
+    error: BaseException | None = None
+    with recording() as records:
+        try:
+            result = call(get_backend())
+        except ImproperlyConfigured as exc:
+            _write_ledger(lead, records, operation, started_at, started, exc)
+            # A configuration mistake is never retried: fail the lead loudly and let the task fail too.
+            Lead.objects.filter(pk=lead.pk).update(
+                sync_state=SyncState.FAILED,
+                last_error=f"Configuration error: {exc}"[:MAX_ERROR_LENGTH],
+                claim_token="",
+                claimed_at=None,
+            )
+            raise
+        except Exception as exc:
+            error = exc
+        _write_ledger(lead, records, operation, started_at, started, error)
+    return result, error
+
+
+def _write_ledger(
+    lead: Lead,
+    records: list[CallRecord],
+    operation: str,
+    started_at: datetime,
+    started: float,
+    error: BaseException | None,
+) -> None:
+    """One ledger row per CRM call the backend reported, or one for the whole operation if it reported none."""
+    if not records:
+        failure = classify(error) if error is not None else None
+        records = [
+            CallRecord(
+                operation,
+                outcome=failure.outcome if failure else LedgerEntry.Outcome.OK,
+                http_status=getattr(error, "status_code", None),
+                duration_ms=int((time.monotonic() - started) * 1000),
+                error=failure.message if failure else "",
+            )
+        ]
+    LedgerEntry.objects.bulk_create(
+        LedgerEntry(
+            lead_id=lead.pk,
+            operation=record.operation,
+            started_at=started_at,
+            duration_ms=record.duration_ms,
+            outcome=record.outcome,
+            http_status=record.http_status,
+            error=record.error[:MAX_ERROR_LENGTH],
+            request_summary=record.request_summary,
+            response_summary=record.response_summary,
+        )
+        for record in records
+    )
+
+
+def _after_tombstone(default: str) -> Case:
+    """``default``, unless the lead became a tombstone while we worked: then its deletion is next."""
+    return Case(When(tombstone=True, then=Value(SyncState.DELETING)), default=Value(default))
+
+
+def _finish_sync(lead: Lead, token: str, external_id: str) -> None:
+    now = timezone.now()
+    done = {
+        "external_id": external_id,
+        "synced_fingerprint": lead.fingerprint,
+        "synced_values": lead.crm_values(),
+        "last_synced_at": now,
+        "attempts": 0,
+        "last_error": "",
+        "next_attempt_at": None,
+        "claim_token": "",
+        "claimed_at": None,
+        "updated_at": now,
+    }
+    unchanged = Lead.objects.filter(
+        pk=lead.pk, claim_token=token, fingerprint=lead.fingerprint, tombstone=False
+    ).update(sync_state=SyncState.SYNCED, **done)
+    if unchanged:
+        return
+    # The site changed the lead (or deleted its source) while we were sending: go again.
+    moved = Lead.objects.filter(pk=lead.pk, claim_token=token).update(
+        sync_state=_after_tombstone(SyncState.PENDING), queued_at=now, **done
+    )
+    if moved:
+        enqueue_lead(lead.pk)
+
+
+def _finish_failure(lead: Lead, token: str, exc: BaseException, *, retry_state: str) -> str:
+    failure = classify(exc)
+    # Waiting for the CRM's daily quota to reset is not a failed attempt.
+    attempts = lead.attempts if failure.resets_at else lead.attempts + 1
+    now = timezone.now()
+    if failure.permanent or attempts >= crmify_settings.MAX_ATTEMPTS:
+        next_state, next_attempt_at = SyncState.FAILED, None
+        message = failure.message if failure.permanent else f"Gave up after {attempts} attempts: {failure.message}"
+    else:
+        next_state = retry_state
+        next_attempt_at = failure.resets_at or now + timedelta(
+            seconds=backoff_seconds(attempts, failure.retry_after)
+        )
+        message = failure.message
+    logger.info("crmify: lead %s %s: %s", lead.pk, next_state, message)
+    Lead.objects.filter(pk=lead.pk, claim_token=token).update(
+        sync_state=_after_tombstone(next_state) if next_state != SyncState.FAILED else next_state,
+        attempts=attempts,
+        next_attempt_at=next_attempt_at,
+        last_error=message[:MAX_ERROR_LENGTH],
+        claim_token="",
+        claimed_at=None,
+        queued_at=now,
+        updated_at=now,
+    )
+    if next_state != SyncState.FAILED:
+        enqueue_lead(lead.pk, run_after=next_attempt_at)
+    return "failed" if next_state == SyncState.FAILED else "retrying"
