@@ -1,0 +1,212 @@
+"""HTTP plumbing shared by crmify's HTTP backends: one pooled session, a timeout on every call, pacing by
+the shared rate limiter, the quota stop, the ledger record, and readable, classified errors.
+
+Provider backends (``insightly.py``) subclass :class:`HttpBackend` and call :meth:`HttpBackend.request`;
+they never touch ``requests`` themselves.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import requests
+from django.core.cache import caches
+
+from crmify import __version__
+from crmify.exceptions import (
+    PermanentBackendError,
+    QuotaExhausted,
+    TransientBackendError,
+)
+from crmify.ratelimit import QuotaTracker, SharedRateLimiter
+
+from .base import BaseBackend, CallRecord, record_call
+
+#: How much of a body the ledger keeps.
+SUMMARY_LENGTH = 1000
+#: When the CRM says the quota is used up but not for how long, look again after this many seconds.
+DEFAULT_QUOTA_WAIT = 3600
+
+PERMANENT_STATUSES = {400, 401, 403, 404, 405, 409, 410, 413, 422}
+
+
+def _int_header(response: requests.Response, name: str) -> int | None:
+    try:
+        return int(response.headers[name])
+    except (KeyError, ValueError):
+        return None
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    try:
+        return max(float(value), 0.0) if value is not None else None
+    except ValueError:
+        return None  # an HTTP date: rare from APIs; fall back to our own backoff
+
+
+def error_message(response: requests.Response) -> str:
+    """The CRM's own words from an error answer: a JSON ``Message``, an HTML page's title, or the text."""
+    text = response.text or ""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, Mapping):
+        for key in ("Message", "message", "error_description", "error", "detail"):
+            if body.get(key):
+                return str(body[key])[:300]
+    if "<html" in text[:500].lower():
+        title = re.search(r"<title>(.*?)</title>", text, re.I | re.S)
+        words = title.group(1) if title else re.sub(r"<[^>]+>", " ", text)
+        return "The CRM answered with an HTML page: " + " ".join(html.unescape(words).split())[:200]
+    return " ".join(text.split())[:300] or (response.reason or "no message")
+
+
+class HttpBackend(BaseBackend):
+    """A backend that talks HTTP/JSON. Subclasses set :attr:`name` and build URLs from :attr:`base_url`."""
+
+    name = "http"
+    default_timeout = 15.0
+    default_rate = 10.0
+
+    def __init__(self, options: Mapping[str, Any] | None = None, auth: Mapping[str, str] | None = None) -> None:
+        super().__init__(options, auth)
+        self.session = requests.Session()
+        self.session.headers["User-Agent"] = f"django-crmify/{__version__}"
+        self.session.headers["Accept"] = "application/json"
+        self.timeout = float(self.options.get("TIMEOUT", self.default_timeout))
+        cache = caches[str(self.options.get("RATE_LIMIT_CACHE", "default"))]
+        rate = float(self.options.get("REQUESTS_PER_SECOND", self.default_rate))
+        self.limiter = SharedRateLimiter(self.name, rate, cache)
+        self.quota = QuotaTracker(self.name, cache)
+
+    @property
+    def base_url(self) -> str:
+        raise NotImplementedError
+
+    def secrets(self) -> list[str]:
+        """Strings that must never reach the ledger or an error message."""
+        return [value for value in self.auth.values() if value]
+
+    def scrub(self, text: str) -> str:
+        for secret in self.secrets():
+            text = text.replace(secret, "***")
+        return text
+
+    def request(
+        self,
+        operation: str,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        body: Any = None,
+    ) -> requests.Response:
+        """Send one request and return a 2xx answer; raise a classified ``BackendError`` otherwise.
+
+        Waits for a rate-limit slot first and refuses to call at all while the daily quota is used up.
+        """
+        state = self.quota.state()
+        if state.exhausted and state.exhausted_until is not None:
+            raise QuotaExhausted(
+                f"The CRM's daily API quota is used up; calls resume at {state.exhausted_until:%Y-%m-%d %H:%M:%S} UTC.",
+                resets_at=state.exhausted_until,
+            )
+        self.limiter.acquire()
+        url = self.base_url.rstrip("/") + "/" + path.lstrip("/")
+        request_summary = self.scrub(
+            f"{method} /{path.lstrip('/')}"
+            + (f"?{'&'.join(f'{k}={v}' for k, v in params.items())}" if params else "")
+            + (f" {json.dumps(body, ensure_ascii=False, default=str)}"[:SUMMARY_LENGTH] if body is not None else "")
+        )
+        started = time.monotonic()
+        try:
+            response = self.session.request(
+                method, url, params=params, json=body, timeout=self.timeout
+            )
+        except requests.Timeout as exc:
+            self._record(operation, started, request_summary, error=exc, message=f"No answer within {self.timeout:g} s.")
+            raise TransientBackendError(f"The CRM did not answer within {self.timeout:g} s.") from None
+        except requests.RequestException as exc:
+            message = f"Could not reach the CRM: {type(exc).__name__}."
+            self._record(operation, started, request_summary, error=exc, message=message)
+            raise TransientBackendError(message) from None
+        self.quota.observe(_int_header(response, "X-RateLimit-Limit"), _int_header(response, "X-RateLimit-Remaining"))
+        error = None if response.ok else self.error_for(response)
+        self._record(operation, started, request_summary, response=response, error=error)
+        if error is not None:
+            raise error
+        return response
+
+    def error_for(self, response: requests.Response) -> PermanentBackendError | TransientBackendError:
+        """Classify an error answer; subclasses refine the wording."""
+        status = response.status_code
+        message = self.scrub(error_message(response))
+        text = self.scrub(response.text[:SUMMARY_LENGTH])
+        if status == 401:
+            self.quota.mark_auth_failed()
+            return PermanentBackendError(
+                f"The CRM rejected the API key: {message} Check CRMIFY_BACKEND_AUTH_API_KEY.",
+                status_code=status,
+                response_text=text,
+            )
+        if status == 429:
+            retry_after = _retry_after(response)
+            if _int_header(response, "X-RateLimit-Remaining") == 0:
+                until = self.quota.exhaust(retry_after or DEFAULT_QUOTA_WAIT)
+                return QuotaExhausted(
+                    f"The CRM's daily API quota is used up; calls resume at {until:%Y-%m-%d %H:%M:%S} UTC.",
+                    resets_at=until,
+                    status_code=status,
+                )
+            return TransientBackendError(
+                f"Rate limited by the CRM: {message}", status_code=status, response_text=text, retry_after=retry_after
+            )
+        if status in PERMANENT_STATUSES:
+            return PermanentBackendError(message, status_code=status, response_text=text)
+        return TransientBackendError(
+            message, status_code=status, response_text=text, retry_after=_retry_after(response)
+        )
+
+    def _record(
+        self,
+        operation: str,
+        started: float,
+        request_summary: str,
+        *,
+        response: requests.Response | None = None,
+        error: BaseException | None = None,
+        message: str = "",
+    ) -> None:
+        outcome = "ok"
+        if error is not None:
+            outcome = "permanent" if isinstance(error, PermanentBackendError) else "transient"
+        record_call(
+            CallRecord(
+                operation,
+                outcome=outcome,
+                http_status=response.status_code if response is not None else None,
+                duration_ms=int((time.monotonic() - started) * 1000),
+                error=self.scrub(message or (str(error) if error else "")),
+                request_summary=request_summary,
+                response_summary=self.scrub((response.text or "")[:SUMMARY_LENGTH]) if response is not None else "",
+            )
+        )
+
+    @staticmethod
+    def json_of(response: requests.Response, what: str) -> Any:
+        """The JSON body of a 2xx answer; a readable transient error if it is not JSON."""
+        try:
+            return response.json()
+        except ValueError:
+            raise TransientBackendError(
+                f"The CRM's answer to {what} was not JSON: {error_message(response)}",
+                status_code=response.status_code,
+                response_text=response.text[:SUMMARY_LENGTH],
+            ) from None

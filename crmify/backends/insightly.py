@@ -1,0 +1,281 @@
+"""Insightly API v3.1 (see ``shared/insightly-api.md`` for what is known of it).
+
+Options (``CRMIFY['BACKEND_OPTIONS']``):
+
+=====================  ==========================================================================
+``POD``                ``"na1"`` (also ``eu1``, ``au1``...): builds ``https://api.{pod}.insightly.com/v3.1/``
+``API_URL``            the whole base URL instead (the sandbox, a test server)
+``TIMEOUT``            seconds per call (15)
+``REQUESTS_PER_SECOND`` the pace shared by every worker (10, Insightly's reported limit)
+``DAILY_QUOTA``        the plan's daily limit when known before the first answer tells it
+``RATE_LIMIT_CACHE``   the Django cache alias that holds the shared pace and quota (``"default"``)
+``RECORD_URL``         staff link (``"https://crm.{pod}.insightly.com/details/Lead/{id}"``)
+``CUSTOM_FIELDS``      lead custom-field key -> Insightly ``FIELD_NAME`` (empty: keys are sent as they are)
+``MISSING_LAST_NAME``  ``LAST_NAME`` for a lead without one: ``"derive"`` (default; from the e-mail's
+                       local part or the first name) or a fixed text such as ``"Unknown"``
+``LOOKUP_BY_EMAIL``    before creating, adopt an existing CRM lead with the same e-mail (True)
+``STATUS_CACHE_SECONDS`` how long status and source tables are cached (600)
+=====================  ==========================================================================
+
+Auth: ``CRMIFY_BACKEND_AUTH_API_KEY``, sent as HTTP Basic with the key as user name and no password.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from django.core import checks
+from django.core.cache import caches
+
+from crmify.exceptions import PermanentBackendError, TransientBackendError
+
+from .http import HttpBackend
+
+if TYPE_CHECKING:
+    from crmify.models import Lead
+
+#: Lead fields and the v3.1 names they are sent as (upper case; v2 names such as EMAIL_ADDRESS are gone).
+FIELD_NAMES: dict[str, str] = {
+    "first_name": "FIRST_NAME",
+    "last_name": "LAST_NAME",
+    "email": "EMAIL",
+    "phone": "PHONE",
+    "mobile_phone": "MOBILE",
+    "title": "TITLE",
+    "company": "ORGANISATION_NAME",
+    "website": "WEBSITE",
+    "street_address": "ADDRESS_STREET",
+    "city": "ADDRESS_CITY",
+    "state": "ADDRESS_STATE",
+    "postcode": "ADDRESS_POSTCODE",
+    "country": "ADDRESS_COUNTRY",
+    "description": "LEAD_DESCRIPTION",
+}
+
+#: Longest values Insightly is reported to accept; the preview warns above them.
+MAX_LENGTHS: dict[str, int] = {"FIRST_NAME": 255, "LAST_NAME": 255, "EMAIL": 255, "TITLE": 255, "ORGANISATION_NAME": 255}
+
+
+def normalise_name(name: str) -> str:
+    """``"NotContacted"``, ``"not contacted"`` and ``"Not-Contacted"`` all read ``"notcontacted"``."""
+    return re.sub(r"[\s_\-]+", "", name).casefold()
+
+
+def derived_last_name(lead: Lead) -> str:
+    """A sensible ``LAST_NAME`` for a sign-up that gave none: the e-mail's local part, else the first name."""
+    local = lead.email.split("@", 1)[0].strip() if lead.email else ""
+    return local or lead.first_name or "Unknown"
+
+
+class InsightlyBackend(HttpBackend):
+    """Creates, updates (partial PUT) and deletes Insightly leads; see the module docstring for options."""
+
+    name = "insightly"
+    supports_payload_preview = True
+    supports_fetch = True
+    supports_partial_update = True
+
+    def __init__(self, options: Mapping[str, Any] | None = None, auth: Mapping[str, str] | None = None) -> None:
+        super().__init__(options, auth)
+        api_key = self.auth.get("API_KEY", "")
+        self.session.auth = (api_key, "")
+        self.pod = str(self.options.get("POD", "na1"))
+        self.tables_cache = caches[str(self.options.get("RATE_LIMIT_CACHE", "default"))]
+        self.table_seconds = float(self.options.get("STATUS_CACHE_SECONDS", 600))
+
+    @property
+    def base_url(self) -> str:
+        return str(self.options.get("API_URL") or f"https://api.{self.pod}.insightly.com/v3.1/")
+
+    def record_url(self, lead_id: str) -> str | None:
+        template = str(self.options.get("RECORD_URL", "https://crm.{pod}.insightly.com/details/Lead/{id}"))
+        return template.format(pod=self.pod, id=lead_id)
+
+    # -- lookups ------------------------------------------------------------------------------------
+
+    def _table(self, collection: str, id_key: str, name_key: str, *, fetch: bool) -> dict[str, tuple[int, str]] | None:
+        """``normalised name -> (id, name)`` for ``/LeadStatuses`` or ``/LeadSources``, cached with expiry.
+
+        With ``fetch=False`` (the preview) only the cache is read: no I/O.
+        """
+        key = f"crmify:insightly:{collection}:{self.base_url}"
+        table: dict[str, tuple[int, str]] | None = self.tables_cache.get(key)
+        if table is None and fetch:
+            rows = self.json_of(self.request("lookup", "GET", collection), collection)
+            if not isinstance(rows, list):
+                raise TransientBackendError(f"The CRM's {collection} answer was not a list.")
+            table = {normalise_name(str(row[name_key])): (int(row[id_key]), str(row[name_key])) for row in rows}
+            self.tables_cache.set(key, table, timeout=self.table_seconds)
+        return table
+
+    def _resolve(self, collection: str, id_key: str, name_key: str, name: str, *, fetch: bool) -> int | str:
+        table = self._table(collection, id_key, name_key, fetch=fetch)
+        if table is None:
+            return f"<{id_key} of {name!r}, looked up when sent>"
+        try:
+            return table[normalise_name(name)][0]
+        except KeyError:
+            known = ", ".join(sorted(name for _, name in table.values()))
+            what, plural = ("status", "statuses") if collection == "LeadStatuses" else ("source", "sources")
+            raise PermanentBackendError(
+                f"Lead {what} {name!r} does not exist in this Insightly account. Its {plural} are: {known}."
+            ) from None
+
+    # -- payloads -----------------------------------------------------------------------------------
+
+    def fields_for(self, values: Mapping[str, Any], *, fetch: bool) -> dict[str, Any]:
+        """Insightly fields for lead values (the output of ``Lead.crm_values()``), empty ones left out."""
+        fields: dict[str, Any] = {
+            FIELD_NAMES[name]: value for name, value in values.items() if name in FIELD_NAMES and value not in ("", None)
+        }
+        if values.get("status"):
+            fields["LEAD_STATUS_ID"] = self._resolve(
+                "LeadStatuses", "LEAD_STATUS_ID", "LEAD_STATUS", str(values["status"]), fetch=fetch
+            )
+        if values.get("lead_source"):
+            fields["LEAD_SOURCE_ID"] = self._resolve(
+                "LeadSources", "LEAD_SOURCE_ID", "LEAD_SOURCE", str(values["lead_source"]), fetch=fetch
+            )
+        names: Mapping[str, str] = self.options.get("CUSTOM_FIELDS") or {}
+        custom = [
+            {"FIELD_NAME": names.get(key, key), "FIELD_VALUE": value}
+            for key, value in sorted((values.get("custom_fields") or {}).items())
+            if value not in ("", None) and (not names or key in names)
+        ]
+        if custom:
+            fields["CUSTOMFIELDS"] = custom
+        return fields
+
+    def last_name_for(self, lead: Lead) -> str:
+        fallback = str(self.options.get("MISSING_LAST_NAME", "derive"))
+        return derived_last_name(lead) if fallback == "derive" else fallback
+
+    def payload_for(self, lead: Lead, *, fetch: bool) -> dict[str, Any]:
+        """The body of the next call for ``lead``: everything on create, only changes on update."""
+        current = self.fields_for(lead.crm_values(), fetch=fetch)
+        current.setdefault("LAST_NAME", self.last_name_for(lead))
+        if not lead.external_id:
+            return current
+        payload: dict[str, Any] = {"LEAD_ID": int(lead.external_id)}
+        if not lead.synced_values:
+            return payload | current  # a forced re-sync: send all we have
+        previous = self.fields_for(lead.synced_values, fetch=fetch)
+        previous.setdefault("LAST_NAME", self.last_name_for(_values_lead(lead.synced_values)))
+        for name, value in current.items():
+            if previous.get(name) != value:
+                payload[name] = value
+        for name in previous.keys() - current.keys():
+            payload[name] = None  # the app cleared it: v3.1 clears a field sent as null
+        return payload
+
+    def build_payload(self, lead: Lead) -> dict[str, Any]:
+        """The exact body the next sync would send; no I/O (status ids come from the cache if known)."""
+        return self.payload_for(lead, fetch=False)
+
+    # -- the contract -------------------------------------------------------------------------------
+
+    def sync_lead(self, lead: Lead) -> str:
+        if not lead.external_id and lead.email and self.options.get("LOOKUP_BY_EMAIL", True):
+            # Adopting a lead with the same e-mail keeps a retry after a timed-out create from making a twin.
+            existing = self.find_by_email(lead.email)
+            if existing is not None:
+                lead.external_id = existing
+                lead.synced_values = {}
+        payload = self.payload_for(lead, fetch=True)
+        if lead.external_id:
+            response = self.request("update", "PUT", "Leads", body=payload)
+        else:
+            response = self.request("create", "POST", "Leads", body=payload)
+        body = self.json_of(response, "the lead's sync")
+        lead_id = body.get("LEAD_ID") if isinstance(body, Mapping) else None
+        if not lead_id:
+            raise TransientBackendError("The CRM's answer has no LEAD_ID.", status_code=response.status_code)
+        return str(lead_id)
+
+    def delete_lead(self, lead_id: str) -> bool:
+        try:
+            self.request("delete", "DELETE", f"Leads/{int(lead_id)}")
+        except PermanentBackendError as exc:
+            if exc.status_code == 404:
+                return True  # already gone
+            raise
+        return True
+
+    def find_by_email(self, email: str) -> str | None:
+        """The CRM id of a lead with this exact e-mail, if any."""
+        response = self.request(
+            "lookup", "GET", "Leads/Search", params={"field_name": "EMAIL", "field_value": email, "top": 1}
+        )
+        rows = self.json_of(response, "the e-mail lookup")
+        return str(rows[0]["LEAD_ID"]) if isinstance(rows, list) and rows and rows[0].get("LEAD_ID") else None
+
+    def fetch_lead(self, lead_id: str) -> dict[str, Any] | None:
+        try:
+            body = self.json_of(self.request("fetch", "GET", f"Leads/{int(lead_id)}"), "the lead fetch")
+        except PermanentBackendError as exc:
+            if exc.status_code == 404:
+                return None
+            raise
+        return body if isinstance(body, dict) else None
+
+    def error_for(self, response: Any) -> PermanentBackendError | TransientBackendError:
+        error = super().error_for(response)
+        if response.status_code == 404 and response.request.method == "PUT":
+            error.message = f"The lead no longer exists in Insightly ({error.message}). Re-sync it to create it again."
+        return error
+
+    # -- checks and the connection check ------------------------------------------------------------
+
+    def check(self) -> list[checks.CheckMessage]:
+        messages: list[checks.CheckMessage] = []
+        if not self.auth.get("API_KEY"):
+            messages.append(
+                checks.Warning(
+                    "Insightly backend has no API key: every sync will fail with HTTP 401.",
+                    hint="Set the environment variable CRMIFY_BACKEND_AUTH_API_KEY.",
+                    id="crmify.W050",
+                )
+            )
+        backend = self.tables_cache.__class__.__name__
+        if backend in {"LocMemCache", "DummyCache", "FileBasedCache"}:
+            messages.append(
+                checks.Warning(
+                    f"The rate-limit cache is a {backend}: workers in different processes do not share the pace.",
+                    hint="Point BACKEND_OPTIONS['RATE_LIMIT_CACHE'] at a Redis, Memcached or database cache.",
+                    id="crmify.W051",
+                )
+            )
+        return messages
+
+    def verify(self, status_names: list[str]) -> list[tuple[str, bool, str]]:
+        """Check the connection for ``manage.py crmify_check``: (what, ok, detail) rows."""
+        results: list[tuple[str, bool, str]] = []
+        try:
+            self.request("check", "GET", "Leads", params={"top": 1})
+        except PermanentBackendError as exc:
+            results.append(("API key and base URL", False, str(exc)))
+            return results
+        except TransientBackendError as exc:
+            results.append(("base URL answers", False, f"{self.base_url}: {exc}"))
+            return results
+        results.append(("API key and base URL", True, self.base_url))
+        self.tables_cache.delete(f"crmify:insightly:LeadStatuses:{self.base_url}")
+        for name in status_names:
+            try:
+                status_id = self._resolve("LeadStatuses", "LEAD_STATUS_ID", "LEAD_STATUS", name, fetch=True)
+                results.append((f"status {name!r}", True, f"LEAD_STATUS_ID {status_id}"))
+            except PermanentBackendError as exc:
+                results.append((f"status {name!r}", False, str(exc)))
+        state = self.quota.state()
+        remaining = "unknown" if state.remaining is None else f"{state.remaining} of {state.limit}"
+        results.append(("daily quota remaining", not state.exhausted, remaining))
+        return results
+
+
+def _values_lead(values: Mapping[str, Any]) -> Lead:
+    """A throw-away lead holding ``values``, for deriving what the last sync sent as ``LAST_NAME``."""
+    from crmify.models import MAPPABLE_FIELDS, Lead
+
+    return Lead(**{name: values.get(name, "") for name in MAPPABLE_FIELDS})
