@@ -30,12 +30,30 @@ class LedgerInline(LedgerInlineAdmin):
 
 @admin.register(Lead)
 class LeadAdmin(LeadModelAdmin):
-    list_display = ("__str__", "email", "status", "sync_state", "external_id", "last_synced_at", "attempts", "last_error")
+    list_display = (
+        "__str__",
+        "email",
+        "status",
+        "sync_state",
+        "external_id",
+        "last_synced_at",
+        "attempts",
+        "last_error",
+    )
     list_filter = ("sync_state", "status", "tombstone")
     search_fields = ("email", "first_name", "last_name", "external_id")
     readonly_fields = (
-        "external_id", "sync_state", "tombstone", "attempts", "next_attempt_at", "last_error",
-        "last_synced_at", "queued_at", "fingerprint", "synced_fingerprint", "synced_values",
+        "external_id",
+        "sync_state",
+        "tombstone",
+        "attempts",
+        "next_attempt_at",
+        "last_error",
+        "last_synced_at",
+        "queued_at",
+        "fingerprint",
+        "synced_fingerprint",
+        "synced_values",
     )
     exclude = ("claim_token", "claimed_at", "source_type", "source_id")
     inlines = (LedgerInline,)

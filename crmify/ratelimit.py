@@ -98,7 +98,9 @@ class QuotaTracker:
         until = timezone.now() + timedelta(seconds=seconds)
         old = self.state()
         self._save(
-            QuotaState(old.limit, 0, exhausted_until=until, auth_failed=False, updated_at=timezone.now())
+            QuotaState(
+                old.limit, 0, exhausted_until=until, auth_failed=False, updated_at=timezone.now()
+            )
         )
         return until
 

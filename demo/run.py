@@ -56,15 +56,23 @@ def main() -> None:
     processes = [
         subprocess.Popen(
             manage(
-                "crmify_sandbox", "--port", str(SANDBOX_PORT), "--api-key", API_KEY,
-                "--state-file", str(DEMO / "var" / "sandbox.json"), "--quiet",
+                "crmify_sandbox",
+                "--port",
+                str(SANDBOX_PORT),
+                "--api-key",
+                API_KEY,
+                "--state-file",
+                str(DEMO / "var" / "sandbox.json"),
+                "--quiet",
             ),
             cwd=DEMO,
         )
     ]
     wait_for_port(SANDBOX_PORT)
     processes.append(subprocess.Popen(manage("db_worker", "--interval", "0.5"), cwd=DEMO))
-    processes.append(subprocess.Popen(manage("runserver", f"127.0.0.1:{WEB_PORT}", "--noreload"), cwd=DEMO))
+    processes.append(
+        subprocess.Popen(manage("runserver", f"127.0.0.1:{WEB_PORT}", "--noreload"), cwd=DEMO)
+    )
     wait_for_port(WEB_PORT, 30)
     print(
         f"\n  Demo site:      http://127.0.0.1:{WEB_PORT}/\n"

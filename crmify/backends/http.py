@@ -75,7 +75,9 @@ class HttpBackend(BaseBackend):
     default_timeout = 15.0
     default_rate = 10.0
 
-    def __init__(self, options: Mapping[str, Any] | None = None, auth: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, options: Mapping[str, Any] | None = None, auth: Mapping[str, str] | None = None
+    ) -> None:
         super().__init__(options, auth)
         self.session = requests.Session()
         self.session.headers["User-Agent"] = f"django-crmify/{__version__}"
@@ -123,7 +125,11 @@ class HttpBackend(BaseBackend):
         request_summary = self.scrub(
             f"{method} /{path.lstrip('/')}"
             + (f"?{'&'.join(f'{k}={v}' for k, v in params.items())}" if params else "")
-            + (f" {json.dumps(body, ensure_ascii=False, default=str)}"[:SUMMARY_LENGTH] if body is not None else "")
+            + (
+                f" {json.dumps(body, ensure_ascii=False, default=str)}"[:SUMMARY_LENGTH]
+                if body is not None
+                else ""
+            )
         )
         started = time.monotonic()
         try:
@@ -131,20 +137,33 @@ class HttpBackend(BaseBackend):
                 method, url, params=params, json=body, timeout=self.timeout
             )
         except requests.Timeout as exc:
-            self._record(operation, started, request_summary, error=exc, message=f"No answer within {self.timeout:g} s.")
-            raise TransientBackendError(f"The CRM did not answer within {self.timeout:g} s.") from None
+            self._record(
+                operation,
+                started,
+                request_summary,
+                error=exc,
+                message=f"No answer within {self.timeout:g} s.",
+            )
+            raise TransientBackendError(
+                f"The CRM did not answer within {self.timeout:g} s."
+            ) from None
         except requests.RequestException as exc:
             message = f"Could not reach the CRM: {type(exc).__name__}."
             self._record(operation, started, request_summary, error=exc, message=message)
             raise TransientBackendError(message) from None
-        self.quota.observe(_int_header(response, "X-RateLimit-Limit"), _int_header(response, "X-RateLimit-Remaining"))
+        self.quota.observe(
+            _int_header(response, "X-RateLimit-Limit"),
+            _int_header(response, "X-RateLimit-Remaining"),
+        )
         error = None if response.ok else self.error_for(response)
         self._record(operation, started, request_summary, response=response, error=error)
         if error is not None:
             raise error
         return response
 
-    def error_for(self, response: requests.Response) -> PermanentBackendError | TransientBackendError:
+    def error_for(
+        self, response: requests.Response
+    ) -> PermanentBackendError | TransientBackendError:
         """Classify an error answer; subclasses refine the wording."""
         status = response.status_code
         message = self.scrub(error_message(response))
@@ -166,7 +185,10 @@ class HttpBackend(BaseBackend):
                     status_code=status,
                 )
             return TransientBackendError(
-                f"Rate limited by the CRM: {message}", status_code=status, response_text=text, retry_after=retry_after
+                f"Rate limited by the CRM: {message}",
+                status_code=status,
+                response_text=text,
+                retry_after=retry_after,
             )
         if status in PERMANENT_STATUSES:
             return PermanentBackendError(message, status_code=status, response_text=text)
@@ -195,7 +217,9 @@ class HttpBackend(BaseBackend):
                 duration_ms=int((time.monotonic() - started) * 1000),
                 error=self.scrub(message or (str(error) if error else "")),
                 request_summary=request_summary,
-                response_summary=self.scrub((response.text or "")[:SUMMARY_LENGTH]) if response is not None else "",
+                response_summary=self.scrub((response.text or "")[:SUMMARY_LENGTH])
+                if response is not None
+                else "",
             )
         )
 

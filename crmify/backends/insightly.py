@@ -55,7 +55,13 @@ FIELD_NAMES: dict[str, str] = {
 }
 
 #: Longest values Insightly is reported to accept; the preview warns above them.
-MAX_LENGTHS: dict[str, int] = {"FIRST_NAME": 255, "LAST_NAME": 255, "EMAIL": 255, "TITLE": 255, "ORGANISATION_NAME": 255}
+MAX_LENGTHS: dict[str, int] = {
+    "FIRST_NAME": 255,
+    "LAST_NAME": 255,
+    "EMAIL": 255,
+    "TITLE": 255,
+    "ORGANISATION_NAME": 255,
+}
 
 
 def normalise_name(name: str) -> str:
@@ -77,7 +83,9 @@ class InsightlyBackend(HttpBackend):
     supports_fetch = True
     supports_partial_update = True
 
-    def __init__(self, options: Mapping[str, Any] | None = None, auth: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, options: Mapping[str, Any] | None = None, auth: Mapping[str, str] | None = None
+    ) -> None:
         super().__init__(options, auth)
         api_key = self.auth.get("API_KEY", "")
         self.session.auth = (api_key, "")
@@ -90,12 +98,16 @@ class InsightlyBackend(HttpBackend):
         return str(self.options.get("API_URL") or f"https://api.{self.pod}.insightly.com/v3.1/")
 
     def record_url(self, lead_id: str) -> str | None:
-        template = str(self.options.get("RECORD_URL", "https://crm.{pod}.insightly.com/details/Lead/{id}"))
+        template = str(
+            self.options.get("RECORD_URL", "https://crm.{pod}.insightly.com/details/Lead/{id}")
+        )
         return template.format(pod=self.pod, id=lead_id)
 
     # -- lookups ------------------------------------------------------------------------------------
 
-    def _table(self, collection: str, id_key: str, name_key: str, *, fetch: bool) -> dict[str, tuple[int, str]] | None:
+    def _table(
+        self, collection: str, id_key: str, name_key: str, *, fetch: bool
+    ) -> dict[str, tuple[int, str]] | None:
         """``normalised name -> (id, name)`` for ``/LeadStatuses`` or ``/LeadSources``, cached with expiry.
 
         With ``fetch=False`` (the preview) only the cache is read: no I/O.
@@ -106,11 +118,16 @@ class InsightlyBackend(HttpBackend):
             rows = self.json_of(self.request("lookup", "GET", collection), collection)
             if not isinstance(rows, list):
                 raise TransientBackendError(f"The CRM's {collection} answer was not a list.")
-            table = {normalise_name(str(row[name_key])): (int(row[id_key]), str(row[name_key])) for row in rows}
+            table = {
+                normalise_name(str(row[name_key])): (int(row[id_key]), str(row[name_key]))
+                for row in rows
+            }
             self.tables_cache.set(key, table, timeout=self.table_seconds)
         return table
 
-    def _resolve(self, collection: str, id_key: str, name_key: str, name: str, *, fetch: bool) -> int | str:
+    def _resolve(
+        self, collection: str, id_key: str, name_key: str, name: str, *, fetch: bool
+    ) -> int | str:
         table = self._table(collection, id_key, name_key, fetch=fetch)
         if table is None:
             return f"<{id_key} of {name!r}, looked up when sent>"
@@ -118,7 +135,9 @@ class InsightlyBackend(HttpBackend):
             return table[normalise_name(name)][0]
         except KeyError:
             known = ", ".join(sorted(name for _, name in table.values()))
-            what, plural = ("status", "statuses") if collection == "LeadStatuses" else ("source", "sources")
+            what, plural = (
+                ("status", "statuses") if collection == "LeadStatuses" else ("source", "sources")
+            )
             raise PermanentBackendError(
                 f"Lead {what} {name!r} does not exist in this Insightly account. Its {plural} are: {known}."
             ) from None
@@ -128,7 +147,9 @@ class InsightlyBackend(HttpBackend):
     def fields_for(self, values: Mapping[str, Any], *, fetch: bool) -> dict[str, Any]:
         """Insightly fields for lead values (the output of ``Lead.crm_values()``), empty ones left out."""
         fields: dict[str, Any] = {
-            FIELD_NAMES[name]: value for name, value in values.items() if name in FIELD_NAMES and value not in ("", None)
+            FIELD_NAMES[name]: value
+            for name, value in values.items()
+            if name in FIELD_NAMES and value not in ("", None)
         }
         if values.get("status"):
             fields["LEAD_STATUS_ID"] = self._resolve(
@@ -136,7 +157,11 @@ class InsightlyBackend(HttpBackend):
             )
         if values.get("lead_source"):
             fields["LEAD_SOURCE_ID"] = self._resolve(
-                "LeadSources", "LEAD_SOURCE_ID", "LEAD_SOURCE", str(values["lead_source"]), fetch=fetch
+                "LeadSources",
+                "LEAD_SOURCE_ID",
+                "LEAD_SOURCE",
+                str(values["lead_source"]),
+                fetch=fetch,
             )
         names: Mapping[str, str] = self.options.get("CUSTOM_FIELDS") or {}
         custom = [
@@ -191,7 +216,9 @@ class InsightlyBackend(HttpBackend):
         body = self.json_of(response, "the lead's sync")
         lead_id = body.get("LEAD_ID") if isinstance(body, Mapping) else None
         if not lead_id:
-            raise TransientBackendError("The CRM's answer has no LEAD_ID.", status_code=response.status_code)
+            raise TransientBackendError(
+                "The CRM's answer has no LEAD_ID.", status_code=response.status_code
+            )
         return str(lead_id)
 
     def delete_lead(self, lead_id: str) -> bool:
@@ -206,14 +233,23 @@ class InsightlyBackend(HttpBackend):
     def find_by_email(self, email: str) -> str | None:
         """The CRM id of a lead with this exact e-mail, if any."""
         response = self.request(
-            "lookup", "GET", "Leads/Search", params={"field_name": "EMAIL", "field_value": email, "top": 1}
+            "lookup",
+            "GET",
+            "Leads/Search",
+            params={"field_name": "EMAIL", "field_value": email, "top": 1},
         )
         rows = self.json_of(response, "the e-mail lookup")
-        return str(rows[0]["LEAD_ID"]) if isinstance(rows, list) and rows and rows[0].get("LEAD_ID") else None
+        return (
+            str(rows[0]["LEAD_ID"])
+            if isinstance(rows, list) and rows and rows[0].get("LEAD_ID")
+            else None
+        )
 
     def fetch_lead(self, lead_id: str) -> dict[str, Any] | None:
         try:
-            body = self.json_of(self.request("fetch", "GET", f"Leads/{int(lead_id)}"), "the lead fetch")
+            body = self.json_of(
+                self.request("fetch", "GET", f"Leads/{int(lead_id)}"), "the lead fetch"
+            )
         except PermanentBackendError as exc:
             if exc.status_code == 404:
                 return None
@@ -264,7 +300,9 @@ class InsightlyBackend(HttpBackend):
         self.tables_cache.delete(f"crmify:insightly:LeadStatuses:{self.base_url}")
         for name in status_names:
             try:
-                status_id = self._resolve("LeadStatuses", "LEAD_STATUS_ID", "LEAD_STATUS", name, fetch=True)
+                status_id = self._resolve(
+                    "LeadStatuses", "LEAD_STATUS_ID", "LEAD_STATUS", name, fetch=True
+                )
                 results.append((f"status {name!r}", True, f"LEAD_STATUS_ID {status_id}"))
             except PermanentBackendError as exc:
                 results.append((f"status {name!r}", False, str(exc)))

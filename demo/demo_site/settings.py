@@ -68,7 +68,10 @@ DATABASES = {
 
 # The database cache is shared by the web process and the worker: the CRM rate limit is paced across both.
 CACHES = {
-    "default": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "crmify_cache"}
+    "default": {
+        "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+        "LOCATION": "crmify_cache",
+    }
 }
 
 TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}

@@ -9,8 +9,33 @@ from django.contrib.auth.hashers import make_password
 from django.contrib.auth.models import User
 from django.core.management.base import BaseCommand
 
-FIRST = ["Ada", "Grace", "Alan", "Zoë", "Søren", "Ngozi", "Hiroshi", "Amélie", "Ömer", "Priya", "Lars", "Mia"]
-LAST = ["Lovelace", "Hopper", "Turing", "Ødegaard", "Okafor", "Tanaka", "Dubois", "Yılmaz", "Patel", "", "Nguyen"]
+FIRST = [
+    "Ada",
+    "Grace",
+    "Alan",
+    "Zoë",
+    "Søren",
+    "Ngozi",
+    "Hiroshi",
+    "Amélie",
+    "Ömer",
+    "Priya",
+    "Lars",
+    "Mia",
+]
+LAST = [
+    "Lovelace",
+    "Hopper",
+    "Turing",
+    "Ødegaard",
+    "Okafor",
+    "Tanaka",
+    "Dubois",
+    "Yılmaz",
+    "Patel",
+    "",
+    "Nguyen",
+]
 
 
 class Command(BaseCommand):
@@ -41,6 +66,10 @@ class Command(BaseCommand):
         )
         for i in range(signups):
             User.objects.create_user(
-                f"signup{i}", f"signup{i}@example.com", None, first_name=rng.choice(FIRST), last_name=rng.choice(LAST)
+                f"signup{i}",
+                f"signup{i}@example.com",
+                None,
+                first_name=rng.choice(FIRST),
+                last_name=rng.choice(LAST),
             )
         self.stdout.write(f"Created {historic} historic users and {signups} sign-ups.")

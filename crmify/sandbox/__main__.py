@@ -1,0 +1,30 @@
+"""``python -m crmify.sandbox [--port 8765] [--api-key K] ...``: run a sandbox in the foreground.
+
+The demo and users without Django at hand start it this way; options are in ``cli.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .cli import add_arguments, build_server, run
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m crmify.sandbox",
+        description="An offline Insightly API v3.1 with fault injection.",
+    )
+    add_arguments(parser)
+    options = vars(parser.parse_args(argv))
+    try:
+        server = build_server(options)
+    except (OSError, ValueError) as error:  # port taken, bad fault values, bad state file
+        parser.error(str(error))
+    run(server, lambda line: print(line, flush=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

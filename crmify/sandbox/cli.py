@@ -1,0 +1,132 @@
+"""Command-line options shared by ``python -m crmify.sandbox`` and ``manage.py crmify_sandbox``.
+
+Both entry points call ``add_arguments`` on their parser, then ``build_server`` with the parsed
+options and ``run`` to serve until Ctrl-C, so the two stay in step.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from .faults import Faults
+from .schema import (
+    CUSTOM_FIELD_TYPES,
+    DEFAULT_CUSTOM_FIELDS,
+    DEFAULT_SOURCE_NAMES,
+    DEFAULT_STATUS_NAMES,
+    CustomFieldDef,
+)
+from .server import DEFAULT_API_KEY, SandboxServer
+
+DEFAULT_PORT = 8765
+_DEFAULTS = Faults()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare the sandbox options on ``parser`` (an argparse or Django command parser)."""
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="0 picks a free port")
+    parser.add_argument("--api-key", default=DEFAULT_API_KEY, help="the key clients must send")
+    parser.add_argument("--state-file", help="JSON file to keep leads in across restarts")
+    parser.add_argument(
+        "--rate",
+        type=_optional_float,
+        default=_DEFAULTS.requests_per_second,
+        help="requests per second allowed ('none' for no limit; default %(default)s)",
+    )
+    parser.add_argument(
+        "--daily-quota",
+        type=_optional_int,
+        default=_DEFAULTS.daily_quota,
+        help="requests per quota window ('none' for unlimited; default %(default)s)",
+    )
+    parser.add_argument(
+        "--quota-window", type=float, default=_DEFAULTS.quota_window_seconds, help="seconds"
+    )
+    for name in ("error-rate", "burst-429-rate", "drop-rate", "create-timeout-rate"):
+        parser.add_argument(f"--{name}", type=float, default=0.0, help="share of requests, 0..1")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds added to each call")
+    parser.add_argument("--latency-jitter", type=float, default=0.0, help="extra random seconds")
+    parser.add_argument(
+        "--create-timeout-delay", type=float, default=_DEFAULTS.create_timeout_delay
+    )
+    parser.add_argument("--seed", type=int, default=None, help="seed for reproducible faults")
+    parser.add_argument(
+        "--lead-status", action="append", help="a lead status name (repeat; first is default)"
+    )
+    parser.add_argument("--lead-source", action="append", help="a lead source name (repeat)")
+    parser.add_argument(
+        "--custom-field",
+        action="append",
+        type=_custom_field,
+        help="NAME[:TYPE[:OPTION|OPTION...]] (repeat); TYPE one of "
+        + ", ".join(sorted(CUSTOM_FIELD_TYPES)),
+    )
+    parser.add_argument("--quiet", action="store_true", help="do not log each request")
+
+
+def build_server(options: Mapping[str, Any]) -> SandboxServer:
+    """Build (not start) a server from parsed options (``vars(namespace)`` or Django's)."""
+    faults = Faults(
+        error_rate=options["error_rate"],
+        latency=options["latency"],
+        latency_jitter=options["latency_jitter"],
+        burst_429_rate=options["burst_429_rate"],
+        drop_rate=options["drop_rate"],
+        create_timeout_rate=options["create_timeout_rate"],
+        create_timeout_delay=options["create_timeout_delay"],
+        daily_quota=options["daily_quota"],
+        quota_window_seconds=options["quota_window"],
+        requests_per_second=options["rate"],
+        seed=options["seed"],
+    )
+    return SandboxServer(
+        options["host"],
+        options["port"],
+        api_key=options["api_key"],
+        faults=faults,
+        lead_statuses=options["lead_status"] or DEFAULT_STATUS_NAMES,
+        lead_sources=options["lead_source"] or DEFAULT_SOURCE_NAMES,
+        custom_fields=options["custom_field"] or DEFAULT_CUSTOM_FIELDS,
+        state_file=options["state_file"],
+        log_requests=not options["quiet"],
+    )
+
+
+def run(server: SandboxServer, write: Callable[[str], object]) -> None:
+    """Tell the user where to point their client, then serve until Ctrl-C and stop cleanly."""
+    write(f"Insightly v3.1 sandbox: {server.url}")
+    write(f"API key: {server.api_key}  (HTTP Basic user name, empty password)")
+    write(f"Control API: {server.control_url}faults | reset | leads | stats")
+    if server.state.state_file is not None:
+        write(f"Leads kept in: {server.state.state_file}")
+    write("Press Ctrl-C to stop.")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        write("Stopping.")
+    finally:
+        server.stop()
+
+
+def _optional_int(text: str) -> int | None:
+    return None if text.strip().lower() in ("none", "unlimited") else int(text)
+
+
+def _optional_float(text: str) -> float | None:
+    return None if text.strip().lower() in ("none", "unlimited") else float(text)
+
+
+def _custom_field(text: str) -> CustomFieldDef:
+    name, _, rest = text.partition(":")
+    field_type, _, options = rest.partition(":")
+    try:
+        return CustomFieldDef(
+            name,
+            field_type=(field_type or "TEXT").upper(),
+            options=tuple(option for option in options.split("|") if option),
+        )
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None

@@ -1,0 +1,235 @@
+"""The in-memory Insightly account behind the sandbox: leads plus the account's lookups.
+
+``api`` calls it for every lead operation, ``control`` for ``/_sandbox/leads`` and reset, and
+``SandboxServer`` builds it. Every public method takes the one lock, so request threads see a
+consistent account. With ``state_file`` the leads are loaded at construction and written after
+each change (temp file + ``os.replace``, so a crash never leaves half a file), which lets the
+demo keep its CRM across restarts. Statuses, sources and custom fields are configuration, not
+state: they come from the constructor every time.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import tempfile
+import threading
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from .dates import format_body_date, parse_body_date, utc_now
+from .schema import (
+    DEFAULT_CUSTOM_FIELDS,
+    DEFAULT_SOURCE_NAMES,
+    DEFAULT_STATUS_NAMES,
+    FIRST_LEAD_ID,
+    LIST_FIELDS,
+    RENDER_ORDER,
+    SANDBOX_USER_ID,
+    SEARCHABLE_FIELDS,
+    CustomFieldDef,
+    JsonDict,
+    LeadSource,
+    LeadStatus,
+    build_sources,
+    build_statuses,
+)
+from .validation import ValidationError, check_lead_body
+
+_FILE_VERSION = 1
+
+
+class LeadNotFound(LookupError):
+    """No lead has this id (the API answers 404)."""
+
+
+class SandboxState:
+    """Leads of one sandbox account, thread-safe, optionally persisted to a JSON file."""
+
+    def __init__(
+        self,
+        *,
+        lead_statuses: Sequence[str] = DEFAULT_STATUS_NAMES,
+        lead_sources: Sequence[str] = DEFAULT_SOURCE_NAMES,
+        custom_fields: Sequence[CustomFieldDef] = DEFAULT_CUSTOM_FIELDS,
+        state_file: str | os.PathLike[str] | None = None,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.statuses: tuple[LeadStatus, ...] = build_statuses(lead_statuses)
+        self.sources: tuple[LeadSource, ...] = build_sources(lead_sources)
+        self.custom_fields: tuple[CustomFieldDef, ...] = tuple(custom_fields)
+        self.state_file = Path(state_file) if state_file is not None else None
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._leads: dict[int, JsonDict] = {}
+        self._next_id = FIRST_LEAD_ID
+        if self.state_file is not None and self.state_file.exists():
+            self._load(self.state_file)
+
+    @property
+    def default_status_id(self) -> int:
+        return next(status.id for status in self.statuses if status.is_default)
+
+    # --- reads -------------------------------------------------------------------------------
+
+    def get_lead(self, lead_id: int) -> JsonDict:
+        with self._lock:
+            return copy.deepcopy(self._existing(lead_id))
+
+    def all_leads(self) -> list[JsonDict]:
+        """Every lead ordered by LEAD_ID (the order Insightly lists in), as copies."""
+        with self._lock:
+            return [copy.deepcopy(self._leads[key]) for key in sorted(self._leads)]
+
+    def search(
+        self,
+        field_name: str | None,
+        field_value: str | None,
+        updated_after: datetime | None,
+    ) -> list[JsonDict]:
+        """Leads matching an exact field value and/or updated at or after a moment.
+
+        String fields match case-insensitively: Insightly sits on SQL Server, whose default
+        collation ignores case, so ``EMAIL`` lookups do too (unknown for certain; chosen).
+        ``updated_after`` is inclusive to the second so a poller never misses a change made
+        in the same second as its last sync (unknown; clients must tolerate repeats).
+        """
+        if field_name is not None and field_name not in SEARCHABLE_FIELDS:
+            raise ValidationError(f"field_name {field_name!r} is not a searchable Lead field.")
+        cutoff = updated_after.replace(microsecond=0) if updated_after is not None else None
+        return [
+            lead
+            for lead in self.all_leads()
+            if (field_name is None or _matches(lead.get(field_name), field_value or ""))
+            and (cutoff is None or parse_body_date(lead["DATE_UPDATED_UTC"]) >= cutoff)
+        ]
+
+    # --- writes ------------------------------------------------------------------------------
+
+    def create_lead(self, body: object) -> JsonDict:
+        """Validate and store a new lead; returns it in full, as ``POST /Leads`` answers."""
+        with self._lock:
+            changes = self._check(body, creating=True)
+            changes.pop("LEAD_ID", None)
+            now = format_body_date(self._clock())
+            lead: JsonDict = dict.fromkeys(RENDER_ORDER)
+            lead.update(
+                LEAD_ID=self._next_id,
+                LEAD_STATUS_ID=self.default_status_id,
+                OWNER_USER_ID=SANDBOX_USER_ID,
+                EMAIL_OPTED_OUT=False,
+                CONVERTED=False,
+                DATE_CREATED_UTC=now,
+                DATE_UPDATED_UTC=now,
+                CUSTOMFIELDS=[],
+                TAGS=[],
+            )
+            self._apply(lead, changes)
+            self._leads[self._next_id] = lead
+            self._next_id += 1
+            self._save()
+            return copy.deepcopy(lead)
+
+    def update_lead(self, body: object) -> JsonDict:
+        """Partial update by ``LEAD_ID`` in the body: absent fields kept, ``null`` clears."""
+        with self._lock:
+            changes = self._check(body, creating=False)
+            lead_id = changes.pop("LEAD_ID", None)
+            if lead_id is None:
+                raise ValidationError("LEAD_ID is required in the body of PUT /Leads.")
+            lead = self._existing(lead_id)
+            self._apply(lead, changes)
+            lead["DATE_UPDATED_UTC"] = format_body_date(self._clock())
+            self._save()
+            return copy.deepcopy(lead)
+
+    def delete_lead(self, lead_id: int) -> None:
+        with self._lock:
+            self._existing(lead_id)
+            del self._leads[lead_id]
+            self._save()
+
+    def clear(self) -> None:
+        """Forget every lead (ids restart too), and persist the empty account."""
+        with self._lock:
+            self._leads.clear()
+            self._next_id = FIRST_LEAD_ID
+            self._save()
+
+    # --- internals (lock held) ----------------------------------------------------------------
+
+    def _existing(self, lead_id: int) -> JsonDict:
+        try:
+            return self._leads[lead_id]
+        except KeyError:
+            raise LeadNotFound(f"Lead {lead_id} was not found.") from None
+
+    def _check(self, body: object, *, creating: bool) -> JsonDict:
+        return check_lead_body(
+            body,
+            creating=creating,
+            status_ids={status.id for status in self.statuses},
+            default_status_id=self.default_status_id,
+            source_ids={source.id for source in self.sources},
+            custom_fields={definition.name: definition for definition in self.custom_fields},
+        )
+
+    @staticmethod
+    def _apply(lead: JsonDict, changes: JsonDict) -> None:
+        for name, value in changes.items():
+            if name == "CUSTOMFIELDS" and value is not None:
+                # Listed custom fields are set, a null FIELD_VALUE removes one, others are kept:
+                # the field-level reading of "partial update" (unknown in the facts; chosen).
+                merged = {item["FIELD_NAME"]: item for item in lead["CUSTOMFIELDS"]}
+                for item in value:
+                    merged.pop(item["FIELD_NAME"], None)
+                    if item["FIELD_VALUE"] is not None:
+                        merged[item["FIELD_NAME"]] = item
+                lead[name] = list(merged.values())
+            elif name in LIST_FIELDS:
+                # TAGS given replace the lead's tags; null clears either list (chosen).
+                lead[name] = value if value is not None else []
+            else:
+                lead[name] = value
+
+    def _load(self, path: Path) -> None:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(data, dict) or data.get("version") != _FILE_VERSION:
+            raise ValueError(
+                f"{path} is not a crmify sandbox state file (version {_FILE_VERSION})."
+            )
+        leads: list[JsonDict] = data["leads"]
+        self._leads = {int(lead["LEAD_ID"]): lead for lead in leads}
+        self._next_id = max(int(data["next_lead_id"]), max(self._leads, default=0) + 1)
+
+    def _save(self) -> None:
+        if self.state_file is None:
+            return
+        payload: dict[str, Any] = {
+            "version": _FILE_VERSION,
+            "next_lead_id": self._next_id,
+            "leads": [self._leads[key] for key in sorted(self._leads)],
+        }
+        directory = self.state_file.parent
+        directory.mkdir(parents=True, exist_ok=True)
+        handle, temp_name = tempfile.mkstemp(prefix=".sandbox-", suffix=".json", dir=directory)
+        try:
+            with os.fdopen(handle, "w", encoding="utf-8") as temp:
+                json.dump(payload, temp, indent=1)
+            os.replace(temp_name, self.state_file)
+        except BaseException:
+            Path(temp_name).unlink(missing_ok=True)
+            raise
+
+
+def _matches(stored: object, wanted: str) -> bool:
+    if stored is None:
+        return False
+    if isinstance(stored, bool):
+        return str(stored).lower() == wanted.strip().lower()
+    if isinstance(stored, int):
+        return str(stored) == wanted.strip()
+    return str(stored).casefold() == wanted.casefold()
