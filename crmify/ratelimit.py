@@ -41,7 +41,11 @@ class SharedRateLimiter:
         while True:
             first = math.ceil(time.time() / self.interval)
             for slot in range(first, first + int(LOOKAHEAD_SECONDS / self.interval)):
-                if self.cache.add(f"crmify:rl:{self.name}:{slot}", 1, timeout=60):
+                # Short-lived keys: a slot only matters until it has passed, and a database cache
+                # culls at MAX_ENTRIES, which must not evict the status tables kept beside them.
+                if self.cache.add(
+                    f"crmify:rl:{self.name}:{slot}", 1, timeout=LOOKAHEAD_SECONDS + 2
+                ):
                     delay = slot * self.interval - time.time()
                     if delay > 0:
                         time.sleep(delay)

@@ -1,0 +1,123 @@
+"""Two ``db_worker`` processes drain 300 pending leads into a sandbox limited to 10 requests per second.
+
+Prints the achieved requests per second and the 429s (targets: >= 9.5 rps, zero 429), then API calls per
+created lead (target <= 2: lookup plus create) and per unchanged save (target 0). Run from the repository
+root: ``python bench/rate_limit.py`` (``make bench``).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+LEADS = int(os.environ.get("CRMIFY_BENCH_LEADS", "300"))
+
+
+def main() -> None:
+    sys.path.insert(0, str(ROOT))
+    from crmify.sandbox import Faults, SandboxServer
+
+    workdir = Path(tempfile.mkdtemp(prefix="crmify-bench-"))
+    server = SandboxServer(faults=Faults(requests_per_second=10.0, daily_quota=None)).start()
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "DJANGO_SETTINGS_MODULE": "bench.settings",
+        "CRMIFY_BENCH_DB": str(workdir / "bench.sqlite3"),
+        "CRMIFY_BENCH_BACKEND": "crmify.backends.insightly.InsightlyBackend",
+        "CRMIFY_BENCH_API_URL": server.url,
+        "CRMIFY_BENCH_API_KEY": server.api_key,
+    }
+    os.environ.update(env)
+    import django
+
+    django.setup()
+    from django.contrib.auth.models import User
+    from django.core.management import call_command
+    from django_tasks_db.models import DBTaskResult
+
+    from crmify.models import Lead, SyncState
+
+    call_command("migrate", verbosity=0)
+    call_command("createcachetable", verbosity=0)
+    for i in range(LEADS):
+        User.objects.create(
+            username=f"user{i}",
+            email=f"user{i}@example.com",
+            first_name="Bench",
+            last_name=f"No{i}",
+        )
+    queued = DBTaskResult.objects.count()
+    started = time.monotonic()
+    workers = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "django",
+                "db_worker",
+                "--interval",
+                "0.1",
+                "--no-startup-delay",
+            ],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(2)
+    ]
+    try:
+        while Lead.objects.exclude(sync_state=SyncState.SYNCED).exists():
+            if time.monotonic() - started > 600:
+                raise SystemExit("the workers did not drain the leads within 10 minutes")
+            time.sleep(0.2)
+        elapsed = time.monotonic() - started
+        stats = server.stats()
+        created_calls = stats["total"]
+        for user in User.objects.all():
+            user.save()  # unchanged: no task, no call
+        time.sleep(1.0)
+        unchanged_calls = server.stats()["total"] - created_calls
+        unchanged_tasks = DBTaskResult.objects.count() - queued
+    finally:
+        for worker in workers:
+            worker.terminate()
+        for worker in workers:
+            worker.wait(10)
+        server.stop()
+    throttled = stats["throttled"]
+    rps = created_calls / elapsed
+    duplicates = (
+        LEADS - len({lead["EMAIL"] for lead in server.leads()}) + (len(server.leads()) - LEADS)
+    )
+    print(f"rate_limit: {LEADS} leads, 2 db_worker processes, sandbox limited to 10 requests/s")
+    print(
+        f"  achieved        {rps:6.2f} requests/s over {elapsed:.1f} s   (target >= 9.5)   {'PASS' if rps >= 9.5 else 'FAIL'}"
+    )
+    print(
+        f"  429 answers     {sum(throttled.values()):6d}  (rate {throttled['rate']}, quota {throttled['quota']})   (target 0)   {'PASS' if not sum(throttled.values()) else 'FAIL'}"
+    )
+    lead_calls = sum(
+        sum(counts.values()) for route, counts in stats["requests"].items() if "/Leads" in route
+    )
+    per_lead = lead_calls / LEADS
+    print(
+        f"  calls per created lead   {per_lead:.3f} on /Leads (lookup + create)   (target <= 2)   {'PASS' if per_lead <= 2 else 'FAIL'}"
+    )
+    print(
+        f"  status-table lookups     {created_calls - lead_calls} in all (cached, once per worker process)"
+    )
+    print(
+        f"  calls per unchanged save {unchanged_calls / LEADS:.3f}   tasks queued {unchanged_tasks}   (target 0)   {'PASS' if unchanged_calls == unchanged_tasks == 0 else 'FAIL'}"
+    )
+    print(f"  CRM leads {len(server.leads())}, duplicates {duplicates}")
+
+
+if __name__ == "__main__":
+    main()

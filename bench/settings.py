@@ -1,0 +1,39 @@
+"""Settings for the benchmarks: SQLite in a file the bench names (``CRMIFY_BENCH_DB``), the database task
+queue, the database cache (shared by worker processes), and the CRM the bench names."""
+
+from __future__ import annotations
+
+import os
+from importlib.util import find_spec
+
+SECRET_KEY = "crmify-bench"
+USE_TZ = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+INSTALLED_APPS = [
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    *([] if find_spec("django.tasks") else ["django_tasks"]),
+    "django_tasks_db",
+    "crmify",
+]
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": os.environ.get("CRMIFY_BENCH_DB", "bench.sqlite3"),
+        "OPTIONS": {"timeout": 30, "transaction_mode": "IMMEDIATE"},
+    }
+}
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+        "LOCATION": "crmify_cache",
+    }
+}
+TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
+CRMIFY = {
+    "BACKEND": os.environ.get("CRMIFY_BENCH_BACKEND", "crmify.backends.locmem.LocmemBackend"),
+    "BACKEND_AUTH": {"API_KEY": os.environ.get("CRMIFY_BENCH_API_KEY", "sandbox-key")},
+    "BACKEND_OPTIONS": {"API_URL": os.environ.get("CRMIFY_BENCH_API_URL", ""), "TIMEOUT": 10},
+    "AUTO_SYNC": os.environ.get("CRMIFY_BENCH_AUTO_SYNC", "1") == "1",
+}
+LOGGING = {"version": 1, "disable_existing_loggers": False, "root": {"level": "WARNING"}}

@@ -1,0 +1,85 @@
+"""The shared rate limiter holds the CRM's pace across worker processes, measured at the sandbox."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.core.cache import caches
+from django.core.cache.backends.locmem import LocMemCache
+
+from crmify.ratelimit import QuotaTracker, SharedRateLimiter
+from crmify.sandbox import SandboxServer
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.slow
+def test_two_processes_share_the_pace_and_get_no_429(
+    sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    cache_db = str(tmp_path / "cache.sqlite3")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "DJANGO_SETTINGS_MODULE": ""}
+    setup = (
+        "import django; from django.conf import settings; "
+        f"settings.configure(DATABASES={{'default': {{'ENGINE': 'django.db.backends.sqlite3', 'NAME': {cache_db!r}}}}}, "
+        "CACHES={'default': {'BACKEND': 'django.core.cache.backends.db.DatabaseCache', 'LOCATION': 'crmify_cache'}}); "
+        "django.setup(); from django.core.management import call_command; call_command('createcachetable')"
+    )
+    subprocess.run([sys.executable, "-c", setup], check=True, env=env, cwd=ROOT)
+    sandbox.set_faults(requests_per_second=10.0)
+    sandbox.reset()
+    calls_each = 15
+    started = time.monotonic()
+    workers = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tests.pace_worker",
+                cache_db,
+                sandbox.url,
+                sandbox.api_key,
+                str(calls_each),
+            ],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outputs = [worker.communicate(timeout=60)[0].split() for worker in workers]
+    elapsed = time.monotonic() - started
+    assert all(worker.returncode == 0 for worker in workers)
+    assert sorted({status for output in outputs for status in output}) == ["200"]
+    assert sandbox.stats()["throttled"]["rate"] == 0
+    # 30 calls at 10 per second cannot take less than 2.9 s, whoever made them.
+    assert elapsed >= 2.9
+
+
+def test_one_process_is_paced_to_the_configured_rate() -> None:
+    limiter = SharedRateLimiter("pace-test", 20, LocMemCache("pace-test", {}))
+    started = time.monotonic()
+    for _ in range(11):
+        limiter.acquire()
+    assert time.monotonic() - started >= 0.45  # 11 slots of 50 ms: 10 intervals
+
+
+def test_quota_tracker_remembers_exhaustion_and_headers() -> None:
+    tracker = QuotaTracker("quota-test", caches["default"])
+    tracker.observe(limit=1000, remaining=12)
+    assert (tracker.state().limit, tracker.state().remaining, tracker.state().exhausted) == (
+        1000,
+        12,
+        False,
+    )
+    tracker.exhaust(60)
+    state = tracker.state()
+    assert state.exhausted and state.remaining == 0 and state.limit == 1000
+    tracker.observe(limit=1000, remaining=999)
+    assert not tracker.state().exhausted
