@@ -12,15 +12,22 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 from django.db import models, transaction
+from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
 from crmify.conf import crmify_settings
 from crmify.models import Lead, SyncState
 from crmify.queue import enqueue_lead_on_commit
-from crmify.tracking import find_lead, pending_unless_syncing, request_crm_delete, save_if_changed, track
+from crmify.tracking import (
+    find_lead,
+    pending_unless_syncing,
+    request_crm_delete,
+    save_if_changed,
+    source_row,
+    track,
+)
 from crmify.worker import process_lead
 
 
@@ -67,18 +74,19 @@ def mark_dead(obj: Lead | models.Model) -> Lead:
 
 def _force_pending(lead: Lead) -> None:
     """Make ``lead`` send everything again, even if nothing changed; a tombstone comes back to life."""
-    changes: dict[str, Any] = {
-        "synced_fingerprint": "",
-        "synced_values": {},
-        "tombstone": False,
-        "attempts": 0,
-        "next_attempt_at": None,
-        "queued_at": timezone.now(),
-        "sync_state": pending_unless_syncing(),
-    }
-    if lead.sync_state == SyncState.DELETED:
-        changes["external_id"] = ""  # the CRM's record is gone: create a new one
-    Lead.objects.filter(pk=lead.pk).update(**changes)
+    Lead.objects.filter(pk=lead.pk).update(
+        synced_fingerprint="",
+        synced_values={},
+        tombstone=False,
+        attempts=0,
+        next_attempt_at=None,
+        queued_at=timezone.now(),
+        sync_state=pending_unless_syncing(),
+        # A deleted lead's CRM record is gone: create a new one (decided on the row, not a stale copy).
+        external_id=Case(
+            When(sync_state=SyncState.DELETED, then=Value("")), default=F("external_id")
+        ),
+    )
 
 
 def resync(leads: Iterable[Lead]) -> BulkResult:
@@ -96,20 +104,42 @@ def resync(leads: Iterable[Lead]) -> BulkResult:
 
 
 def retry_failed(leads: Iterable[Lead]) -> BulkResult:
-    """Queue failed leads again with a fresh count of attempts."""
+    """Queue failed leads again with a fresh count of attempts.
+
+    A lead whose mapping failed is mapped again from its source row first: sending what it holds would
+    send stale or blank values. If the mapping still fails it stays failed with the new message.
+    """
     result = BulkResult()
     with transaction.atomic():
         for lead in leads:
             if lead.sync_state != SyncState.FAILED:
                 result.skipped["not failed"] += 1
                 continue
+            if not lead.fingerprint and not lead.tombstone:
+                reason = _remap(lead)
+                if reason:
+                    result.skipped[reason] += 1
+                else:
+                    result.queued += 1
+                continue
             state = SyncState.DELETING if lead.tombstone else SyncState.PENDING
-            Lead.objects.filter(pk=lead.pk, sync_state=SyncState.FAILED).update(
+            if not Lead.objects.filter(pk=lead.pk, sync_state=SyncState.FAILED).update(
                 sync_state=state, attempts=0, next_attempt_at=None, queued_at=timezone.now()
-            )
+            ):
+                result.skipped["not failed"] += 1  # it moved on since it was loaded
+                continue
             enqueue_lead_on_commit(lead.pk)
             result.queued += 1
     return result
+
+
+def _remap(lead: Lead) -> str | None:
+    """Map a lead's source row again (queuing it when that works); else the reason it was not queued."""
+    row = source_row(lead)
+    if row is None:
+        return "source row gone"
+    remapped = track(row, lead=lead)
+    return "mapping still fails" if remapped.sync_state == SyncState.FAILED else None
 
 
 def delete_from_crm(leads: Iterable[Lead]) -> BulkResult:

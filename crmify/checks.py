@@ -13,6 +13,7 @@ from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 
 from crmify.conf import DEFAULTS, ON_DELETE_CHOICES, crmify_settings
+from crmify.mixins import LeadStatusMixin
 from crmify.models import CUSTOM_FIELD_PREFIX, MAPPABLE_FIELDS
 
 SEED_EXAMPLE = "see the settings table in django-crmify's README"
@@ -26,7 +27,9 @@ def _error(msg: str, hint: str, code: int) -> checks.Error:
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     raw = getattr(settings, "CRMIFY", {})
     if not isinstance(raw, Mapping):
-        return [_error("CRMIFY must be a dict.", f"Set CRMIFY = {{'BACKEND': ...}}; {SEED_EXAMPLE}.", 1)]
+        return [
+            _error("CRMIFY must be a dict.", f"Set CRMIFY = {{'BACKEND': ...}}; {SEED_EXAMPLE}.", 1)
+        ]
     messages: list[checks.CheckMessage] = [
         checks.Warning(
             f"CRMIFY has an unknown key {key!r}; it is ignored.",
@@ -37,7 +40,8 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
         if key not in DEFAULTS
     ]
     messages += _check_values()
-    messages += _check_backend()
+    # A backend is built from BACKEND_OPTIONS and BACKEND_AUTH: not when E005 says they are broken.
+    messages += _check_backend(build=not any(m.id == "crmify.E005" for m in messages))
     messages += _check_models_and_mapper()
     messages += _check_tasks()
     return messages
@@ -45,11 +49,21 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
 
 def _check_values() -> list[checks.CheckMessage]:
     messages: list[checks.CheckMessage] = []
-    for key in ("MAX_ATTEMPTS", "RETRY_BACKOFF_BASE", "RETRY_BACKOFF_MAX", "SWEEP_PENDING_AFTER", "CLAIM_TIMEOUT"):
+    for key in (
+        "MAX_ATTEMPTS",
+        "RETRY_BACKOFF_BASE",
+        "RETRY_BACKOFF_MAX",
+        "SWEEP_PENDING_AFTER",
+        "CLAIM_TIMEOUT",
+    ):
         value = crmify_settings.get(key)
         if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
             messages.append(
-                _error(f"CRMIFY[{key!r}] must be a positive number, not {value!r}.", f"The default is {DEFAULTS[key]}.", 2)
+                _error(
+                    f"CRMIFY[{key!r}] must be a positive number, not {value!r}.",
+                    f"The default is {DEFAULTS[key]}.",
+                    2,
+                )
             )
     if crmify_settings.get("ON_DELETE") not in ON_DELETE_CHOICES:
         messages.append(
@@ -63,22 +77,36 @@ def _check_values() -> list[checks.CheckMessage]:
         value = crmify_settings.get(key)
         if not isinstance(value, str) or not value.strip():
             messages.append(
-                _error(f"CRMIFY[{key!r}] must be a status name.", f"The default is {DEFAULTS[key]!r}.", 4)
+                _error(
+                    f"CRMIFY[{key!r}] must be a status name.",
+                    f"The default is {DEFAULTS[key]!r}.",
+                    4,
+                )
             )
     for key in ("BACKEND_OPTIONS", "BACKEND_AUTH"):
         if not isinstance(crmify_settings.get(key) or {}, Mapping):
-            messages.append(_error(f"CRMIFY[{key!r}] must be a dict.", "Give a dict or leave it out.", 5))
+            messages.append(
+                _error(f"CRMIFY[{key!r}] must be a dict.", "Give a dict or leave it out.", 5)
+            )
     return messages
 
 
-def _check_backend() -> list[checks.CheckMessage]:
+def _check_backend(*, build: bool = True) -> list[checks.CheckMessage]:
     from crmify.backends import get_backend, load_backend_class
 
     try:
         backend_class = load_backend_class()
     except ImproperlyConfigured as exc:
-        return [_error(str(exc), "Give the dotted path of a class with sync_lead() and delete_lead().", 10)]
-    missing = [name for name in ("sync_lead", "delete_lead") if not callable(getattr(backend_class, name, None))]
+        return [
+            _error(
+                str(exc), "Give the dotted path of a class with sync_lead() and delete_lead().", 10
+            )
+        ]
+    missing = [
+        name
+        for name in ("sync_lead", "delete_lead")
+        if not callable(getattr(backend_class, name, None))
+    ]
     if missing:
         return [
             _error(
@@ -87,10 +115,19 @@ def _check_backend() -> list[checks.CheckMessage]:
                 11,
             )
         ]
+    if not build:
+        return []
     try:
         backend = get_backend()
-    except ImproperlyConfigured as exc:
-        return [_error(f"CRMIFY backend: {exc}", "Fix BACKEND_OPTIONS or BACKEND_AUTH.", 12)]
+    except Exception as exc:  # a site's constructor may raise anything; a check must not crash
+        return [
+            _error(
+                f"CRMIFY['BACKEND'] {crmify_settings.BACKEND!r} could not be built: {exc}",
+                "Fix BACKEND_OPTIONS or BACKEND_AUTH; a plain backend class needs a constructor "
+                "without arguments.",
+                12,
+            )
+        ]
     check = getattr(backend, "check", None)
     return list(check()) if callable(check) else []
 
@@ -103,18 +140,28 @@ def _check_models_and_mapper() -> list[checks.CheckMessage]:
         lead_model = get_lead_model()
     except ImproperlyConfigured as exc:
         messages.append(
-            _error(str(exc), "Give a model's dotted path (myapp.models.UserProfile) or app_label.ModelName.", 20)
+            _error(
+                str(exc),
+                "Give a model's dotted path (myapp.models.UserProfile) or app_label.ModelName.",
+                20,
+            )
         )
         lead_model = None
     try:
         status_model = get_status_model()
     except ImproperlyConfigured as exc:
-        messages.append(_error(str(exc), "Give the model that mixes in crmify.mixins.LeadStatusMixin.", 21))
+        messages.append(
+            _error(str(exc), "Give the model that mixes in crmify.mixins.LeadStatusMixin.", 21)
+        )
     else:
-        if status_model is not None and not callable(getattr(status_model, "lead_status", None)):
+        lead_status = getattr(status_model, "lead_status", None)
+        # The mixin's own lead_status() raises NotImplementedError: every save of the model would fail.
+        if status_model is not None and (
+            not callable(lead_status) or lead_status is LeadStatusMixin.lead_status
+        ):
             messages.append(
                 _error(
-                    f"LEAD_STATUS_MODEL {status_model._meta.label} has no lead_status() method.",
+                    f"LEAD_STATUS_MODEL {status_model._meta.label} does not implement lead_status().",
                     "Mix in crmify.mixins.LeadStatusMixin and implement lead_status().",
                     22,
                 )

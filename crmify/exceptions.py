@@ -66,6 +66,8 @@ class QuotaExhausted(TransientBackendError):
     Waiting for a quota does not count as a failed attempt.
     """
 
-    def __init__(self, message: str, *, resets_at: datetime, status_code: int | None = None) -> None:
+    def __init__(
+        self, message: str, *, resets_at: datetime, status_code: int | None = None
+    ) -> None:
         super().__init__(message, status_code=status_code)
         self.resets_at = resets_at

@@ -44,7 +44,9 @@ def resolve_model(path: str, setting: str) -> type[models.Model]:
     if not (isinstance(candidate, type) and issubclass(candidate, models.Model)):
         raise ImproperlyConfigured(f"CRMIFY[{setting!r}] {path!r} is not a Django model.")
     if candidate._meta.abstract or not apps.is_installed(candidate._meta.app_config.name):
-        raise ImproperlyConfigured(f"CRMIFY[{setting!r}] {path!r} is not an installed, concrete model.")
+        raise ImproperlyConfigured(
+            f"CRMIFY[{setting!r}] {path!r} is not an installed, concrete model."
+        )
     return candidate
 
 

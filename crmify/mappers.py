@@ -63,24 +63,37 @@ def _is_blank(value: Any) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
 
 
-def _as_text(target: str, value: Any, max_length: int | None) -> str:
+def _check_scalar(where: str, value: Any) -> None:
+    """Raise a :class:`MappingError` naming the lead field and its source for a non-scalar value."""
+    if value is not None and not isinstance(value, _SCALARS):
+        preview = repr(value)
+        preview = preview if len(preview) <= 60 else preview[:57] + "..."
+        raise MappingError(
+            f"{where} got a {type(value).__name__}: {preview}. "
+            "A mapper must give text, a number, a boolean or a date."
+        )
+
+
+def _scalar_text(value: Any) -> str:
+    """Text for a scalar: ISO 8601 for dates and times (what CRMs parse), ``str`` for the rest."""
+    return value.isoformat() if isinstance(value, datetime.date | datetime.time) else str(value)
+
+
+def _as_text(where: str, value: Any, max_length: int | None) -> str:
     if value is None:
         return ""
-    if not isinstance(value, _SCALARS):
-        raise MappingError(
-            f"{target} got a {type(value).__name__} ({str(value)[:60]!r}); "
-            "a mapper must give text, a number, a boolean or a date."
-        )
-    text = value.isoformat() if isinstance(value, datetime.date | datetime.time) else str(value)
-    text = text.strip()
+    _check_scalar(where, value)
+    text = _scalar_text(value).strip()
     if max_length is not None and len(text) > max_length:
-        raise MappingError(f"{target} is {len(text)} characters long; the lead keeps {max_length}.")
+        raise MappingError(f"{where} is {len(text)} characters long; the lead keeps {max_length}.")
     return text
 
 
 def _max_length(name: str) -> int | None:
     model_field = Lead._meta.get_field(name)
-    return None if isinstance(model_field, models.TextField) else model_field.max_length
+    if isinstance(model_field, models.TextField) or not isinstance(model_field, models.Field):
+        return None
+    return model_field.max_length
 
 
 class LeadModelFieldMapper:
@@ -103,25 +116,33 @@ class LeadModelFieldMapper:
     def map(self, instance: Any) -> MappedLead:
         """Map ``instance``; raise :class:`MappingError` for a value of the wrong type or too long."""
         raw: dict[str, Any] = {}
+        # Which source gave each value, so an error names the path the site wrote.
+        sources: dict[str, SourcePath] = {}
         from_fallback: set[str] = set()
         for source, target in self.field_mapping.items():
             raw[target] = resolve_path(instance, source)
+            sources[target] = source
         for source, target in self.fallbacks.items():
             if _is_blank(raw.get(target)):
                 value = resolve_path(instance, source)
                 if not _is_blank(value):
                     raw[target] = value
+                    sources[target] = source
                     from_fallback.add(target)
         mapped = MappedLead(from_fallback=from_fallback)
         for target, value in raw.items():
+            where = f"{target} (from {source_label(sources[target])})"
             if target.startswith(CUSTOM_FIELD_PREFIX):
-                name = target.removeprefix(CUSTOM_FIELD_PREFIX)
-                if value is not None and not isinstance(value, _SCALARS):
-                    raise MappingError(f"{target} got a {type(value).__name__}; expected a scalar.")
-                keep = value if isinstance(value, str | int | float | bool) or value is None else str(value)
-                mapped.custom_fields[name] = keep
+                _check_scalar(where, value)
+                # JSON keeps text, numbers and booleans as they are; the rest becomes text.
+                keep = (
+                    value
+                    if value is None or isinstance(value, str | int | float | bool)
+                    else _scalar_text(value)
+                )
+                mapped.custom_fields[target.removeprefix(CUSTOM_FIELD_PREFIX)] = keep
             elif target in MAPPABLE_FIELDS:
-                mapped.values[target] = _as_text(target, value, _max_length(target))
+                mapped.values[target] = _as_text(where, value, _max_length(target))
             else:
                 raise MappingError(f"{target!r} is not a lead field.")
         return mapped

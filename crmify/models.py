@@ -51,8 +51,14 @@ class SyncState(models.TextChoices):
 class Lead(models.Model):
     """One person as the CRM should know them, with the state of getting them there."""
 
+    # No index of its own: the unique (source_type, source_id) index below starts with it.
     source_type = models.ForeignKey(
-        ContentType, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        ContentType,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        db_index=False,
     )
     source_id = models.CharField(_("source id"), max_length=64, blank=True, default="")
 
@@ -94,6 +100,11 @@ class Lead(models.Model):
     synced_fingerprint = models.CharField(
         _("fingerprint last synced"), max_length=64, blank=True, default=""
     )
+    # The mapper's last output for the source row: a save that maps to the same output is a no-op,
+    # checked with one narrow read (crmify.tracking.track_saved).
+    source_fingerprint = models.CharField(
+        _("fingerprint of the mapped source"), max_length=64, blank=True, default=""
+    )
     synced_values = models.JSONField(_("values last synced"), default=dict, blank=True)
     claim_token = models.CharField(max_length=32, blank=True, default="")
     claimed_at = models.DateTimeField(null=True, blank=True)
@@ -105,10 +116,11 @@ class Lead(models.Model):
         verbose_name_plural = _("leads")
         ordering = ("-updated_at",)
         constraints = (
+            # One lead per source row, and the index every save looks its lead up by. Not partial: SQLite
+            # does not use a partial index for ``source_id = %s`` and would scan every lead instead. Leads
+            # without a source (source_type NULL) do not collide: NULLs are distinct in a unique index.
             models.UniqueConstraint(
-                fields=("source_type", "source_id"),
-                condition=~models.Q(source_id=""),
-                name="crmify_lead_unique_source",
+                fields=("source_type", "source_id"), name="crmify_lead_unique_source"
             ),
         )
         indexes = (models.Index(fields=("sync_state", "next_attempt_at")),)

@@ -11,9 +11,9 @@ import logging
 from datetime import datetime
 from functools import partial
 
-from django.db import transaction
+from django.db import DEFAULT_DB_ALIAS, connections, router, transaction
 
-from crmify.compat import task_backends
+from crmify.compat import InvalidTaskBackend, task_backends
 from crmify.conf import crmify_settings
 
 logger = logging.getLogger("crmify")
@@ -24,7 +24,7 @@ def backend_supports_defer() -> bool:
     return bool(task_backends[crmify_settings.TASK_BACKEND].supports_defer)
 
 
-def enqueue_lead(lead_id: int, run_after: datetime | None = None) -> bool:
+def enqueue_lead(lead_id: int, run_after: datetime | None = None, *, reraise: bool = False) -> bool:
     """Queue the worker for ``lead_id`` now, or at ``run_after`` when the Tasks backend can defer.
 
     Returns False when nothing was queued: the backend cannot defer (the sweeper will pick the lead up when
@@ -42,11 +42,47 @@ def enqueue_lead(lead_id: int, run_after: datetime | None = None) -> bool:
             task = task.using(run_after=run_after)
         task.enqueue(lead_id)
     except Exception:
+        if reraise:
+            raise
         logger.exception("crmify: could not enqueue lead %s; the sweeper will retry", lead_id)
         return False
     return True
 
 
+def stores_tasks_in(using: str | None) -> bool:
+    """Whether the configured Tasks backend keeps its tasks in the database ``using``.
+
+    True for django-tasks-db's ``DatabaseBackend`` on the same database as the leads: a task row written
+    in the site's transaction commits or rolls back with the lead's row, so it needs no ``on_commit``.
+    """
+    try:
+        from django_tasks_db.backend import DatabaseBackend
+    except ImportError:  # pragma: no cover - a site on another Tasks backend only
+        return False
+    try:
+        backend = task_backends[crmify_settings.TASK_BACKEND]
+    except InvalidTaskBackend:
+        return False  # crmify.E040 says so; enqueue_lead logs it and the lead waits for the sweeper
+    if not isinstance(backend, DatabaseBackend):
+        return False
+    from django_tasks_db.models import DBTaskResult
+
+    return router.db_for_write(DBTaskResult) == (using or DEFAULT_DB_ALIAS)
+
+
 def enqueue_lead_on_commit(lead_id: int, using: str | None = None) -> None:
-    """Queue ``lead_id`` once the current transaction commits; a rollback queues nothing."""
+    """Queue ``lead_id`` with the current transaction: a rollback queues nothing.
+
+    On the database Tasks backend the task row is written now, inside the transaction (in a savepoint,
+    so a failed enqueue leaves the site's transaction usable and the lead pending for the sweeper): one
+    commit covers the lead and its task, and no enqueue can be lost between commit and ``on_commit``.
+    Any other backend (a broker outside the database, the immediate backend) is called on commit.
+    """
+    if stores_tasks_in(using) and connections[using or DEFAULT_DB_ALIAS].in_atomic_block:
+        try:
+            with transaction.atomic(using=using):
+                enqueue_lead(lead_id, reraise=True)
+        except Exception:
+            logger.exception("crmify: could not enqueue lead %s; the sweeper will retry", lead_id)
+        return
     transaction.on_commit(partial(enqueue_lead, lead_id), using=using)

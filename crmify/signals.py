@@ -21,25 +21,35 @@ from django.db.models.signals import post_delete, post_save
 
 from crmify.conf import crmify_settings
 from crmify.loading import get_lead_model, get_mapper, get_status_model, walk_path
-from crmify.tracking import source_deleted, track
+from crmify.tracking import source_deleted, track, track_saved
 
 logger = logging.getLogger("crmify")
 
 _connected: list[tuple[Any, Callable[..., None], type[models.Model]]] = []
 
 
-def on_lead_model_saved(sender: type[models.Model], instance: models.Model, raw: bool = False, **kwargs: Any) -> None:
+def on_lead_model_saved(
+    sender: type[models.Model],
+    instance: models.Model,
+    created: bool = False,
+    raw: bool = False,
+    **kwargs: Any,
+) -> None:
     if raw or not crmify_settings.AUTO_SYNC:
         return
-    track(instance)
+    track_saved(instance, created=created)
 
 
-def on_lead_model_deleted(sender: type[models.Model], instance: models.Model, **kwargs: Any) -> None:
+def on_lead_model_deleted(
+    sender: type[models.Model], instance: models.Model, **kwargs: Any
+) -> None:
     if crmify_settings.AUTO_SYNC:
         source_deleted(instance)
 
 
-def on_status_model_saved(sender: type[models.Model], instance: Any, raw: bool = False, **kwargs: Any) -> None:
+def on_status_model_saved(
+    sender: type[models.Model], instance: Any, raw: bool = False, **kwargs: Any
+) -> None:
     if raw or not crmify_settings.AUTO_SYNC:
         return
     result = instance.lead_status()
@@ -51,27 +61,36 @@ def on_status_model_saved(sender: type[models.Model], instance: Any, raw: bool =
 def related_receiver(lookups: list[str]) -> Callable[..., None]:
     """A receiver that re-maps the ``LEAD_MODEL`` rows reaching the saved instance through ``lookups``."""
 
-    def on_related_saved(sender: type[models.Model], instance: models.Model, raw: bool = False, **kwargs: Any) -> None:
+    def on_related_saved(
+        sender: type[models.Model], instance: models.Model, raw: bool = False, **kwargs: Any
+    ) -> None:
         if raw or not crmify_settings.AUTO_SYNC:
             return
         condition = Q()
         for lookup in lookups:
             condition |= Q(**{lookup: instance})
         for row in get_lead_model()._default_manager.filter(condition).distinct():
-            track(row)
+            track_saved(row)
 
     return on_related_saved
 
 
 def _connect(signal: Any, receiver: Callable[..., None], sender: type[models.Model]) -> None:
-    signal.connect(receiver, sender=sender, weak=False, dispatch_uid=f"crmify:{id(receiver)}:{sender._meta.label}")
+    signal.connect(
+        receiver,
+        sender=sender,
+        weak=False,
+        dispatch_uid=f"crmify:{id(receiver)}:{sender._meta.label}",
+    )
     _connected.append((signal, receiver, sender))
 
 
 def disconnect_receivers() -> None:
     while _connected:
         signal, receiver, sender = _connected.pop()
-        signal.disconnect(receiver, sender=sender, dispatch_uid=f"crmify:{id(receiver)}:{sender._meta.label}")
+        signal.disconnect(
+            receiver, sender=sender, dispatch_uid=f"crmify:{id(receiver)}:{sender._meta.label}"
+        )
 
 
 def connect_receivers() -> None:

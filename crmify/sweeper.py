@@ -24,7 +24,7 @@ from crmify.loading import get_lead_model, get_mapper, walk_path
 from crmify.mappers import LeadModelFieldMapper
 from crmify.models import Lead, SyncState
 from crmify.queue import backend_supports_defer, enqueue_lead
-from crmify.tracking import track
+from crmify.tracking import new_lead, track
 
 
 @dataclass
@@ -51,11 +51,15 @@ def sweep(*, drift: bool = False) -> SweepReport:
     """Run one sweep; see the module docstring."""
     report = SweepReport()
     now = timezone.now()
-    report.released_claims = release_stale_claims(now - timedelta(seconds=crmify_settings.CLAIM_TIMEOUT))
+    report.released_claims = release_stale_claims(
+        now - timedelta(seconds=crmify_settings.CLAIM_TIMEOUT)
+    )
     lost_before = now - timedelta(seconds=crmify_settings.SWEEP_PENDING_AFTER)
     # A backend that can defer already holds a task for each retry; only long-overdue ones were lost.
     due_before = lost_before if backend_supports_defer() else now
-    due = Q(sync_state__in=[SyncState.RETRYING, SyncState.DELETING], next_attempt_at__lte=due_before)
+    due = Q(
+        sync_state__in=[SyncState.RETRYING, SyncState.DELETING], next_attempt_at__lte=due_before
+    )
     lost = Q(
         sync_state__in=[SyncState.PENDING, SyncState.DELETING],
         next_attempt_at__isnull=True,
@@ -70,16 +74,20 @@ def sweep(*, drift: bool = False) -> SweepReport:
 
 def release_stale_claims(before: Any) -> int:
     """Give back claims older than ``before``: their worker died (``kill -9``, a lost machine)."""
-    return Lead.objects.filter(claimed_at__lt=before).exclude(claim_token="").update(
-        sync_state=Case(
-            When(tombstone=True, then=Value(SyncState.DELETING)),
-            When(sync_state=SyncState.SYNCING, then=Value(SyncState.PENDING)),
-            default=F("sync_state"),
-        ),
-        claim_token="",
-        claimed_at=None,
-        next_attempt_at=None,
-        queued_at=timezone.now() - timedelta(days=1),
+    return (
+        Lead.objects.filter(claimed_at__lt=before)
+        .exclude(claim_token="")
+        .update(
+            sync_state=Case(
+                When(tombstone=True, then=Value(SyncState.DELETING)),
+                When(sync_state=SyncState.SYNCING, then=Value(SyncState.PENDING)),
+                default=F("sync_state"),
+            ),
+            claim_token="",
+            claimed_at=None,
+            next_attempt_at=None,
+            queued_at=timezone.now() - timedelta(days=1),
+        )
     )
 
 
@@ -90,7 +98,9 @@ def _requeue(queryset: models.QuerySet[Lead], now: Any) -> int:
 
 
 def iterate_source_rows(
-    mapper: LeadModelFieldMapper, queryset: models.QuerySet[Any] | None = None, chunk_size: int = 1000
+    mapper: LeadModelFieldMapper,
+    queryset: models.QuerySet[Any] | None = None,
+    chunk_size: int = 1000,
 ) -> Iterator[list[Any]]:
     """``LEAD_MODEL`` rows in primary-key chunks, with the relations the mapper reads joined in.
 
@@ -99,7 +109,12 @@ def iterate_source_rows(
     model = get_lead_model()
     queryset = model._default_manager.all() if queryset is None else queryset
     related = sorted(
-        {prefix for source, _, _ in mapper.mappings() if isinstance(source, str) for prefix, _ in walk_path(model, source)}
+        {
+            prefix
+            for source, _, _ in mapper.mappings()
+            if isinstance(source, str)
+            for prefix, _ in walk_path(model, source)
+        }
     )
     if related:
         try:
@@ -135,7 +150,8 @@ def scan_drift() -> tuple[int, int]:
             scanned += 1
             lead = leads.get(str(row.pk))
             before = lead.fingerprint if lead else None
-            after = track(row, mapper=mapper, lead=lead)
+            # A row without a lead (bulk_create) gets a new one here: no per-row lookup.
+            after = track(row, mapper=mapper, lead=lead or new_lead(row))
             if after.fingerprint != before and after.sync_state == SyncState.PENDING:
                 queued += 1
     return scanned, queued

@@ -1,8 +1,9 @@
 """Records what the CRM should hold, in the site's own transaction: the outbox half of the engine.
 
 Called by the signal receivers (``crmify.signals``), the sweeper's drift scan and the public API. Mapping
-does no network I/O; a lead whose values did not change costs one read and no write; a changed lead is
-marked pending and queued after commit, so a rolled-back transaction sends nothing.
+does no network I/O; a row whose mapped values did not change costs one read and no write; a changed lead
+is marked pending and queued with the site's transaction (on commit, or in it for the database Tasks
+backend), so a rolled-back transaction sends nothing.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from django.contrib.contenttypes.models import ContentType
-from django.db import IntegrityError, models, router, transaction
+from django.db import DatabaseError, IntegrityError, connections, models, router, transaction
 from django.db.models import Case, Value, When
 from django.utils import timezone
 
@@ -30,7 +31,9 @@ logger = logging.getLogger("crmify")
 
 def fingerprint(values: Mapping[str, Any]) -> str:
     """A stable sha256 of lead values: sorted keys, UTF-8, so the same values always hash the same."""
-    text = json.dumps(values, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+    text = json.dumps(
+        values, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str
+    )
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
@@ -52,31 +55,116 @@ def find_lead(instance: models.Model, using: str | None = None) -> Lead | None:
     )
 
 
+def new_lead(instance: models.Model, using: str | None = None) -> Lead:
+    """An unsaved lead for ``instance``, at ``LEAD_NEW_STATUS``; :func:`track` inserts it."""
+    return Lead(
+        source_type=ContentType.objects.db_manager(using).get_for_model(instance),
+        source_id=str(instance.pk),
+        status=crmify_settings.LEAD_NEW_STATUS,
+    )
+
+
+def source_row(lead: Lead) -> models.Model | None:
+    """The ``LEAD_MODEL`` row ``lead`` was mapped from, or None when it is gone."""
+    if lead.source_type_id is None or not lead.source_id:
+        return None
+    # get_for_id is served from the content-type cache; lead.source_type would be a query.
+    model = (
+        ContentType.objects.db_manager(lead._state.db).get_for_id(lead.source_type_id).model_class()
+    )
+    if model is None:
+        return None
+    return model._default_manager.filter(pk=lead.source_id).first()
+
+
+def mapped_fingerprint(mapped: MappedLead) -> str:
+    """The fingerprint of a mapper's output, kept as ``Lead.source_fingerprint``."""
+    return fingerprint({"values": mapped.values, "custom_fields": mapped.custom_fields})
+
+
+def _map(instance: models.Model, mapper: LeadModelFieldMapper) -> MappedLead | MappingError:
+    """``mapper.map(instance)``, or the error to record on the lead; the site's save never fails here."""
+    try:
+        return mapper.map(instance)
+    except MappingError as exc:
+        return exc
+    except DatabaseError:
+        raise  # the site's transaction is broken: its save fails as it would without crmify
+    except Exception as exc:
+        # A bug in a site's mapper (a callable that raises) must not break the site's save either.
+        logger.exception(
+            "crmify: the mapper raised for %s %s", type(instance).__name__, instance.pk
+        )
+        return MappingError(f"{type(exc).__name__}: {exc}")
+
+
+#: ``SELECT source_fingerprint ... WHERE source = ?`` per database alias, built once from the model.
+_lookup_sql: dict[str, str] = {}
+
+
+def _known_source_fingerprint(instance: models.Model, using: str) -> str | None:
+    """The ``source_fingerprint`` of ``instance``'s lead, or None if it has no lead.
+
+    Raw SQL on purpose: this runs on every save of every lead row, and compiling the same ORM query each
+    time costs several times what the indexed read itself costs (see ``bench/save_overhead.py``).
+    """
+    connection = connections[using]
+    sql = _lookup_sql.get(using)
+    if sql is None:
+        quote = connection.ops.quote_name
+        columns = {field.name: quote(str(field.column)) for field in Lead._meta.concrete_fields}
+        sql = _lookup_sql[using] = (
+            f"SELECT {columns['source_fingerprint']} FROM {quote(Lead._meta.db_table)} "
+            f"WHERE {columns['source_type']} = %s AND {columns['source_id']} = %s"
+        )
+    source_type = ContentType.objects.db_manager(using).get_for_model(instance)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [source_type.pk, str(instance.pk)])
+        row = cursor.fetchone()
+    return None if row is None else str(row[0])
+
+
+def track_saved(instance: models.Model, *, created: bool = False) -> None:
+    """The receivers' path for a saved ``LEAD_MODEL`` row: as :func:`track`, but cheap when nothing moved.
+
+    A row whose mapper output is what was recorded last time costs one indexed read of one column and
+    no write; a row the site just created skips even that read.
+    """
+    using = router.db_for_write(Lead, instance=instance)
+    mapper = get_mapper()
+    mapped = _map(instance, mapper)
+    if created:
+        track(instance, mapper=mapper, lead=new_lead(instance, using), mapped=mapped)
+        return
+    unchanged = not isinstance(mapped, MappingError) and (
+        _known_source_fingerprint(instance, using) == mapped_fingerprint(mapped)
+    )
+    if not unchanged:
+        track(instance, mapper=mapper, mapped=mapped)
+
+
 def track(
     instance: models.Model,
     *,
     status: str | None = None,
     mapper: LeadModelFieldMapper | None = None,
     lead: Lead | None = None,
+    mapped: MappedLead | MappingError | None = None,
 ) -> Lead:
     """Map ``instance`` and record the result on its lead, creating the lead on first sight.
 
-    ``status`` moves the lead's status as well (the status model, ``api.mark_converted``). ``lead`` may be
-    passed when the caller already loaded it (batch callers), saving the read.
+    Called by the receivers, the sweeper's drift scan and ``crmify.api``. ``status`` moves the lead's
+    status as well (the status model, ``api.mark_converted``). ``lead`` may be passed when the caller
+    already loaded it, or built it with :func:`new_lead` (batch callers, a row just created), saving the
+    read; ``mapped`` when the caller already mapped the row.
     """
     using = router.db_for_write(Lead, instance=instance)
     if lead is None:
-        lead = find_lead(instance, using)
-    if lead is None:
-        lead = Lead(
-            source_type=ContentType.objects.db_manager(using).get_for_model(instance),
-            source_id=str(instance.pk),
-            status=crmify_settings.LEAD_NEW_STATUS,
-        )
-    try:
-        mapped = (mapper or get_mapper()).map(instance)
-    except MappingError as exc:
-        _record_mapping_error(lead, exc, using)
+        lead = find_lead(instance, using) or new_lead(instance, using)
+    if mapped is None:
+        mapped = _map(instance, mapper or get_mapper())
+    if isinstance(mapped, MappingError):
+        _record_mapping_error(lead, mapped, using)
         return lead
     return apply_values(lead, mapped, status=status, using=using)
 
@@ -91,69 +179,108 @@ def apply_values(
         lead.custom_fields = {**(lead.custom_fields or {}), **mapped.custom_fields}
     if status is not None:
         lead.status = status
-    return save_if_changed(lead, using=using)
+    lead.source_fingerprint = mapped_fingerprint(mapped)
+    try:
+        return save_if_changed(lead, using=using)
+    except IntegrityError:
+        if not lead._state.adding:
+            raise
+        # The row got a lead since we looked (a concurrent first save, a re-used primary key):
+        # record the same values on that one.
+        existing = Lead.objects.using(using).get(
+            source_type=lead.source_type, source_id=lead.source_id
+        )
+        return apply_values(existing, mapped, status=status, using=using)
 
 
 def save_if_changed(lead: Lead, *, using: str | None = None) -> Lead:
-    """Persist ``lead``'s values when their fingerprint changed, and queue it after commit.
+    """Persist ``lead``'s values when their fingerprint changed, and queue it.
 
-    A tombstone keeps its new values but is not queued: staff must re-sync it to bring it back.
+    The lead's write and (on the database Tasks backend) its task commit together, in the site's
+    transaction or in one of their own: a rollback leaves neither. A tombstone keeps its new values but
+    is not queued: staff must re-sync it to bring it back.
     """
+    using = using or router.db_for_write(Lead, instance=lead)
     new_fingerprint = fingerprint(lead.crm_values())
     if lead.pk is not None and new_fingerprint == lead.fingerprint:
+        _remember_source_fingerprint(lead, using)
         return lead
     lead.fingerprint = new_fingerprint
-    using = using or router.db_for_write(Lead, instance=lead)
     now = timezone.now()
-    if lead.pk is None and _insert(lead, now, using):
-        enqueue_lead_on_commit(lead.pk, using)
+    if lead.pk is None:
+        # Raises IntegrityError, the savepoint rolled back, if the row got a lead since we looked.
+        with transaction.atomic(using=using):
+            _insert(lead, now, using, SyncState.PENDING)
+            enqueue_lead_on_commit(lead.pk, using)
         return lead
-    values = {name: getattr(lead, name) for name in (*lead.crm_values(), "fingerprint")}
+    values = {
+        name: getattr(lead, name)
+        for name in (*lead.crm_values(), "fingerprint", "source_fingerprint")
+    }
     queryset = Lead.objects.using(using).filter(pk=lead.pk)
     if lead.tombstone:
         queryset.update(**values, updated_at=now)
         return lead
-    queryset.update(
-        **values,
-        sync_state=pending_unless_syncing(),
-        queued_at=now,
-        attempts=0,
-        next_attempt_at=None,
-        updated_at=now,
-    )
+    with transaction.atomic(using=using):
+        queryset.update(
+            **values,
+            sync_state=pending_unless_syncing(),
+            queued_at=now,
+            attempts=0,
+            next_attempt_at=None,
+            updated_at=now,
+        )
+        enqueue_lead_on_commit(lead.pk, using)
     lead.sync_state = SyncState.PENDING
-    enqueue_lead_on_commit(lead.pk, using)
     return lead
 
 
-def _insert(lead: Lead, now: Any, using: str) -> bool:
-    """Insert a new lead; False when a concurrent save inserted it first (then ``lead`` gets its pk)."""
-    lead.sync_state = SyncState.PENDING
+def _remember_source_fingerprint(lead: Lead, using: str) -> None:
+    """Record a new mapper output that left the CRM's values as they were (rare), so the receivers' cheap
+    check matches it next time."""
+    if lead.pk is None or not lead.source_fingerprint:
+        return
+    Lead.objects.using(using).filter(pk=lead.pk).exclude(
+        source_fingerprint=lead.source_fingerprint
+    ).update(source_fingerprint=lead.source_fingerprint)
+
+
+def _insert(lead: Lead, now: Any, using: str, state: SyncState) -> None:
+    """Insert a new lead in ``state``; raises ``IntegrityError`` if the row already has one."""
+    lead.sync_state = state
     lead.queued_at = now
-    try:
-        with transaction.atomic(using=using):
-            lead.save(using=using, force_insert=True)
-    except IntegrityError:
-        existing = Lead.objects.using(using).get(
-            source_type=lead.source_type, source_id=lead.source_id
-        )
-        lead.pk = existing.pk
-        lead._state.adding = False
-        return False
-    return True
+    lead.save(using=using, force_insert=True)
 
 
 def _record_mapping_error(lead: Lead, exc: MappingError, using: str) -> None:
-    """Fail the lead with the mapper's message; the site's own save goes on."""
+    """Fail the lead with the mapper's message; the site's own save goes on.
+
+    A tombstone keeps its state (it has nothing to send); the message is still shown.
+    """
     logger.warning("crmify: mapping lead for %s failed: %s", lead.source_id, exc)
-    lead.sync_state = SyncState.FAILED
+    state = SyncState(lead.sync_state) if lead.tombstone else SyncState.FAILED
     lead.last_error = f"Mapping failed: {exc}"
-    # An empty fingerprint makes the next successful mapping count as a change.
-    lead.fingerprint = ""
+    # Empty fingerprints make the next successful mapping count as a change (and tell
+    # api.retry_failed to map the row again rather than send what the lead holds).
+    lead.fingerprint = lead.source_fingerprint = ""
     if lead.pk is None:
-        _insert(lead, timezone.now(), using)
+        try:
+            with transaction.atomic(using=using):
+                _insert(lead, timezone.now(), using, state)
+            return
+        except IntegrityError:
+            lead.pk = (
+                Lead.objects.using(using)
+                .get(source_type=lead.source_type, source_id=lead.source_id)
+                .pk
+            )
+    lead.sync_state = state
     Lead.objects.using(using).filter(pk=lead.pk).update(
-        sync_state=SyncState.FAILED, last_error=lead.last_error, fingerprint="", updated_at=timezone.now()
+        sync_state=state,
+        last_error=lead.last_error,
+        fingerprint="",
+        source_fingerprint="",
+        updated_at=timezone.now(),
     )
 
 
@@ -168,23 +295,37 @@ def source_deleted(instance: models.Model) -> None:
 
 
 def request_crm_delete(lead: Lead, *, using: str | None = None) -> bool:
-    """Make ``lead`` a tombstone and queue its deletion from the CRM; False if it already is one."""
-    if lead.tombstone:
-        return False
+    """Make ``lead`` a tombstone and queue its deletion from the CRM; False if it already is one.
+
+    Decided on the row as it is in the database, not on ``lead`` as loaded: an admin action may hold a
+    lead read before a worker gave it a CRM id, and that record must still be deleted.
+    """
     using = using or router.db_for_write(Lead, instance=lead)
     now = timezone.now()
-    never_sent = not lead.external_id and lead.sync_state != SyncState.SYNCING
-    Lead.objects.using(using).filter(pk=lead.pk).update(
-        tombstone=True,
+    tombstone = {
+        "tombstone": True,
+        "attempts": 0,
+        "next_attempt_at": None,
+        "queued_at": now,
+        "updated_at": now,
+    }
+    live = Lead.objects.using(using).filter(pk=lead.pk, tombstone=False)
+    # Never sent and not being sent: there is nothing in the CRM to delete.
+    never_sent = (
+        live.filter(external_id="")
+        .exclude(sync_state=SyncState.SYNCING)
+        .update(sync_state=SyncState.DELETED, **tombstone)
+    )
+    # A lead being synced stays with its worker, which hands it to the delete when it finishes.
+    queued = never_sent or live.update(
         sync_state=Case(
             When(sync_state=SyncState.SYNCING, then=Value(SyncState.SYNCING)),
-            default=Value(SyncState.DELETED if never_sent else SyncState.DELETING),
+            default=Value(SyncState.DELETING),
         ),
-        attempts=0,
-        next_attempt_at=None,
-        queued_at=now,
-        updated_at=now,
+        **tombstone,
     )
+    if not queued:
+        return False
     lead.tombstone = True
     if not never_sent:
         enqueue_lead_on_commit(lead.pk, using)

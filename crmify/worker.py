@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -18,7 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
-from django.db.models import Case, Q, Value, When
+from django.db.models import Case, Q, QuerySet, Value, When
 from django.utils import timezone
 
 from crmify.backends import get_backend
@@ -38,6 +39,12 @@ logger = logging.getLogger("crmify")
 
 #: How much of an error the lead keeps in ``last_error``.
 MAX_ERROR_LENGTH = 2000
+
+#: Shorter ``BACKEND_AUTH`` values are not masked: they are not secrets, and masking them would garble
+#: every message they happen to occur in.
+MIN_SECRET_LENGTH = 4
+
+_local = threading.local()
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +86,36 @@ def backoff_seconds(attempt: int, retry_after: float | None = None) -> float:
         crmify_settings.RETRY_BACKOFF_BASE * 2 ** max(attempt - 1, 0),
     )
     return random.uniform(ceiling / 2, ceiling)
+
+
+def redact(text: str) -> str:
+    """``text`` with every ``BACKEND_AUTH`` value masked, for the ledger and ``last_error``.
+
+    HTTP backends scrub their own messages; this also covers a site's own backend whose library quotes
+    the key in an exception.
+    """
+    for secret in crmify_settings.BACKEND_AUTH.values():
+        if len(secret) >= MIN_SECRET_LENGTH:
+            text = text.replace(secret, "***")
+    return text
+
+
+def current_backend() -> Any:
+    """The configured backend, built once per thread for the current settings.
+
+    Reusing it across leads keeps an HTTP backend's pooled session (and its connections) alive; a
+    change of ``BACKEND``, ``BACKEND_OPTIONS`` or ``BACKEND_AUTH`` builds a new one.
+    """
+    key = (
+        crmify_settings.BACKEND,
+        repr(crmify_settings.BACKEND_OPTIONS),
+        repr(sorted(crmify_settings.BACKEND_AUTH.items())),
+    )
+    cached: tuple[tuple[str, str, str], Any] | None = getattr(_local, "backend", None)
+    if cached is None or cached[0] != key:
+        cached = (key, get_backend())
+        _local.backend = cached
+    return cached[1]
 
 
 def process_lead(lead_id: int) -> str:
@@ -129,7 +166,9 @@ def _run_delete(lead_id: int) -> str:
         return "skipped"
     lead = Lead.objects.get(pk=lead_id)
     if lead.external_id:
-        deleted, error = _call(lead, "delete", lambda backend: backend.delete_lead(lead.external_id))
+        deleted, error = _call(
+            lead, "delete", lambda backend: backend.delete_lead(lead.external_id)
+        )
         if error is None and deleted is False:
             error = PermanentBackendError(f"The CRM did not delete lead {lead.external_id}.")
         if error is not None:
@@ -156,13 +195,13 @@ def _call(
     error: BaseException | None = None
     with recording() as records:
         try:
-            result = call(get_backend())
+            result = call(current_backend())
         except ImproperlyConfigured as exc:
             _write_ledger(lead, records, operation, started_at, started, exc)
             # A configuration mistake is never retried: fail the lead loudly and let the task fail too.
             Lead.objects.filter(pk=lead.pk).update(
                 sync_state=SyncState.FAILED,
-                last_error=f"Configuration error: {exc}"[:MAX_ERROR_LENGTH],
+                last_error=redact(f"Configuration error: {exc}")[:MAX_ERROR_LENGTH],
                 claim_token="",
                 claimed_at=None,
             )
@@ -201,9 +240,9 @@ def _write_ledger(
             duration_ms=record.duration_ms,
             outcome=record.outcome,
             http_status=record.http_status,
-            error=record.error[:MAX_ERROR_LENGTH],
-            request_summary=record.request_summary,
-            response_summary=record.response_summary,
+            error=redact(record.error)[:MAX_ERROR_LENGTH],
+            request_summary=redact(record.request_summary),
+            response_summary=redact(record.response_summary),
         )
         for record in records
     )
@@ -241,31 +280,59 @@ def _finish_sync(lead: Lead, token: str, external_id: str) -> None:
         enqueue_lead(lead.pk)
 
 
-def _finish_failure(lead: Lead, token: str, exc: BaseException, *, retry_state: str) -> str:
+def _finish_failure(lead: Lead, token: str, exc: BaseException, *, retry_state: SyncState) -> str:
     failure = classify(exc)
     # Waiting for the CRM's daily quota to reset is not a failed attempt.
     attempts = lead.attempts if failure.resets_at else lead.attempts + 1
     now = timezone.now()
+    next_state: SyncState
     if failure.permanent or attempts >= crmify_settings.MAX_ATTEMPTS:
         next_state, next_attempt_at = SyncState.FAILED, None
-        message = failure.message if failure.permanent else f"Gave up after {attempts} attempts: {failure.message}"
+        message = (
+            failure.message
+            if failure.permanent
+            else f"Gave up after {attempts} attempts: {failure.message}"
+        )
     else:
         next_state = retry_state
         next_attempt_at = failure.resets_at or now + timedelta(
             seconds=backoff_seconds(attempts, failure.retry_after)
         )
         message = failure.message
+    message = redact(message)
     logger.info("crmify: lead %s %s: %s", lead.pk, next_state, message)
-    Lead.objects.filter(pk=lead.pk, claim_token=token).update(
-        sync_state=_after_tombstone(next_state) if next_state != SyncState.FAILED else next_state,
+    claimed = Lead.objects.filter(pk=lead.pk, claim_token=token)
+    released = {
+        "last_error": message[:MAX_ERROR_LENGTH],
+        "claim_token": "",
+        "claimed_at": None,
+        "queued_at": now,
+        "updated_at": now,
+    }
+    # A sync that failed for good while the site changed or deleted the lead: the new values (an
+    # e-mail address fixed after a 400) or the delete are what to send next, not a dead end.
+    if (
+        next_state == SyncState.FAILED
+        and retry_state == SyncState.RETRYING
+        and _requeue_if_moved(claimed, lead, released)
+    ):
+        return "failed"
+    claimed.update(
+        sync_state=next_state if next_state == SyncState.FAILED else _after_tombstone(next_state),
         attempts=attempts,
         next_attempt_at=next_attempt_at,
-        last_error=message[:MAX_ERROR_LENGTH],
-        claim_token="",
-        claimed_at=None,
-        queued_at=now,
-        updated_at=now,
+        **released,
     )
     if next_state != SyncState.FAILED:
         enqueue_lead(lead.pk, run_after=next_attempt_at)
     return "failed" if next_state == SyncState.FAILED else "retrying"
+
+
+def _requeue_if_moved(claimed: QuerySet[Lead], lead: Lead, released: dict[str, Any]) -> bool:
+    """Queue ``lead`` again at once if it changed or became a tombstone since ``lead`` was read."""
+    moved = claimed.filter(Q(tombstone=True) | ~Q(fingerprint=lead.fingerprint)).update(
+        sync_state=_after_tombstone(SyncState.PENDING), attempts=0, next_attempt_at=None, **released
+    )
+    if moved:
+        enqueue_lead(lead.pk)
+    return bool(moved)

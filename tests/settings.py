@@ -74,6 +74,11 @@ else:
         }
     }
 
+# A worker process a test starts (tests/test_db_worker.py) must open the test's database, which is not
+# NAME on PostgreSQL (Django creates TEST NAME): the test passes its database's name here.
+if os.environ.get("CRMIFY_WORKER_DB"):
+    DATABASES["default"]["NAME"] = os.environ["CRMIFY_WORKER_DB"]
+
 TASKS = {
     "default": {"BACKEND": "django_tasks_db.DatabaseBackend"},
     "immediate": {"BACKEND": "django.tasks.backends.immediate.ImmediateBackend"},
