@@ -24,6 +24,7 @@ from django.utils import timezone
 
 from crmify.backends import get_backend
 from crmify.backends.base import CallRecord, recording
+from crmify.backends.base import redact as redact_secrets
 from crmify.conf import crmify_settings
 from crmify.exceptions import (
     BackendError,
@@ -39,10 +40,6 @@ logger = logging.getLogger("crmify")
 
 #: How much of an error the lead keeps in ``last_error``.
 MAX_ERROR_LENGTH = 2000
-
-#: Shorter ``BACKEND_AUTH`` values are not masked: they are not secrets, and masking them would garble
-#: every message they happen to occur in.
-MIN_SECRET_LENGTH = 4
 
 _local = threading.local()
 
@@ -89,15 +86,8 @@ def backoff_seconds(attempt: int, retry_after: float | None = None) -> float:
 
 
 def redact(text: str) -> str:
-    """``text`` with every ``BACKEND_AUTH`` value masked, for the ledger and ``last_error``.
-
-    HTTP backends scrub their own messages; this also covers a site's own backend whose library quotes
-    the key in an exception.
-    """
-    for secret in crmify_settings.BACKEND_AUTH.values():
-        if len(secret) >= MIN_SECRET_LENGTH:
-            text = text.replace(secret, "***")
-    return text
+    """``text`` with every ``BACKEND_AUTH`` value masked, for the ledger and ``last_error``."""
+    return redact_secrets(text, crmify_settings.BACKEND_AUTH.values())
 
 
 def current_backend() -> Any:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +27,20 @@ from django.core import checks
 
 if TYPE_CHECKING:
     from crmify.models import Lead
+
+
+#: Shorter credential values are not masked: they are not secrets, and masking them would garble every
+#: message they happen to occur in.
+MIN_SECRET_LENGTH = 4
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every secret masked. The HTTP plumbing scrubs what it records with it, and the
+    engine scrubs everything it stores (a site's own backend may quote its key in an exception)."""
+    for secret in secrets:
+        if len(secret) >= MIN_SECRET_LENGTH:
+            text = text.replace(secret, "***")
+    return text
 
 
 @dataclass(frozen=True, slots=True)

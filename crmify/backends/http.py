@@ -25,7 +25,7 @@ from crmify.exceptions import (
 )
 from crmify.ratelimit import QuotaTracker, SharedRateLimiter
 
-from .base import BaseBackend, CallRecord, record_call
+from .base import BaseBackend, CallRecord, record_call, redact
 
 #: How much of a body the ledger keeps.
 SUMMARY_LENGTH = 1000
@@ -92,14 +92,9 @@ class HttpBackend(BaseBackend):
     def base_url(self) -> str:
         raise NotImplementedError
 
-    def secrets(self) -> list[str]:
-        """Strings that must never reach the ledger or an error message."""
-        return [value for value in self.auth.values() if value]
-
     def scrub(self, text: str) -> str:
-        for secret in self.secrets():
-            text = text.replace(secret, "***")
-        return text
+        """``text`` without the credentials: for everything recorded or raised."""
+        return redact(text, self.auth.values())
 
     def request(
         self,
