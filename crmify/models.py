@@ -114,6 +114,12 @@ class Lead(models.Model):
     class Meta:
         verbose_name = _("lead")
         verbose_name_plural = _("leads")
+        permissions = (
+            ("sync_lead", _("Can sync leads to the CRM")),
+            ("delete_from_crm", _("Can delete leads from the CRM")),
+            ("change_lead_status", _("Can mark leads converted or dead")),
+            ("preview_mapping", _("Can use the mapper preview")),
+        )
         ordering = ("-updated_at",)
         constraints = (
             # One lead per source row, and the index every save looks its lead up by. Not partial: SQLite

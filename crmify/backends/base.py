@@ -27,6 +27,7 @@ from django.core import checks
 
 if TYPE_CHECKING:
     from crmify.models import Lead
+    from crmify.ratelimit import QuotaState
 
 
 #: Shorter credential values are not masked: they are not secrets, and masking them would garble every
@@ -119,6 +120,10 @@ class BaseBackend:
     def fetch_lead(self, lead_id: str) -> dict[str, Any] | None:
         """The CRM's current record for ``lead_id`` or None if it has none (the admin's "Compare with CRM")."""
         raise NotImplementedError
+
+    def health(self) -> QuotaState | None:
+        """What the CRM last said about quota and auth, from shared state (no I/O; the admin's banner)."""
+        return None
 
     def record_url(self, lead_id: str) -> str | None:
         """A link for staff to the lead in the CRM's own UI, or None."""

@@ -23,7 +23,7 @@ from crmify.exceptions import (
     QuotaExhausted,
     TransientBackendError,
 )
-from crmify.ratelimit import QuotaTracker, SharedRateLimiter
+from crmify.ratelimit import QuotaState, QuotaTracker, SharedRateLimiter
 
 from .base import BaseBackend, CallRecord, record_call, redact
 
@@ -91,6 +91,9 @@ class HttpBackend(BaseBackend):
     @property
     def base_url(self) -> str:
         raise NotImplementedError
+
+    def health(self) -> QuotaState:
+        return self.quota.state()
 
     def scrub(self, text: str) -> str:
         """``text`` without the credentials: for everything recorded or raised."""
