@@ -9,17 +9,22 @@ calls the CRM inside the caller's request. The seed README's "a purchase trigger
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from django.db import models, transaction
 from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
+from crmify.backends.base import recording
 from crmify.conf import crmify_settings
+from crmify.exceptions import BackendError, PermanentBackendError
 from crmify.models import Lead, SyncState
 from crmify.queue import enqueue_lead_on_commit
+from crmify.ratelimit import QuotaState
 from crmify.tracking import (
     find_lead,
     pending_unless_syncing,
@@ -28,7 +33,7 @@ from crmify.tracking import (
     source_row,
     track,
 )
-from crmify.worker import process_lead
+from crmify.worker import _write_ledger, classify, current_backend, process_lead, redact
 
 
 @dataclass
@@ -62,6 +67,14 @@ def set_status(obj: Lead | models.Model, status: str) -> Lead:
     return save_if_changed(lead)
 
 
+def save_lead(lead: Lead) -> Lead:
+    """Keep staff's edits to a lead's values (the admin's change form) and queue it if they changed.
+
+    Saving the row directly would leave its fingerprint behind and send nothing.
+    """
+    return save_if_changed(lead)
+
+
 def mark_converted(obj: Lead | models.Model) -> Lead:
     """Set ``LEAD_CONVERTED_STATUS``: the conversion reaches the CRM."""
     return set_status(obj, crmify_settings.LEAD_CONVERTED_STATUS)
@@ -70,6 +83,27 @@ def mark_converted(obj: Lead | models.Model) -> Lead:
 def mark_dead(obj: Lead | models.Model) -> Lead:
     """Set ``LEAD_DEAD_STATUS``."""
     return set_status(obj, crmify_settings.LEAD_DEAD_STATUS)
+
+
+def set_status_of(leads: Iterable[Lead], status: str) -> BulkResult:
+    """Move many leads to ``status`` and queue those that changed (the admin's "Mark converted/dead").
+
+    A tombstone is skipped (it would not be sent: staff re-sync it first), and so is a lead whose mapping
+    failed (it holds stale or blank values; "Retry failed" maps it again).
+    """
+    result = BulkResult()
+    with transaction.atomic():
+        for lead in leads:
+            if lead.tombstone:
+                result.skipped["deleted from the CRM"] += 1
+            elif lead.sync_state == SyncState.FAILED and not lead.fingerprint:
+                result.skipped["mapping failed"] += 1
+            elif lead.status == status:
+                result.skipped[f"already {status}"] += 1
+            else:
+                set_status(lead, status)
+                result.queued += 1
+    return result
 
 
 def _force_pending(lead: Lead) -> None:
@@ -163,3 +197,47 @@ def sync_now(lead: Lead) -> str:
     else:
         _force_pending(lead)
     return process_lead(lead.pk)
+
+
+def crm_backend() -> Any:
+    """The configured backend as the worker uses it: built once per thread, no I/O.
+
+    For callers that read its documented, I/O-free parts (``record_url``, ``health``, the ``supports_*``
+    flags; the admin's columns and banner). Raises ``ImproperlyConfigured`` if ``BACKEND`` cannot be built.
+    """
+    return current_backend()
+
+
+def crm_health() -> QuotaState | None:
+    """What the CRM last said about its quota and our API key (no I/O), or None if the backend cannot say."""
+    health = getattr(crm_backend(), "health", None)
+    return health() if callable(health) else None
+
+
+def fetch_from_crm(lead: Lead) -> dict[str, Any] | None:
+    """The CRM's current record of ``lead`` as the backend returns it; None when there is none.
+
+    Called by the admin's "Compare with CRM", inside the request: like :func:`sync_now` it is a CRM call
+    staff asked for, and it is kept in the ledger as a ``fetch``. Raises :class:`BackendError` (its text
+    free of secrets) when the backend cannot fetch or the call fails.
+    """
+    backend = crm_backend()
+    if not getattr(backend, "supports_fetch", False):
+        raise PermanentBackendError("This CRM backend cannot fetch leads (supports_fetch is off).")
+    if not lead.external_id:
+        return None
+    started_at, started = timezone.now(), time.monotonic()
+    record: dict[str, Any] | None = None
+    error: Exception | None = None
+    with recording() as records:
+        try:
+            record = backend.fetch_lead(lead.external_id)
+        except Exception as exc:
+            error = exc
+        _write_ledger(lead, records, "fetch", started_at, started, error)
+    if error is not None:
+        # A site's own backend may quote its key in an exception: only the redacted text leaves here.
+        if isinstance(error, BackendError):
+            raise BackendError(redact(error.message), status_code=error.status_code) from None
+        raise BackendError(redact(classify(error).message)) from None
+    return record

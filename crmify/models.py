@@ -1,4 +1,5 @@
-"""crmify's tables: the ``Lead`` (the outbox of what the CRM should hold) and the ledger of CRM calls.
+"""crmify's tables: the ``Lead`` (the outbox of what the CRM should hold), the ledger of CRM calls and the
+record of each backfill run.
 
 A ``Lead`` points at its source row through a content type and the row's primary key as text, so any
 ``LEAD_MODEL`` works with crmify's own migrations alone: ``makemigrations`` in a site writes nothing here.
@@ -8,8 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
 from django.db import models
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 #: Lead fields a mapper may fill, in the order the admin shows them.
@@ -106,6 +109,11 @@ class Lead(models.Model):
         _("fingerprint of the mapped source"), max_length=64, blank=True, default=""
     )
     synced_values = models.JSONField(_("values last synced"), default=dict, blank=True)
+    # Set by the backfill when its listing of the CRM showed no lead with this e-mail: the first create
+    # may skip the backend's lookup by e-mail (see crmify.backends.base.listing_says_absent).
+    absent_from_crm_at = models.DateTimeField(
+        _("not in the CRM as of"), null=True, blank=True, editable=False
+    )
     claim_token = models.CharField(max_length=32, blank=True, default="")
     claimed_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(_("created"), auto_now_add=True)
@@ -173,3 +181,92 @@ class LedgerEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.operation} {self.outcome} at {self.started_at:%Y-%m-%d %H:%M:%S}"
+
+
+class BackfillRun(models.Model):
+    """One backfill of existing ``LEAD_MODEL`` rows: its options, progress, counts and checkpoint.
+
+    Written by :mod:`crmify.backfill` (``start``, each chunk, ``cancel``, ``resume``); read by the
+    ``crmify_backfill`` command's progress bar and the admin's progress page.
+    """
+
+    class State(models.TextChoices):
+        PENDING = "pending", _("Pending")
+        RUNNING = "running", _("Running")
+        CANCELLED = "cancelled", _("Cancelled")
+        FINISHED = "finished", _("Finished")
+        FAILED = "failed", _("Failed")
+
+    #: Counts a run keeps, in the order the command and the admin show them.
+    COUNTS: tuple[str, ...] = (
+        "scanned",
+        "created",
+        "updated",
+        "unchanged",
+        "skipped_tombstones",
+        "failed",
+    )
+
+    options = models.JSONField(_("options"), default=dict, blank=True)
+    state = models.CharField(
+        _("state"), max_length=16, choices=State.choices, default=State.PENDING
+    )
+    scanned = models.PositiveIntegerField(_("scanned"), default=0)
+    created = models.PositiveIntegerField(_("created"), default=0)
+    updated = models.PositiveIntegerField(_("updated"), default=0)
+    unchanged = models.PositiveIntegerField(_("unchanged"), default=0)
+    skipped_tombstones = models.PositiveIntegerField(_("skipped (deleted from CRM)"), default=0)
+    failed = models.PositiveIntegerField(_("failed"), default=0)
+    total_estimate = models.PositiveIntegerField(_("rows to scan (estimate)"), default=0)
+    # The last source primary key whose chunk committed, as text (any primary key type): a resumed
+    # run reads the rows after it.
+    checkpoint = models.CharField(_("last checkpoint"), max_length=64, blank=True, default="")
+    last_error = models.TextField(_("last error"), blank=True, default="")
+    report = models.JSONField(_("dry-run report"), null=True, blank=True)
+    # Normalised e-mail -> CRM id from listing the CRM once per run; None until listed (or when the
+    # backend cannot list). Kept on the run so every chunk, in any worker process, adopts the same ids.
+    crm_matches = models.JSONField(_("CRM leads by e-mail"), null=True, blank=True, editable=False)
+    listing_calls = models.PositiveIntegerField(_("listing calls"), default=0)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        verbose_name=_("started by"),
+    )
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+    started_at = models.DateTimeField(_("started"), null=True, blank=True)
+    finished_at = models.DateTimeField(_("finished"), null=True, blank=True)
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("backfill run")
+        verbose_name_plural = _("backfill runs")
+        ordering = ("-created_at", "-id")
+        permissions = (("run_backfill", _("Can run a backfill into the CRM")),)
+
+    def __str__(self) -> str:
+        return f"Backfill {self.pk} ({self.get_state_display()})"
+
+    @property
+    def is_active(self) -> bool:
+        """Pending or running: a chunk task is (or should be) on its way."""
+        return self.state in (self.State.PENDING, self.State.RUNNING)
+
+    @property
+    def percent(self) -> int:
+        """Share of the estimated rows scanned, 0-100 (100 once finished)."""
+        if self.state == self.State.FINISHED:
+            return 100
+        if not self.total_estimate:
+            return 0
+        return min(100, int(100 * self.scanned / self.total_estimate))
+
+    def eta_seconds(self, now: Any = None) -> float | None:
+        """Seconds left at the pace so far, or None before there is a pace."""
+        if self.started_at is None or not self.scanned or self.state != self.State.RUNNING:
+            return None
+        elapsed = ((now or timezone.now()) - self.started_at).total_seconds()
+        left = max(self.total_estimate - self.scanned, 0)
+        return elapsed / self.scanned * left

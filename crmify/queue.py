@@ -10,11 +10,15 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 from functools import partial
+from typing import TYPE_CHECKING, Any
 
 from django.db import DEFAULT_DB_ALIAS, connections, router, transaction
 
 from crmify.compat import InvalidTaskBackend, task_backends
 from crmify.conf import crmify_settings
+
+if TYPE_CHECKING:
+    from django.tasks import Task
 
 logger = logging.getLogger("crmify")
 
@@ -22,6 +26,35 @@ logger = logging.getLogger("crmify")
 def backend_supports_defer() -> bool:
     """Whether the configured Tasks backend can run a task later (``run_after``)."""
     return bool(task_backends[crmify_settings.TASK_BACKEND].supports_defer)
+
+
+def enqueue_task(
+    task: Task[..., Any],
+    *args: Any,
+    run_after: datetime | None = None,
+    reraise: bool = False,
+    what: str = "a task",
+) -> bool:
+    """Queue ``task(*args)`` on crmify's Tasks backend and queue, now or at ``run_after``.
+
+    Returns False when nothing was queued: the backend cannot defer, or the enqueue failed (logged as
+    "could not enqueue ``what``", unless ``reraise``).
+    """
+    try:
+        configured = task.using(
+            backend=crmify_settings.TASK_BACKEND, queue_name=crmify_settings.TASK_QUEUE
+        )
+        if run_after is not None:
+            if not backend_supports_defer():
+                return False
+            configured = configured.using(run_after=run_after)
+        configured.enqueue(*args)
+    except Exception:
+        if reraise:
+            raise
+        logger.exception("crmify: could not enqueue %s", what)
+        return False
+    return True
 
 
 def enqueue_lead(lead_id: int, run_after: datetime | None = None, *, reraise: bool = False) -> bool:
@@ -32,21 +65,13 @@ def enqueue_lead(lead_id: int, run_after: datetime | None = None, *, reraise: bo
     """
     from crmify.tasks import process_lead_task
 
-    try:
-        task = process_lead_task.using(
-            backend=crmify_settings.TASK_BACKEND, queue_name=crmify_settings.TASK_QUEUE
-        )
-        if run_after is not None:
-            if not backend_supports_defer():
-                return False
-            task = task.using(run_after=run_after)
-        task.enqueue(lead_id)
-    except Exception:
-        if reraise:
-            raise
-        logger.exception("crmify: could not enqueue lead %s; the sweeper will retry", lead_id)
-        return False
-    return True
+    return enqueue_task(
+        process_lead_task,
+        lead_id,
+        run_after=run_after,
+        reraise=reraise,
+        what=f"lead {lead_id}; the sweeper will retry",
+    )
 
 
 def stores_tasks_in(using: str | None) -> bool:
@@ -70,19 +95,31 @@ def stores_tasks_in(using: str | None) -> bool:
     return router.db_for_write(DBTaskResult) == (using or DEFAULT_DB_ALIAS)
 
 
-def enqueue_lead_on_commit(lead_id: int, using: str | None = None) -> None:
-    """Queue ``lead_id`` with the current transaction: a rollback queues nothing.
+def enqueue_on_commit(
+    task: Task[..., Any], *args: Any, using: str | None = None, what: str = "a task"
+) -> None:
+    """Queue ``task(*args)`` with the current transaction: a rollback queues nothing.
 
     On the database Tasks backend the task row is written now, inside the transaction (in a savepoint,
-    so a failed enqueue leaves the site's transaction usable and the lead pending for the sweeper): one
-    commit covers the lead and its task, and no enqueue can be lost between commit and ``on_commit``.
-    Any other backend (a broker outside the database, the immediate backend) is called on commit.
+    so a failed enqueue leaves the caller's transaction usable): one commit covers the caller's rows and
+    its task, and no enqueue can be lost between commit and ``on_commit``. Any other backend (a broker
+    outside the database, the immediate backend) is called on commit.
     """
     if stores_tasks_in(using) and connections[using or DEFAULT_DB_ALIAS].in_atomic_block:
         try:
             with transaction.atomic(using=using):
-                enqueue_lead(lead_id, reraise=True)
+                enqueue_task(task, *args, reraise=True)
         except Exception:
-            logger.exception("crmify: could not enqueue lead %s; the sweeper will retry", lead_id)
+            logger.exception("crmify: could not enqueue %s", what)
         return
-    transaction.on_commit(partial(enqueue_lead, lead_id), using=using)
+    transaction.on_commit(partial(enqueue_task, task, *args, what=what), using=using)
+
+
+def enqueue_lead_on_commit(lead_id: int, using: str | None = None) -> None:
+    """Queue ``lead_id``'s sync or delete with the current transaction (see :func:`enqueue_on_commit`);
+    a lead whose enqueue fails stays pending for the sweeper."""
+    from crmify.tasks import process_lead_task
+
+    enqueue_on_commit(
+        process_lead_task, lead_id, using=using, what=f"lead {lead_id}; the sweeper will retry"
+    )

@@ -86,6 +86,8 @@ def release_stale_claims(before: Any) -> int:
             claim_token="",
             claimed_at=None,
             next_attempt_at=None,
+            # The dead worker's create may have reached the CRM: the next attempt looks it up by e-mail.
+            absent_from_crm_at=None,
             queued_at=timezone.now() - timedelta(days=1),
         )
     )
@@ -97,15 +99,10 @@ def _requeue(queryset: models.QuerySet[Lead], now: Any) -> int:
     return sum(1 for lead_id in ids if enqueue_lead(lead_id))
 
 
-def iterate_source_rows(
-    mapper: LeadModelFieldMapper,
-    queryset: models.QuerySet[Any] | None = None,
-    chunk_size: int = 1000,
-) -> Iterator[list[Any]]:
-    """``LEAD_MODEL`` rows in primary-key chunks, with the relations the mapper reads joined in.
-
-    Used by the drift scan and the bulk tools: memory stays flat however many rows there are.
-    """
+def source_queryset(
+    mapper: LeadModelFieldMapper, queryset: models.QuerySet[Any] | None = None
+) -> models.QuerySet[Any]:
+    """``LEAD_MODEL`` rows (``queryset``, else all) with the relations the mapper reads joined in."""
     model = get_lead_model()
     queryset = model._default_manager.all() if queryset is None else queryset
     related = sorted(
@@ -122,7 +119,23 @@ def iterate_source_rows(
             queryset = queryset.select_related(*related)
         except FieldError:
             pass  # a reverse or many relation: the mapper reads it row by row
-    last_pk: Any = None
+    return queryset
+
+
+def iterate_source_rows(
+    mapper: LeadModelFieldMapper,
+    queryset: models.QuerySet[Any] | None = None,
+    chunk_size: int = 1000,
+    *,
+    after: Any = None,
+) -> Iterator[list[Any]]:
+    """``LEAD_MODEL`` rows in primary-key chunks, with the relations the mapper reads joined in.
+
+    Used by the drift scan and the backfill (which starts ``after`` its checkpoint and reads one chunk per
+    task): memory stays flat however many rows there are.
+    """
+    queryset = source_queryset(mapper, queryset)
+    last_pk: Any = after
     while True:
         page = queryset.order_by("pk")
         if last_pk is not None:

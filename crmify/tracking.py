@@ -173,13 +173,7 @@ def apply_values(
     lead: Lead, mapped: MappedLead, *, status: str | None = None, using: str | None = None
 ) -> Lead:
     """Write mapped values onto ``lead`` and queue a sync if what the CRM should hold changed."""
-    for name, value in mapped.values.items():
-        setattr(lead, name, value)
-    if mapped.custom_fields:
-        lead.custom_fields = {**(lead.custom_fields or {}), **mapped.custom_fields}
-    if status is not None:
-        lead.status = status
-    lead.source_fingerprint = mapped_fingerprint(mapped)
+    assign_values(lead, mapped, status=status)
     try:
         return save_if_changed(lead, using=using)
     except IntegrityError:
@@ -191,6 +185,20 @@ def apply_values(
             source_type=lead.source_type, source_id=lead.source_id
         )
         return apply_values(existing, mapped, status=status, using=using)
+
+
+def assign_values(lead: Lead, mapped: MappedLead, *, status: str | None = None) -> None:
+    """Set mapped values (and ``status``) on ``lead`` in memory, with their source fingerprint.
+
+    Called by :func:`apply_values` before it saves, and by the backfill, which saves whole chunks in bulk.
+    """
+    for name, value in mapped.values.items():
+        setattr(lead, name, value)
+    if mapped.custom_fields:
+        lead.custom_fields = {**(lead.custom_fields or {}), **mapped.custom_fields}
+    if status is not None:
+        lead.status = status
+    lead.source_fingerprint = mapped_fingerprint(mapped)
 
 
 def save_if_changed(lead: Lead, *, using: str | None = None) -> Lead:

@@ -203,14 +203,17 @@ def _call(
 
 
 def _write_ledger(
-    lead: Lead,
+    lead: Lead | None,
     records: list[CallRecord],
     operation: str,
     started_at: datetime,
     started: float,
     error: BaseException | None,
 ) -> None:
-    """One ledger row per CRM call the backend reported, or one for the whole operation if it reported none."""
+    """One ledger row per CRM call the backend reported, or one for the whole operation if it reported none.
+
+    ``lead`` is None for calls made for no one lead (the backfill's listing of the CRM).
+    """
     if not records:
         failure = classify(error) if error is not None else None
         records = [
@@ -224,7 +227,7 @@ def _write_ledger(
         ]
     LedgerEntry.objects.bulk_create(
         LedgerEntry(
-            lead_id=lead.pk,
+            lead_id=lead.pk if lead is not None else None,
             operation=record.operation,
             started_at=started_at,
             duration_ms=record.duration_ms,

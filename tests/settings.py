@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from importlib.util import find_spec
 
@@ -92,6 +93,11 @@ CRMIFY = {
     "BACKEND": "crmify.backends.locmem.LocmemBackend",
     "TASK_BACKEND": "immediate",
 }
+
+# A worker process a test starts may need other CRMIFY keys than the tests' defaults (a sandbox URL, a
+# Tasks backend that queues): the test passes them as JSON (tests/test_backfill.py).
+if os.environ.get("CRMIFY_WORKER_CRMIFY"):
+    CRMIFY.update(json.loads(os.environ["CRMIFY_WORKER_CRMIFY"]))
 
 LOGGING = {
     "version": 1,

@@ -7,11 +7,13 @@ The locmem CRM lives inside the worker processes, so the test reads the outcome 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.db import connection
@@ -25,8 +27,11 @@ ROOT = Path(__file__).resolve().parent.parent
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 
-def start_worker() -> subprocess.Popen[str]:
-    """``manage.py db_worker --batch`` on the test database: runs every queued task, then exits."""
+def start_worker(crmify: dict[str, Any] | None = None) -> subprocess.Popen[str]:
+    """``manage.py db_worker --batch`` on the test database: runs every queued task, then exits.
+
+    ``crmify`` holds ``CRMIFY`` keys the worker gets on top of the test settings' own.
+    """
     name = str(connection.settings_dict["NAME"])
     if connection.vendor == "sqlite":
         name = os.path.abspath(name)
@@ -35,6 +40,7 @@ def start_worker() -> subprocess.Popen[str]:
         "DJANGO_SETTINGS_MODULE": "tests.settings",
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
         "CRMIFY_WORKER_DB": name,
+        "CRMIFY_WORKER_CRMIFY": json.dumps(crmify or {}),
     }
     return subprocess.Popen(
         [

@@ -1,59 +1,257 @@
-"""The Lead and ledger in the Django admin (the sync-state changelist; actions and pages build on it)."""
+"""The Lead in the Django admin: the sync-state changelist, its actions, the lead page with its ledger.
+
+Columns and links come from ``display``, the summary bar and banner from ``summary``, the actions from
+``actions``, the "Sync now" and "Compare with CRM" pages from ``views`` and the mapper preview from
+``preview``. Everything that changes a lead goes through ``crmify.api``.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin
+from django.core.exceptions import ImproperlyConfigured
+from django.core.paginator import Page, Paginator
+from django.db.models import QuerySet
+from django.forms import ModelForm
+from django.http import HttpRequest, HttpResponse
+from django.urls import URLPattern, path, reverse
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
-from crmify.models import Lead, LedgerEntry
+from crmify import api
+from crmify.admin import actions, views
+from crmify.admin.display import (
+    configured_backend,
+    crm_id_link,
+    error_excerpt,
+    relative_time,
+    source_link,
+    source_model,
+    state_badge,
+)
+from crmify.admin.filters import HasCrmIdFilter, HasErrorFilter
+from crmify.admin.preview import mapper_preview_view
+from crmify.admin.summary import changelist_context, health_banners
+from crmify.loading import get_mapper
+from crmify.models import CUSTOM_FIELD_PREFIX, MAPPABLE_FIELDS, Lead, LedgerEntry
 
 if TYPE_CHECKING:
     LeadModelAdmin = admin.ModelAdmin[Lead]
-    LedgerInlineAdmin = admin.TabularInline[LedgerEntry, Lead]
 else:
     LeadModelAdmin = admin.ModelAdmin
-    LedgerInlineAdmin = admin.TabularInline
+
+#: Ledger entries per page on the lead's page.
+LEDGER_PAGE_SIZE = 20
+#: The query parameter of the ledger's page (the change form keeps its own parameters beside it).
+LEDGER_PAGE_PARAMETER = "ledger_page"
+
+EDITABLE_FIELDS = (*MAPPABLE_FIELDS, "custom_fields")
+SYNC_FIELDS = (
+    "crm_id",
+    "sync_state_badge",
+    "tombstone",
+    "attempts",
+    "next_attempt_at",
+    "last_error",
+    "last_synced_at",
+    "queued_at",
+    "updated_at",
+)
+INTERNAL_FIELDS = ("fingerprint", "synced_fingerprint", "synced_values")
 
 
-class LedgerInline(LedgerInlineAdmin):
-    model = LedgerEntry
-    extra = 0
-    can_delete = False
-    fields = ("started_at", "operation", "outcome", "http_status", "duration_ms", "error")
-    readonly_fields = fields
-    ordering = ("-started_at", "-id")
-
-    def has_add_permission(self, request: object, obj: object = None) -> bool:
-        return False
+def fields_from_source() -> set[str]:
+    """The lead fields the mapper fills from the source row (custom fields count as one)."""
+    try:
+        mapper = get_mapper()
+    except ImproperlyConfigured:
+        return set(
+            EDITABLE_FIELDS
+        )  # the checks report it; staff must not edit what a fixed mapper fills
+    return {
+        "custom_fields" if target.startswith(CUSTOM_FIELD_PREFIX) else target
+        for _source, target, _fallback in mapper.mappings()
+        if target in EDITABLE_FIELDS or target.startswith(CUSTOM_FIELD_PREFIX)
+    }
 
 
 @admin.register(Lead)
 class LeadAdmin(LeadModelAdmin):
+    """Staff's view of what is synced, waiting or failed, and the buttons to fix it."""
+
     list_display = (
-        "__str__",
+        "name",
         "email",
         "status",
-        "sync_state",
-        "external_id",
-        "last_synced_at",
+        "sync_state_badge",
+        "crm_id",
+        "last_synced",
         "attempts",
-        "last_error",
+        "error_start",
+        "source",
     )
-    list_filter = ("sync_state", "status", "tombstone")
+    list_filter = (
+        "sync_state",
+        "status",
+        HasCrmIdFilter,
+        HasErrorFilter,
+        ("last_synced_at", admin.DateFieldListFilter),
+    )
     search_fields = ("email", "first_name", "last_name", "external_id")
-    readonly_fields = (
-        "external_id",
-        "sync_state",
-        "tombstone",
-        "attempts",
-        "next_attempt_at",
-        "last_error",
-        "last_synced_at",
-        "queued_at",
-        "fingerprint",
-        "synced_fingerprint",
-        "synced_values",
-    )
-    exclude = ("claim_token", "claimed_at", "source_type", "source_id")
-    inlines = (LedgerInline,)
+    # No column follows a foreign key: the source's model comes from the content-type cache.
+    list_select_related = False
+    actions = actions.ACTIONS
+    exclude = ("claim_token", "claimed_at", "source_type", "source_id", "source_fingerprint")
+    readonly_fields = (*SYNC_FIELDS, *INTERNAL_FIELDS)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Lead | None = None) -> bool:
+        # Deleting the local row would orphan its CRM record: "Delete from CRM" (a tombstone) instead.
+        return False
+
+    # -- permissions (the custom ones of Lead.Meta; superusers have them all) -------------------------
+
+    def _has_perm(self, request: HttpRequest, codename: str) -> bool:
+        return request.user.has_perm(f"{self.opts.app_label}.{codename}")
+
+    def has_sync_permission(self, request: HttpRequest) -> bool:
+        """Re-sync, retry, "Sync now" and "Compare with CRM" (the last two call the CRM)."""
+        return self._has_perm(request, "sync_lead")
+
+    def has_delete_from_crm_permission(self, request: HttpRequest) -> bool:
+        return self._has_perm(request, "delete_from_crm")
+
+    def has_change_lead_status_permission(self, request: HttpRequest) -> bool:
+        return self._has_perm(request, "change_lead_status")
+
+    def has_preview_mapping_permission(self, request: HttpRequest) -> bool:
+        return self._has_perm(request, "preview_mapping")
+
+    # -- columns ----------------------------------------------------------------------------------------
+
+    @admin.display(description=gettext_lazy("name"), ordering="last_name")
+    def name(self, lead: Lead) -> str:
+        return str(lead)
+
+    @admin.display(description=gettext_lazy("sync state"), ordering="sync_state")
+    def sync_state_badge(self, lead: Lead) -> SafeString:
+        return state_badge(lead.sync_state)
+
+    @admin.display(description=gettext_lazy("CRM id"), ordering="external_id")
+    def crm_id(self, lead: Lead) -> SafeString | str:
+        return crm_id_link(configured_backend(), lead.external_id)
+
+    @admin.display(description=gettext_lazy("last synced"), ordering="last_synced_at")
+    def last_synced(self, lead: Lead) -> SafeString | str:
+        return relative_time(lead.last_synced_at)
+
+    @admin.display(description=gettext_lazy("last error"))
+    def error_start(self, lead: Lead) -> SafeString | str:
+        return error_excerpt(lead.last_error)
+
+    @admin.display(description=gettext_lazy("source"))
+    def source(self, lead: Lead) -> SafeString | str:
+        return source_link(self.admin_site, lead)
+
+    # -- URLs and pages ---------------------------------------------------------------------------------
+
+    def get_urls(self) -> list[URLPattern]:
+        info = f"{self.opts.app_label}_{self.opts.model_name}"
+
+        def page(view: Any) -> Any:
+            return self.admin_site.admin_view(partial(view, self))
+
+        return [
+            path("preview/", page(mapper_preview_view), name=f"{info}_mapper_preview"),
+            path("<path:object_id>/sync-now/", page(views.sync_now_view), name=f"{info}_sync_now"),
+            path("<path:object_id>/compare/", page(views.compare_view), name=f"{info}_compare"),
+            *super().get_urls(),
+        ]
+
+    def _url(self, name: str, *args: Any) -> str:
+        opts = self.opts
+        return reverse(
+            f"{self.admin_site.name}:{opts.app_label}_{opts.model_name}_{name}", args=args
+        )
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        """The changelist with the summary bar, the CRM banner and the link to the mapper preview."""
+        context = {
+            **changelist_context(request.GET),
+            "crmify_preview_url": self._url("mapper_preview")
+            if self.has_preview_mapping_permission(request)
+            else None,
+            **(extra_context or {}),
+        }
+        return super().changelist_view(request, context)
+
+    # -- the lead's page --------------------------------------------------------------------------------
+
+    def get_fieldsets(self, request: HttpRequest, obj: Lead | None = None) -> Any:
+        description = None
+        if obj is not None and source_model(obj) is not None:
+            description = format_html(
+                "{} {}. {}",
+                _("Values come from"),
+                source_link(self.admin_site, obj),
+                _("The fields it fills are read-only here: edit them there."),
+            )
+        return (
+            (_("Lead"), {"fields": EDITABLE_FIELDS, "description": description}),
+            (_("Sync"), {"fields": SYNC_FIELDS}),
+            (_("Internals"), {"fields": INTERNAL_FIELDS, "classes": ("collapse",)}),
+        )
+
+    def _source_fields(self, obj: Lead | None) -> dict[str, str]:
+        """Fields the lead's source row fills, with the note saying so (read-only on the lead's page)."""
+        model = source_model(obj) if obj is not None else None
+        if model is None:
+            return {}
+        note = _("Comes from %(model)s; edit it there.") % {"model": model._meta.verbose_name}
+        return dict.fromkeys(sorted(fields_from_source()), note)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Lead | None = None) -> Any:
+        return (*self.readonly_fields, *self._source_fields(obj))
+
+    def get_form(
+        self, request: HttpRequest, obj: Lead | None = None, change: bool = False, **kwargs: Any
+    ) -> type[ModelForm[Lead]]:
+        kwargs.setdefault("help_texts", self._source_fields(obj))
+        return super().get_form(request, obj, change, **kwargs)
+
+    def save_model(self, request: HttpRequest, obj: Lead, form: Any, change: bool) -> None:
+        """Through the engine, so an edit that changes what the CRM should hold is queued."""
+        api.save_lead(obj)
+
+    def ledger_page(self, request: HttpRequest, lead: Lead) -> Page[LedgerEntry]:
+        """One page of the lead's CRM calls, latest first."""
+        entries: QuerySet[LedgerEntry] = LedgerEntry.objects.filter(lead=lead).order_by(
+            "-started_at", "-id"
+        )
+        return Paginator(entries, LEDGER_PAGE_SIZE).get_page(request.GET.get(LEDGER_PAGE_PARAMETER))
+
+    def render_change_form(
+        self,
+        request: HttpRequest,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
+        form_url: str = "",
+        obj: Lead | None = None,
+    ) -> HttpResponse:
+        """The lead's page, with its ledger, the CRM banner and the "Sync now"/"Compare" buttons."""
+        if obj is not None and obj.pk is not None:
+            can_sync = self.has_sync_permission(request)
+            context.update(
+                crmify_banners=health_banners(),
+                ledger=self.ledger_page(request, obj),
+                ledger_page_parameter=LEDGER_PAGE_PARAMETER,
+                crmify_sync_now_url=self._url("sync_now", obj.pk) if can_sync else None,
+                crmify_compare_url=self._url("compare", obj.pk) if can_sync else None,
+            )
+        return super().render_change_form(request, context, add, change, form_url, obj)

@@ -7,8 +7,12 @@ works as ``BACKEND``)::
     def delete_lead(self, lead_id) -> bool  # True if deleted (or already gone), False otherwise
 
 Optional, announced by capability flags on :class:`BaseBackend`: building the exact payload without sending it
-(``supports_payload_preview``), fetching the CRM's current record (``supports_fetch``), and reporting each HTTP
-call for the ledger through :func:`record_call`.
+(``supports_payload_preview``), fetching the CRM's current record (``supports_fetch``), listing every lead
+of the CRM in pages (``supports_listing``: the backfill finds CRM matches by e-mail with it instead of one
+search per lead), and reporting each HTTP call for the ledger through :func:`record_call`.
+
+A backend that looks a lead up by e-mail before creating it should skip that lookup when
+:func:`listing_says_absent` is true for the lead: the backfill has just listed the CRM and found no match.
 
 Errors: raise :class:`crmify.exceptions.TransientBackendError` for what is worth retrying and
 :class:`crmify.exceptions.PermanentBackendError` for what is not. Anything else raised is treated as
@@ -42,6 +46,26 @@ def redact(text: str, secrets: Iterable[str]) -> str:
         if len(secret) >= MIN_SECRET_LENGTH:
             text = text.replace(secret, "***")
     return text
+
+
+@dataclass(frozen=True, slots=True)
+class CrmLead:
+    """One lead as a CRM listing gives it: enough to match it by e-mail."""
+
+    external_id: str
+    email: str
+
+
+def listing_says_absent(lead: Lead) -> bool:
+    """Whether the backfill's listing of the CRM showed no lead with ``lead``'s e-mail, and nothing since
+    makes that doubtful: the lead was never synced and no attempt of it has been made (a failed or
+    interrupted create may have reached the CRM, so every later attempt looks again)."""
+    return (
+        lead.absent_from_crm_at is not None
+        and lead.attempts == 0
+        and lead.last_synced_at is None
+        and not lead.external_id
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +122,8 @@ class BaseBackend:
     supports_fetch: bool = False
     #: The backend reads ``lead.synced_values`` and sends only what changed since the last sync.
     supports_partial_update: bool = False
+    #: ``iter_leads(page_size)`` pages through every lead in the CRM, one call per page.
+    supports_listing: bool = False
 
     def __init__(
         self, options: Mapping[str, Any] | None = None, auth: Mapping[str, str] | None = None
@@ -119,6 +145,14 @@ class BaseBackend:
 
     def fetch_lead(self, lead_id: str) -> dict[str, Any] | None:
         """The CRM's current record for ``lead_id`` or None if it has none (the admin's "Compare with CRM")."""
+        raise NotImplementedError
+
+    def iter_leads(self, page_size: int = 500) -> Iterator[list[CrmLead]]:
+        """Every lead in the CRM, one page (one CRM call) at a time, the last page short or empty.
+
+        Called by :mod:`crmify.backfill` (its dry run and the first chunk of a run). Raises the usual
+        ``BackendError`` s; a page in progress when one is raised is lost, and the caller starts again.
+        """
         raise NotImplementedError
 
     def health(self) -> QuotaState | None:

@@ -23,7 +23,7 @@ Auth: ``CRMIFY_BACKEND_AUTH_API_KEY``, sent as HTTP Basic with the key as user n
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from django.core import checks
@@ -31,6 +31,7 @@ from django.core.cache import caches
 
 from crmify.exceptions import PermanentBackendError, TransientBackendError
 
+from .base import CrmLead, listing_says_absent
 from .http import HttpBackend
 
 if TYPE_CHECKING:
@@ -82,6 +83,7 @@ class InsightlyBackend(HttpBackend):
     supports_payload_preview = True
     supports_fetch = True
     supports_partial_update = True
+    supports_listing = True
 
     def __init__(
         self, options: Mapping[str, Any] | None = None, auth: Mapping[str, str] | None = None
@@ -202,7 +204,12 @@ class InsightlyBackend(HttpBackend):
     # -- the contract -------------------------------------------------------------------------------
 
     def sync_lead(self, lead: Lead) -> str:
-        if not lead.external_id and lead.email and self.options.get("LOOKUP_BY_EMAIL", True):
+        if (
+            not lead.external_id
+            and lead.email
+            and self.options.get("LOOKUP_BY_EMAIL", True)
+            and not listing_says_absent(lead)
+        ):
             # Adopting a lead with the same e-mail keeps a retry after a timed-out create from making a twin.
             existing = self.find_by_email(lead.email)
             if existing is not None:
@@ -244,6 +251,30 @@ class InsightlyBackend(HttpBackend):
             if isinstance(rows, list) and rows and rows[0].get("LEAD_ID")
             else None
         )
+
+    def iter_leads(self, page_size: int = 500) -> Iterator[list[CrmLead]]:
+        """``GET /Leads?skip=&top=&brief=true`` page by page (500 is Insightly's largest page)."""
+        skip = 0
+        while True:
+            response = self.request(
+                "list",
+                "GET",
+                "Leads",
+                params={"skip": skip, "top": page_size, "brief": "true"},
+            )
+            rows = self.json_of(response, "the lead listing")
+            if not isinstance(rows, list):
+                raise TransientBackendError(
+                    "The CRM's lead listing was not a list.", status_code=response.status_code
+                )
+            yield [
+                CrmLead(str(row["LEAD_ID"]), str(row.get("EMAIL") or ""))
+                for row in rows
+                if isinstance(row, Mapping) and row.get("LEAD_ID")
+            ]
+            if len(rows) < page_size:
+                return
+            skip += page_size
 
     def fetch_lead(self, lead_id: str) -> dict[str, Any] | None:
         try:

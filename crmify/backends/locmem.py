@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import itertools
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from crmify.exceptions import PermanentBackendError
 
-from .base import BaseBackend, CallRecord, record_call
+from .base import BaseBackend, CallRecord, CrmLead, record_call
 
 if TYPE_CHECKING:
     from crmify.models import Lead
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True)
 class LocmemCall:
-    """One call the backend received: ``create``, ``update`` or ``delete``, with what it carried."""
+    """One call the backend received: ``create``, ``update``, ``delete`` or ``list``, with what it carried."""
 
     operation: str
     lead_id: str
@@ -66,6 +67,7 @@ class LocmemBackend(BaseBackend):
 
     supports_payload_preview = True
     supports_fetch = True
+    supports_listing = True
 
     def build_payload(self, lead: Lead) -> dict[str, Any]:
         return lead.crm_values()
@@ -87,6 +89,21 @@ class LocmemBackend(BaseBackend):
 
     def fetch_lead(self, lead_id: str) -> dict[str, Any] | None:
         return leads.get(lead_id)
+
+    def iter_leads(self, page_size: int = 500) -> Iterator[list[CrmLead]]:
+        with _lock:
+            snapshot = [
+                (lead_id, str(payload.get("email") or "")) for lead_id, payload in leads.items()
+            ]
+        skip = 0
+        while True:
+            # One recorded call per page, as an HTTP CRM would answer, so call counts compare.
+            self._call("list", "", {"skip": skip, "top": page_size})
+            page = [CrmLead(lead_id, email) for lead_id, email in snapshot[skip : skip + page_size]]
+            yield page
+            if len(page) < page_size:
+                return
+            skip += page_size
 
     def _call(self, operation: str, lead_id: str, payload: dict[str, Any]) -> None:
         with _lock:

@@ -1,4 +1,9 @@
-from crmify.mappers import LeadModelFieldMapper
+import os
+import signal
+from typing import Any
+
+from crmify.exceptions import MappingError
+from crmify.mappers import DjangoUserFieldMapper, LeadModelFieldMapper
 
 
 class UserProfileFieldMapper(LeadModelFieldMapper):
@@ -16,3 +21,22 @@ class UserProfileFieldMapper(LeadModelFieldMapper):
         "user__username": "email",
         "nickname": "last_name",
     }
+
+
+class CrashingUserMapper(DjangoUserFieldMapper):
+    """The default user mapper, except that mapping a user whose e-mail starts with ``crash`` kills the
+    process outright (SIGKILL: no cleanup, no rollback by Python), as a worker lost mid-chunk would be."""
+
+    def map(self, instance: Any) -> Any:
+        if str(instance.email).startswith("crash"):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().map(instance)
+
+
+class PickyUserMapper(DjangoUserFieldMapper):
+    """The default user mapper, except that a user whose e-mail starts with ``broken`` cannot be mapped."""
+
+    def map(self, instance: Any) -> Any:
+        if str(instance.email).startswith("broken"):
+            raise MappingError("this user cannot be mapped")
+        return super().map(instance)

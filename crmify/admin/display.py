@@ -1,0 +1,123 @@
+"""How leads read in the admin: the sync-state badge, relative times, error excerpts and the links out.
+
+Called by ``LeadAdmin``'s columns and read-only fields. Nothing here queries the database per lead or
+calls the CRM: links are built from the backend's ``record_url`` (pure) and the content-type cache.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.contrib import admin
+from django.contrib.admin.utils import quote
+from django.contrib.contenttypes.models import ContentType
+from django.core.exceptions import ImproperlyConfigured
+from django.db import models
+from django.urls import NoReverseMatch, reverse
+from django.utils import timezone
+from django.utils.formats import date_format
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
+from django.utils.text import Truncator
+from django.utils.timesince import timesince
+from django.utils.translation import gettext as _
+
+from crmify import api
+from crmify.models import Lead, SyncState
+
+#: How much of the last error the changelist shows; the whole message is on the lead's page.
+ERROR_EXCERPT_LENGTH = 60
+
+
+def state_badge(state: str) -> SafeString:
+    """A coloured badge that also says the state in words (readable without colour)."""
+    label = SyncState(state).label if state in SyncState.values else state
+    return format_html('<span class="crmify-badge crmify-badge--{}">{}</span>', state, label)
+
+
+def exact_time(value: datetime) -> str:
+    return date_format(timezone.localtime(value), "DATETIME_FORMAT")
+
+
+def relative_time(value: datetime | None) -> SafeString | str:
+    """ "3 hours ago", with the exact time on hover; "-" when there is no time."""
+    if value is None:
+        return "-"
+    return format_html(
+        '<time datetime="{}" title="{}">{}</time>',
+        value.isoformat(),
+        exact_time(value),
+        _("%(delta)s ago") % {"delta": timesince(value)},
+    )
+
+
+def error_excerpt(text: str) -> SafeString | str:
+    """The start of an error's first line, the whole message on hover."""
+    if not text:
+        return ""
+    first_line = text.strip().splitlines()[0]
+    return format_html(
+        '<span title="{}">{}</span>', text[:1000], Truncator(first_line).chars(ERROR_EXCERPT_LENGTH)
+    )
+
+
+def configured_backend() -> Any | None:
+    """The CRM backend for links and the banner, or None when ``BACKEND`` cannot be built (the system
+    checks and the banner say why; a page listing leads must still render)."""
+    try:
+        return api.crm_backend()
+    except ImproperlyConfigured:
+        return None
+
+
+def crm_record_url(backend: Any | None, external_id: str) -> str | None:
+    """The CRM's own page for a lead, if the backend offers one (``record_url`` is pure, no I/O)."""
+    record_url = getattr(backend, "record_url", None)
+    if not external_id or not callable(record_url):
+        return None
+    url = record_url(external_id)
+    return str(url) if url else None
+
+
+def crm_id_link(backend: Any | None, external_id: str) -> SafeString | str:
+    """The CRM id, linked to the CRM's page in a new tab when the backend gives one."""
+    url = crm_record_url(backend, external_id)
+    if url is None:
+        return external_id
+    return format_html('<a href="{}" target="_blank" rel="noopener">{}</a>', url, external_id)
+
+
+def source_model(lead: Lead) -> type[models.Model] | None:
+    """The model of ``lead``'s source row, from the content-type cache (no query once cached)."""
+    if lead.source_type_id is None:
+        return None
+    return ContentType.objects.get_for_id(lead.source_type_id).model_class()
+
+
+def source_admin_url(admin_site: admin.AdminSite, lead: Lead) -> str | None:
+    """The source row's change page in ``admin_site``, when its model is registered there.
+
+    Like Django's own links to related objects, the target page checks the user's permission.
+    """
+    model = source_model(lead)
+    if model is None or not lead.source_id or not admin_site.is_registered(model):
+        return None
+    opts = model._meta
+    try:
+        return reverse(
+            f"{admin_site.name}:{opts.app_label}_{opts.model_name}_change",
+            args=[quote(lead.source_id)],
+        )
+    except NoReverseMatch:
+        return None
+
+
+def source_link(admin_site: admin.AdminSite, lead: Lead) -> SafeString | str:
+    """The source row named by model and id, linked to its admin page when it has one."""
+    model = source_model(lead)
+    if model is None:
+        return "-"
+    text = f"{model._meta.verbose_name} {lead.source_id}"
+    url = source_admin_url(admin_site, lead)
+    return format_html('<a href="{}">{}</a>', url, text) if url else text

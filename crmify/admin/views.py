@@ -1,0 +1,112 @@
+"""The Lead admin's own pages: "Sync now" and "Compare with CRM" for one lead.
+
+Wired by ``LeadAdmin.get_urls`` through ``admin_site.admin_view`` (login, CSRF, no caching); each view
+checks its permission first and answers 403 without it. These are the only admin pages that call the CRM,
+and only on a POST staff made by pressing the button.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from django.contrib import messages
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import ImproperlyConfigured, PermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils.translation import gettext as _
+
+from crmify import api
+from crmify.admin.compare import compare
+from crmify.admin.display import configured_backend, crm_record_url, exact_time
+from crmify.exceptions import BackendError
+from crmify.models import Lead
+
+if TYPE_CHECKING:
+    from crmify.admin.lead import LeadAdmin
+
+
+def _lead_or_404(model_admin: LeadAdmin, request: HttpRequest, object_id: str) -> Lead:
+    lead = model_admin.get_object(request, unquote(object_id))
+    if lead is None:
+        raise Http404(_("No lead with id %s.") % object_id)
+    return lead
+
+
+def _change_url(model_admin: LeadAdmin, lead: Lead) -> str:
+    opts = model_admin.opts
+    return reverse(
+        f"{model_admin.admin_site.name}:{opts.app_label}_{opts.model_name}_change",
+        args=[lead.pk],
+    )
+
+
+def sync_outcome_message(outcome: str, lead: Lead) -> tuple[int, str]:
+    """The message level and text for what ``api.sync_now`` answered, with the lead as it is after."""
+    if outcome in ("synced", "unchanged"):
+        return messages.SUCCESS, _("Synced with the CRM (CRM id %s).") % lead.external_id
+    if outcome == "deleted":
+        return messages.SUCCESS, _("Deleted from the CRM.")
+    if outcome == "retrying":
+        when = exact_time(lead.next_attempt_at) if lead.next_attempt_at else _("soon")
+        return messages.WARNING, _("Not synced; it will be retried at %(when)s: %(error)s") % {
+            "when": when,
+            "error": lead.last_error,
+        }
+    if outcome == "skipped":
+        return messages.WARNING, _("A worker is syncing this lead right now; look again shortly.")
+    if outcome == "missing":
+        return messages.ERROR, _("The lead no longer exists.")
+    return messages.ERROR, _("The sync failed: %s") % lead.last_error
+
+
+def sync_now_view(model_admin: LeadAdmin, request: HttpRequest, object_id: str) -> HttpResponse:
+    """POST: send the lead to the CRM inside this request, then back to its page with the outcome."""
+    if not model_admin.has_sync_permission(request):
+        raise PermissionDenied
+    if request.method != "POST":
+        return HttpResponseNotAllowed(["POST"])
+    lead = _lead_or_404(model_admin, request, object_id)
+    try:
+        outcome = api.sync_now(lead)
+    except ImproperlyConfigured:
+        outcome = "failed"  # the engine failed the lead and kept the reason in last_error
+    lead.refresh_from_db()
+    level, text = sync_outcome_message(outcome, lead)
+    model_admin.message_user(request, text, level)
+    return redirect(_change_url(model_admin, lead))
+
+
+def compare_view(model_admin: LeadAdmin, request: HttpRequest, object_id: str) -> HttpResponse:
+    """GET: the app's values and what was last sent (no CRM call). POST: the CRM's record beside them."""
+    if not model_admin.has_sync_permission(request):
+        raise PermissionDenied
+    lead = _lead_or_404(model_admin, request, object_id)
+    record: dict[str, Any] | None = None
+    fetched, error = False, ""
+    if request.method == "POST":
+        try:
+            record = api.fetch_from_crm(lead)
+            fetched = True
+        except (BackendError, ImproperlyConfigured) as exc:
+            error = str(exc)
+    backend = configured_backend()
+    opts = model_admin.opts
+    context: dict[str, Any] = {
+        **model_admin.admin_site.each_context(request),
+        "title": _("Compare %s with the CRM") % lead,
+        "subtitle": None,
+        "opts": opts,
+        "original": lead,
+        "comparison": compare(lead, record, backend),
+        "fetched": fetched,
+        "found": record is not None,
+        "error": error,
+        "record_url": crm_record_url(backend, lead.external_id),
+        "change_url": _change_url(model_admin, lead),
+        "can_fetch": bool(getattr(backend, "supports_fetch", False)),
+    }
+    request.current_app = model_admin.admin_site.name
+    return TemplateResponse(request, "admin/crmify/lead/compare.html", context)

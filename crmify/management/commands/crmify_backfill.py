@@ -1,0 +1,168 @@
+"""``manage.py crmify_backfill``: bring existing lead-model rows into the CRM (see ``crmify.backfill``).
+
+``--dry-run`` prints what a run would do and cost and changes nothing. Without it a run is recorded and its
+chunks are queued for the task worker, or processed here with ``--wait`` (with a progress bar).
+``--resume RUN`` goes on from a run's last checkpoint.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import date
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from crmify import backfill
+from crmify.backfill import BackfillOptions, BackfillOptionsError
+from crmify.exceptions import BackendError
+from crmify.models import BackfillRun
+
+BAR_WIDTH = 30
+
+
+def _day(value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise CommandError(f"{value!r} is not a date: use YYYY-MM-DD.") from None
+
+
+def progress_line(run: BackfillRun, seconds_per_row: float | None = None) -> str:
+    """``[#####.....] 45% 4500/10000 ETA 1m20s``: one line of the terminal progress bar.
+
+    The ETA uses ``seconds_per_row`` (the pace this process saw) when given, else the run's own pace.
+    """
+    percent = run.percent
+    filled = BAR_WIDTH * percent // 100
+    bar = "#" * filled + "." * (BAR_WIDTH - filled)
+    line = f"[{bar}] {percent:3d}% {run.scanned}/{run.total_estimate}"
+    if run.state == BackfillRun.State.FINISHED:
+        return line + " done"
+    eta = run.eta_seconds()
+    if seconds_per_row is not None:
+        eta = seconds_per_row * max(run.total_estimate - run.scanned, 0)
+    return line + (f" ETA {backfill.format_duration(eta)}" if eta is not None else "")
+
+
+class Command(BaseCommand):
+    help = (
+        "Backfill the CRM from the existing LEAD_MODEL rows: a dry run with --dry-run, else a run "
+        "processed in chunks by the task worker (or here with --wait), resumable with --resume."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--dry-run",
+            action="store_true",
+            help="Report what a run would do and cost (lists the CRM's leads; writes nothing).",
+        )
+        parser.add_argument(
+            "--batch-size",
+            type=int,
+            default=backfill.DEFAULT_BATCH_SIZE,
+            help=f"Rows per chunk (default {backfill.DEFAULT_BATCH_SIZE}).",
+        )
+        parser.add_argument(
+            "--only-missing", action="store_true", help="Only rows that have no lead yet."
+        )
+        parser.add_argument(
+            "--joined-after",
+            type=_day,
+            help="Only rows with date_joined on or after this day (YYYY-MM-DD).",
+        )
+        parser.add_argument(
+            "--joined-before",
+            type=_day,
+            help="Only rows with date_joined before this day (YYYY-MM-DD).",
+        )
+        parser.add_argument(
+            "--resume", type=int, metavar="RUN_ID", help="Go on with this run from its checkpoint."
+        )
+        parser.add_argument(
+            "--wait",
+            action="store_true",
+            help="Process the chunks in this process, with a progress bar, instead of the task worker.",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if options["resume"] is not None:
+            run = self._resume(options["resume"], wait=options["wait"])
+        else:
+            try:
+                chosen = BackfillOptions(
+                    batch_size=options["batch_size"],
+                    only_missing=options["only_missing"],
+                    joined_after=options["joined_after"],
+                    joined_before=options["joined_before"],
+                )
+                if options["dry_run"]:
+                    self._report(backfill.plan(chosen))
+                    return
+                run = backfill.start(chosen, enqueue=not options["wait"])
+            except BackfillOptionsError as exc:
+                raise CommandError(str(exc)) from None
+            except BackendError as exc:
+                raise CommandError(f"The CRM could not be listed: {exc}") from None
+            self.stdout.write(f"Backfill run {run.pk}: {run.total_estimate} rows to scan.")
+        if options["wait"]:
+            self._process(run)
+        else:
+            self.stdout.write(
+                f"Queued for the task worker. Follow it in the admin, or go on here with "
+                f"--resume {run.pk} --wait."
+            )
+
+    def _resume(self, run_id: int, *, wait: bool) -> BackfillRun:
+        run = BackfillRun.objects.filter(pk=run_id).first()
+        if run is None:
+            raise CommandError(f"There is no backfill run {run_id}.")
+        if wait:
+            # This process does the chunks: mark the run running without queueing a chunk task.
+            if run.state == BackfillRun.State.FINISHED:
+                raise CommandError(f"Backfill run {run_id} is already finished.")
+            BackfillRun.objects.filter(pk=run.pk).update(
+                state=BackfillRun.State.RUNNING, last_error="", finished_at=None
+            )
+            run.refresh_from_db()
+        elif not backfill.resume(run):
+            raise CommandError(f"Backfill run {run_id} is already finished.")
+        self.stdout.write(
+            f"Resuming backfill run {run.pk} after {run.scanned} of {run.total_estimate} rows."
+        )
+        return run
+
+    def _report(self, report: backfill.BackfillPlan) -> None:
+        self.stdout.write("Dry run: nothing was written and nothing but the CRM listing was sent.")
+        width = max(len(label) for label, _ in report.rows())
+        for label, value in report.rows():
+            self.stdout.write(f"  {label + ':':<{width + 1}} {value}")
+
+    def _process(self, run: BackfillRun) -> None:
+        started = time.monotonic()
+        scanned_before = run.scanned
+        while True:
+            try:
+                result = backfill.run_chunk(run.pk, chain=False)
+            except Exception as exc:
+                self.stdout.write("")
+                raise CommandError(
+                    f"Backfill run {run.pk} failed: {exc}. Go on with --resume {run.pk}."
+                ) from None
+            run.refresh_from_db()
+            # The pace of this process, not of the run's whole life (it may have stood still for days).
+            pace = (time.monotonic() - started) / max(run.scanned - scanned_before, 1)
+            self.stdout.write("\r" + progress_line(run, pace), ending="")
+            self.stdout.flush()
+            if not result.more:
+                break
+        self.stdout.write("")
+        counts = ", ".join(
+            f"{getattr(run, name)} {name.replace('_', ' ')}" for name in BackfillRun.COUNTS
+        )
+        style = (
+            self.style.SUCCESS if run.state == BackfillRun.State.FINISHED else self.style.WARNING
+        )
+        self.stdout.write(
+            style(f"Backfill run {run.pk} {run.get_state_display().lower()}: {counts}.")
+        )

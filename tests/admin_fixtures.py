@@ -1,0 +1,114 @@
+"""Fixtures for the admin tests: users with and without crmify's permissions, leads in any state, and the
+sandbox as the configured CRM. Imported by ``tests/test_admin.py``."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import Permission, User
+from django.core.cache import cache
+from django.test import Client, override_settings
+from django.utils import timezone
+
+from crmify.models import Lead, LedgerEntry
+from crmify.sandbox import SandboxServer
+
+_numbers = itertools.count(1)
+
+#: crmify's custom permissions, by the codename ``Lead.Meta`` gives them.
+CUSTOM_PERMISSIONS = ("sync_lead", "delete_from_crm", "change_lead_status", "preview_mapping")
+
+
+def make_lead(**fields: Any) -> Lead:
+    """A lead without a source row (as an import would make), in whatever state ``fields`` say."""
+    number = next(_numbers)
+    values: dict[str, Any] = {
+        "first_name": "Ada",
+        "last_name": f"Lovelace{number}",
+        "email": f"lead{number}@example.com",
+        "status": "NotContacted",
+        "fingerprint": f"fp{number}",
+    }
+    values.update(fields)
+    return Lead.objects.create(**values)
+
+
+def make_ledger(lead: Lead, count: int, **fields: Any) -> list[LedgerEntry]:
+    """``count`` ledger entries for ``lead``, one a minute, the last one the newest."""
+    start = timezone.now() - timedelta(minutes=count)
+    return LedgerEntry.objects.bulk_create(
+        LedgerEntry(
+            lead=lead,
+            operation=fields.get("operation", "update"),
+            started_at=start + timedelta(minutes=i),
+            outcome=fields.get("outcome", LedgerEntry.Outcome.OK),
+            http_status=fields.get("http_status", 200),
+            duration_ms=i,
+            request_summary=f"PUT /Leads call {i}",
+            response_summary=f"answer {i}",
+        )
+        for i in range(count)
+    )
+
+
+def _staff(username: str, *codenames: str) -> User:
+    user = User.objects.create_user(username, f"{username}@example.com", None, is_staff=True)
+    user.user_permissions.set(
+        Permission.objects.filter(content_type__app_label="crmify", codename__in=codenames)
+    )
+    return user
+
+
+@pytest.fixture
+def people(db: Any) -> dict[str, User]:
+    """A superuser, staff who may only look at and edit leads, and staff who may also sync.
+
+    No passwords (hashing one costs a second; the tests log in with ``force_login``).
+
+    Users are the default ``LEAD_MODEL``: the leads their creation made are removed so each test starts
+    with only its own.
+    """
+    users = {
+        "root": User.objects.create_superuser("root", "root@example.com", None),
+        "viewer": _staff("viewer", "view_lead", "change_lead"),
+        "syncer": _staff("syncer", "view_lead", "change_lead", "sync_lead"),
+    }
+    Lead.objects.all().delete()
+    return users
+
+
+@pytest.fixture
+def login(client: Client, people: dict[str, User]) -> Callable[[str], Client]:
+    """``login("viewer")``: the test client, logged in as one of :func:`people`."""
+
+    def as_user(name: str) -> Client:
+        client.force_login(people[name])  # saves last_login: the user's lead comes back; remove it
+        Lead.objects.filter(source_id__in=[str(user.pk) for user in people.values()]).delete()
+        return client
+
+    return as_user
+
+
+def crmify_for(sandbox: SandboxServer, **overrides: Any) -> dict[str, Any]:
+    """``CRMIFY`` pointing at the sandbox over real HTTP, as a site would point at Insightly."""
+    return {
+        "BACKEND": "crmify.backends.insightly.InsightlyBackend",
+        "BACKEND_AUTH": {"API_KEY": sandbox.api_key},
+        "BACKEND_OPTIONS": {"API_URL": sandbox.url, "TIMEOUT": 2},
+        "TASK_BACKEND": "immediate",
+        **overrides,
+    }
+
+
+@pytest.fixture
+def insightly(sandbox: SandboxServer) -> Iterator[SandboxServer]:
+    """The sandbox as the configured CRM, with a fresh quota and status cache."""
+    sandbox.set_faults(requests_per_second=None)
+    cache.clear()
+    with override_settings(CRMIFY=crmify_for(sandbox)):
+        yield sandbox
+    cache.clear()
