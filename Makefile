@@ -31,6 +31,7 @@ lint: $(BIN)/.installed
 bench: $(BIN)/.installed
 	$(BIN)/python bench/save_overhead.py
 	$(BIN)/python bench/rate_limit.py
+	$(BIN)/python bench/backfill.py
 
 clean:
 	rm -rf $(VENV) .venv-* .mypy_cache .ruff_cache .pytest_cache demo/var test.sqlite3
