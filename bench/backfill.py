@@ -29,12 +29,11 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
-import django
-from django.conf import settings
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.common import configure
 
 USERS = int(os.environ.get("CRMIFY_BENCH_USERS", "100000"))
 NAIVE_USERS = 2_000
@@ -46,27 +45,6 @@ ROWS_TARGET = 5_000
 MEMORY_TARGET_MB = 150
 NAIVE_RATIO_TARGET = 10
 CALLS_TARGET = 1.01
-
-
-def configure(db_path: Path) -> None:
-    settings.configure(
-        SECRET_KEY="bench",
-        USE_TZ=True,
-        DEFAULT_AUTO_FIELD="django.db.models.BigAutoField",
-        INSTALLED_APPS=[
-            "django.contrib.auth",
-            "django.contrib.contenttypes",
-            *([] if find_spec("django.tasks") else ["django_tasks"]),
-            "django_tasks_db",
-            "import_export",
-            "crmify",
-        ],
-        DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": str(db_path)}},
-        TASKS={"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}},
-        CRMIFY={"BACKEND": "crmify.backends.locmem.LocmemBackend", "TASK_BACKEND": "default"},
-        LOGGING_CONFIG=None,
-    )
-    django.setup()
 
 
 def peak_rss_mb() -> float:
@@ -100,9 +78,8 @@ def verdict(ok: bool) -> str:
 
 
 def main() -> int:
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     workdir = Path(tempfile.mkdtemp(prefix="crmify-bench-backfill-"))
-    configure(workdir / "bench.sqlite3")
+    configure(workdir / "bench.sqlite3", extra_apps=["import_export"])
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)

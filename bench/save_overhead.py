@@ -27,12 +27,11 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
-import django
-from django.conf import settings
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.common import configure
 
 SAVES = 2_000
 ATOMIC_SAVES = 1_000
@@ -41,26 +40,6 @@ WARM_UP = 100
 
 UNCHANGED_TARGET = 1.3
 CREATE_TARGET = 2.5
-
-
-def configure(db_path: Path) -> None:
-    settings.configure(
-        SECRET_KEY="bench",
-        USE_TZ=True,
-        DEFAULT_AUTO_FIELD="django.db.models.BigAutoField",
-        INSTALLED_APPS=[
-            "django.contrib.auth",
-            "django.contrib.contenttypes",
-            *([] if find_spec("django.tasks") else ["django_tasks"]),
-            "django_tasks_db",
-            "crmify",
-        ],
-        DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": str(db_path)}},
-        TASKS={"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}},
-        CRMIFY={"BACKEND": "crmify.backends.locmem.LocmemBackend", "TASK_BACKEND": "default"},
-        LOGGING_CONFIG=None,
-    )
-    django.setup()
 
 
 @dataclass
