@@ -1,8 +1,9 @@
 """The Lead in the Django admin: the sync-state changelist, its actions, the lead page with its ledger.
 
 Columns and links come from ``display``, the summary bar and banner from ``summary``, the actions from
-``actions``, the "Sync now" and "Compare with CRM" pages from ``views`` and the mapper preview from
-``preview``. Everything that changes a lead goes through ``crmify.api``.
+``actions``, the "Sync now" and "Compare with CRM" pages from ``views``, the mapper preview from
+``preview`` and the Import and Export buttons and pages from ``import_export``. Everything that changes
+a lead goes through ``crmify.api``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from django.utils.translation import gettext_lazy
 
 from crmify import api
 from crmify.admin import actions, views
+from crmify.admin.backfill import backfill_changelist_context, backfill_urls
 from crmify.admin.display import (
     configured_backend,
     crm_id_link,
@@ -34,6 +36,7 @@ from crmify.admin.display import (
     state_badge,
 )
 from crmify.admin.filters import HasCrmIdFilter, HasErrorFilter
+from crmify.admin.import_export import LeadImportExportMixin
 from crmify.admin.preview import mapper_preview_view
 from crmify.admin.summary import changelist_context, health_banners
 from crmify.loading import get_mapper
@@ -80,8 +83,11 @@ def fields_from_source() -> set[str]:
 
 
 @admin.register(Lead)
-class LeadAdmin(LeadModelAdmin):
-    """Staff's view of what is synced, waiting or failed, and the buttons to fix it."""
+class LeadAdmin(LeadImportExportMixin, LeadModelAdmin):
+    """Staff's view of what is synced, waiting or failed, and the buttons to fix it.
+
+    Import and export (files of leads, previewed then confirmed) come from ``LeadImportExportMixin``.
+    """
 
     list_display = (
         "name",
@@ -165,6 +171,7 @@ class LeadAdmin(LeadModelAdmin):
             return self.admin_site.admin_view(partial(view, self))
 
         return [
+            *backfill_urls(self),
             path("preview/", page(mapper_preview_view), name=f"{info}_mapper_preview"),
             path("<path:object_id>/sync-now/", page(views.sync_now_view), name=f"{info}_sync_now"),
             path("<path:object_id>/compare/", page(views.compare_view), name=f"{info}_compare"),
@@ -180,12 +187,13 @@ class LeadAdmin(LeadModelAdmin):
     def changelist_view(
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None
     ) -> HttpResponse:
-        """The changelist with the summary bar, the CRM banner and the link to the mapper preview."""
+        """The changelist with the summary bar, the CRM banner and the links to the preview and backfill."""
         context = {
             **changelist_context(request.GET),
             "crmify_preview_url": self._url("mapper_preview")
             if self.has_preview_mapping_permission(request)
             else None,
+            **backfill_changelist_context(self, request),
             **(extra_context or {}),
         }
         return super().changelist_view(request, context)

@@ -15,6 +15,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from crmify import backfill
 from crmify.backfill import BackfillOptions, BackfillOptionsError
+from crmify.backfill_report import counts_sentence, eta_text
 from crmify.exceptions import BackendError
 from crmify.models import BackfillRun
 
@@ -39,10 +40,8 @@ def progress_line(run: BackfillRun, seconds_per_row: float | None = None) -> str
     line = f"[{bar}] {percent:3d}% {run.scanned}/{run.total_estimate}"
     if run.state == BackfillRun.State.FINISHED:
         return line + " done"
-    eta = run.eta_seconds()
-    if seconds_per_row is not None:
-        eta = seconds_per_row * max(run.total_estimate - run.scanned, 0)
-    return line + (f" ETA {backfill.format_duration(eta)}" if eta is not None else "")
+    eta = eta_text(run, seconds_per_row)
+    return line + (f" ETA {eta}" if eta is not None else "")
 
 
 class Command(BaseCommand):
@@ -157,12 +156,11 @@ class Command(BaseCommand):
             if not result.more:
                 break
         self.stdout.write("")
-        counts = ", ".join(
-            f"{getattr(run, name)} {name.replace('_', ' ')}" for name in BackfillRun.COUNTS
-        )
         style = (
             self.style.SUCCESS if run.state == BackfillRun.State.FINISHED else self.style.WARNING
         )
         self.stdout.write(
-            style(f"Backfill run {run.pk} {run.get_state_display().lower()}: {counts}.")
+            style(
+                f"Backfill run {run.pk} {run.get_state_display().lower()}: {counts_sentence(run)}."
+            )
         )

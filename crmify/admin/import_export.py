@@ -1,0 +1,278 @@
+"""Import and export on the Lead changelist, with django-import-export's two steps: a dry run that
+previews every row, then confirm.
+
+``LeadImportExportMixin`` is mixed into ``crmify.admin.lead.LeadAdmin``; the rows themselves are the
+business of ``crmify.resources.LeadResource``. This module adds what the admin needs around it:
+permissions (import needs add and change, export needs view), a size limit, readable messages for a file
+that cannot be read, a preview that lists every row (new, update, unchanged, skipped, invalid) with its
+errors, and a confirm step that applies all rows or none.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import zipfile
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.contrib import messages
+from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.defaultfilters import filesizeformat
+from django.urls import reverse
+from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
+from import_export.admin import ImportExportMixin
+from import_export.formats.base_formats import CSV, JSON, XLSX
+from import_export.forms import ImportForm
+
+from crmify.conf import crmify_settings
+from crmify.resources import LeadResource, LeadRowResult
+
+#: Largest file an import accepts unless the admin says otherwise (``import_max_bytes``).
+DEFAULT_IMPORT_MAX_BYTES = 5 * 1024 * 1024
+
+
+def import_help() -> str:
+    """The import page's explanation of how rows become leads, shown above the form."""
+    return _(
+        "Rows are matched to leads by e-mail (ignoring case and spaces); a row with a new e-mail adds "
+        "a lead. Only the columns in the file are changed. A status must be %(new)s, %(converted)s, "
+        "%(dead)s or one some lead already has; a blank status keeps the lead's, and a new lead starts "
+        "at %(new)s. Leads deleted from the CRM are skipped, not brought back. Nothing is imported "
+        "until you confirm the preview, and nothing while a row is invalid."
+    ) % {
+        "new": crmify_settings.LEAD_NEW_STATUS,
+        "converted": crmify_settings.LEAD_CONVERTED_STATUS,
+        "dead": crmify_settings.LEAD_DEAD_STATUS,
+    }
+
+
+class LeadImportForm(ImportForm):  # type: ignore[misc]
+    """django-import-export's first-step form, refusing a file over ``max_bytes`` before it is read."""
+
+    def __init__(self, formats: Any, resources: Any, *, max_bytes: int, **kwargs: Any) -> None:
+        super().__init__(formats, resources, **kwargs)
+        self.max_bytes = max_bytes
+
+    def clean_import_file(self) -> Any:
+        upload = self.cleaned_data["import_file"]
+        if upload.size > self.max_bytes:
+            raise ValidationError(
+                _(
+                    "This file is %(size)s; an import takes at most %(limit)s. "
+                    "Split it into smaller files."
+                )
+                % {"size": filesizeformat(upload.size), "limit": filesizeformat(self.max_bytes)},
+                code="too_large",
+            )
+        return upload
+
+
+def read_error_message(error: Exception, format_title: str) -> str:
+    """What to tell staff when the chosen format cannot read the file (called for the import form)."""
+    if isinstance(error, UnicodeError):
+        return _(
+            "This file is not UTF-8 text, so it cannot be read as %(format)s. Save it as "
+            "“CSV UTF-8” (or choose the format it really is) and upload it again."
+        ) % {"format": format_title}
+    if isinstance(error, zipfile.BadZipFile) or type(error).__name__ == "InvalidFileException":
+        return _(
+            "This file is not an Excel workbook (.xlsx). Choose the format it really is, or save it "
+            "from your spreadsheet as .xlsx."
+        )
+    if isinstance(error, json.JSONDecodeError):
+        return _("This file is not valid JSON (line %(line)s): %(reason)s.") % {
+            "line": error.lineno,
+            "reason": error.msg,
+        }
+    return _(
+        "This file could not be read as %(format)s (%(error)s). Check that the format matches the file."
+    ) % {"format": format_title, "error": type(error).__name__}
+
+
+@dataclass(frozen=True, slots=True)
+class PreviewRow:
+    """One line of the import preview: what will happen to a row of the file, and why not if invalid."""
+
+    number: int
+    kind: str  # new | update | skip | deleted | invalid: the row's CSS class and label
+    label: str
+    errors: list[str] = field(default_factory=list)
+    cells: list[Any] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class ImportPreview:
+    """The preview of a dry run: every row in file order and the count of each kind."""
+
+    rows: list[PreviewRow]
+    counts: list[tuple[str, str, int]]  # (kind, label, count) for the summary line
+
+
+def _row_errors(error_dict: dict[str, list[str]]) -> list[str]:
+    return [
+        message if name == NON_FIELD_ERRORS else f"{name}: {message}"
+        for name, messages_ in error_dict.items()
+        for message in messages_
+    ]
+
+
+def import_preview(result: Any) -> ImportPreview:
+    """Every row of a dry run's ``Result``, in file order, with its errors.
+
+    ``LeadResource`` reports skipped rows too, so ``result.rows`` holds one entry per data row.
+    """
+    labels = {
+        "new": _("New"),
+        "update": _("Update"),
+        "skip": _("Unchanged"),
+        "deleted": _("Skipped: deleted from the CRM"),
+        "invalid": _("Invalid"),
+    }
+    invalid = {row.number: row for row in result.invalid_rows}
+    rows = []
+    for number, row_result in enumerate(result.rows, 1):
+        kind = _kind(row_result)
+        if number in invalid:
+            rows.append(
+                PreviewRow(
+                    number,
+                    kind,
+                    labels[kind],
+                    _row_errors(invalid[number].error_dict),
+                    list(invalid[number].values),
+                )
+            )
+        else:
+            rows.append(PreviewRow(number, kind, labels[kind], cells=list(row_result.diff or ())))
+    counts = [
+        (kind, label, sum(row.kind == kind for row in rows)) for kind, label in labels.items()
+    ]
+    return ImportPreview(rows=rows, counts=counts)
+
+
+def _kind(row_result: LeadRowResult) -> str:
+    if row_result.is_invalid():
+        return "invalid"
+    if getattr(row_result, "deleted_from_crm", False):
+        return "deleted"
+    return str(row_result.import_type)
+
+
+class LeadImportExportMixin(ImportExportMixin):  # type: ignore[misc]
+    """Import (CSV, XLSX, JSON) and export (CSV, XLSX) of leads for ``LeadAdmin``.
+
+    The buttons are rendered by the Lead changelist template (``import_export_change_list_template``),
+    which keeps crmify's summary bar and tools. django-import-export calls the hooks below from its
+    ``import_action`` (the dry run), ``process_import`` (confirm) and ``export_action``.
+    """
+
+    resource_classes = [LeadResource]
+    import_formats = [CSV, XLSX, JSON]
+    export_formats = [CSV, XLSX]
+    import_form_class = LeadImportForm
+    import_template_name = "admin/crmify/lead/import.html"
+    import_export_change_list_template = "admin/crmify/lead/change_list.html"
+    # Excel opens a CSV as UTF-8 only when it starts with a byte-order mark.
+    to_encoding = "utf-8-sig"
+    #: Largest file accepted for import, in bytes.
+    import_max_bytes = DEFAULT_IMPORT_MAX_BYTES
+
+    # -- permissions --------------------------------------------------------------------------------------
+
+    def has_import_permission(self, request: HttpRequest) -> bool:
+        """Add and change leads (an import does both), and ``IMPORT_EXPORT_IMPORT_PERMISSION_CODE``'s
+        permission when the site sets one."""
+        return bool(
+            self.has_add_permission(request)
+            and self.has_change_permission(request)
+            and super().has_import_permission(request)
+        )
+
+    def has_export_permission(self, request: HttpRequest) -> bool:
+        """View leads, and ``IMPORT_EXPORT_EXPORT_PERMISSION_CODE``'s permission when the site sets one."""
+        return bool(self.has_view_permission(request) and super().has_export_permission(request))
+
+    # -- the dry run --------------------------------------------------------------------------------------
+
+    def get_import_form_kwargs(self, request: HttpRequest) -> dict[str, Any]:
+        return {**super().get_import_form_kwargs(request), "max_bytes": self.import_max_bytes}
+
+    def get_import_data_kwargs(self, **kwargs: Any) -> dict[str, Any]:
+        # At confirm, a row that became invalid since the preview rolls the whole import back.
+        return {**super().get_import_data_kwargs(**kwargs), "rollback_on_validation_errors": True}
+
+    def add_data_read_fail_error_to_form(self, form: Any, error: Exception) -> None:
+        formats = self.get_import_formats()
+        title = formats[int(form.cleaned_data["format"])]().get_title()
+        form.add_error("import_file", read_error_message(error, str(title).upper()))
+
+    def get_import_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        return {
+            **super().get_import_context_data(**kwargs),
+            "crmify_import_help": import_help(),
+            "crmify_import_max_bytes": self.import_max_bytes,
+        }
+
+    def import_action(self, request: HttpRequest, **kwargs: Any) -> HttpResponse:
+        """django-import-export's first step, with every row of its dry run in the preview.
+
+        An upload that cannot be confirmed is deleted from the temporary storage at once: it holds
+        people's details, and no confirm step will come to remove it.
+        """
+        response: HttpResponse = super().import_action(request, **kwargs)
+        context = getattr(response, "context_data", None)
+        if not context or context.get("result") is None:
+            return response
+        context["crmify_import"] = import_preview(context["result"])
+        if "confirm_form" not in context:
+            self._discard_upload(context["form"])
+        return response
+
+    def _discard_upload(self, form: Any) -> None:
+        upload = getattr(form, "cleaned_data", {}).get("import_file")
+        name = getattr(upload, "tmp_storage_name", None)
+        if name is None:
+            return
+        storage = self.get_tmp_storage_class()(name=os.path.basename(name))
+        with contextlib.suppress(OSError):  # already gone: nothing to clean
+            storage.remove()
+
+    # -- confirm --------------------------------------------------------------------------------------
+
+    def process_result(self, result: Any, request: HttpRequest) -> HttpResponse:
+        """After confirm: report the counts, or that nothing was imported when the run was rolled back."""
+        if result.has_errors() or result.has_validation_errors():
+            count = len(result.invalid_rows) + len(result.error_rows)
+            messages.error(
+                request,
+                ngettext(
+                    "Nothing was imported: %(count)s row is invalid now (the file or the leads "
+                    "changed since the preview). Import the file again to see why.",
+                    "Nothing was imported: %(count)s rows are invalid now (the file or the leads "
+                    "changed since the preview). Import the file again to see why.",
+                    count,
+                )
+                % {"count": count},
+            )
+            opts = self.opts
+            return HttpResponseRedirect(
+                reverse(f"{self.admin_site.name}:{opts.app_label}_{opts.model_name}_import")
+            )
+        response: HttpResponse = super().process_result(result, request)
+        return response
+
+    def add_success_message(self, result: Any, request: HttpRequest) -> None:
+        preview = import_preview(result)
+        counts = {kind: count for kind, _label, count in preview.counts}
+        messages.success(
+            request,
+            _(
+                "Import finished: %(new)s new and %(update)s updated leads queued for the CRM; "
+                "%(skip)s unchanged and %(deleted)s deleted from the CRM skipped."
+            )
+            % counts,
+        )

@@ -1,0 +1,313 @@
+"""Leads to and from files: the django-import-export resource behind the Lead admin's Import and Export.
+
+``LeadResource`` is used by ``crmify.admin.import_export.LeadImportExportMixin`` (and may be used by a
+site's own scripts: ``LeadResource().import_data(dataset, dry_run=True)``). Rows are matched to leads by
+e-mail, compared case-insensitively; every row is checked before anything is applied; saving goes through
+the engine (:func:`crmify.tracking.save_if_changed`), so a new or changed lead is fingerprinted and queued
+with the import's transaction, and a dry run, which django-import-export rolls back, queues nothing.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+from django.db import models
+from django.db.models.functions import Lower, Trim
+from django.utils.translation import gettext as _
+from import_export import fields, resources, widgets
+from import_export.results import RowResult
+
+from crmify.conf import crmify_settings
+from crmify.models import MAPPABLE_FIELDS, Lead
+from crmify.tracking import save_if_changed
+
+#: The columns an import reads, in the order an export writes them: every field a mapper may fill.
+IMPORT_COLUMNS: tuple[str, ...] = (
+    "email",
+    *(name for name in MAPPABLE_FIELDS if name != "email"),
+)
+#: Columns an export adds after :data:`IMPORT_COLUMNS`; an import ignores them (the engine owns them).
+EXPORT_ONLY_COLUMNS: tuple[str, ...] = ("sync_state", "crm_id", "last_error", "last_synced_at")
+
+#: What a spreadsheet runs as a formula when a cell starts with it (OWASP "CSV injection").
+FORMULA_TRIGGERS: tuple[str, ...] = ("=", "+", "-", "@", "\t", "\r")
+#: Put before such a cell on export so it reads as text; taken off again on import.
+FORMULA_ESCAPE = "'"
+
+#: E-mails looked up per query when an import loads the leads it matches (well under SQLite's limit).
+LOOKUP_CHUNK = 500
+
+
+def escape_formula(value: Any) -> Any:
+    """``value`` as a spreadsheet shows it as text: a string that would run as a formula gets a ``'``."""
+    if isinstance(value, str) and value.startswith(FORMULA_TRIGGERS):
+        return FORMULA_ESCAPE + value
+    return value
+
+
+def clean_text(value: Any) -> str:
+    """A cell as text: stripped, empty for a blank cell, without the ``'`` an export put before a formula
+    trigger (so an exported file imports back as it was)."""
+    text = "" if value is None else str(value).strip()
+    if text.startswith(FORMULA_ESCAPE) and text[1:].startswith(FORMULA_TRIGGERS):
+        return text[1:]
+    return text
+
+
+def email_key(value: Any) -> str:
+    """The form in which e-mails are compared: stripped and lower-case."""
+    return clean_text(value).lower()
+
+
+def known_statuses() -> dict[str, str]:
+    """Statuses an import accepts, by their case-folded spelling: the three ``CRMIFY`` statuses and every
+    status a lead already has (a CRM's own statuses arrive that way). One query."""
+    configured = (
+        crmify_settings.LEAD_NEW_STATUS,
+        crmify_settings.LEAD_CONVERTED_STATUS,
+        crmify_settings.LEAD_DEAD_STATUS,
+    )
+    used = Lead.objects.exclude(status="").values_list("status", flat=True).distinct()
+    # The configured spelling wins over a variant some lead was given.
+    return {status.casefold(): status for status in (*used, *configured)}
+
+
+def leads_by_email(keys: Iterable[str]) -> dict[str, list[Lead]]:
+    """The leads whose e-mail matches one of ``keys`` (see :func:`email_key`), oldest first.
+
+    One query per :data:`LOOKUP_CHUNK` e-mails, instead of one per row.
+    """
+    wanted = sorted(set(keys) - {""})
+    found: dict[str, list[Lead]] = defaultdict(list)
+    for start in range(0, len(wanted), LOOKUP_CHUNK):
+        chunk = wanted[start : start + LOOKUP_CHUNK]
+        queryset = (
+            Lead.objects.annotate(email_key=Lower(Trim("email")))
+            .filter(email_key__in=chunk)
+            .order_by("pk")
+        )
+        for lead in queryset:
+            found[lead.email_key].append(lead)
+    return found
+
+
+class TextWidget(widgets.CharWidget):  # type: ignore[misc]
+    """Text cells through :func:`clean_text` on import, :func:`escape_formula` on export."""
+
+    def clean(self, value: Any, row: Any = None, **kwargs: Any) -> str:
+        return clean_text(value)
+
+
+class LeadRowResult(RowResult):  # type: ignore[misc]
+    """A row's result, telling a tombstone apart from an unchanged row (both are skipped)."""
+
+    #: The row matched a lead deleted from the CRM: an import does not bring it back.
+    deleted_from_crm = False
+
+
+class LeadResource(resources.ModelResource):  # type: ignore[misc]
+    """Import and export of leads, matched by e-mail.
+
+    Per-row checks (an invalid row is listed with its errors and stops the whole import):
+
+    - ``email`` is required and must be a valid address; it appears once per file and matches at most
+      one live lead (compared stripped and case-insensitively; the lead keeps its own spelling);
+    - ``status``, when given, is ``LEAD_NEW_STATUS``, ``LEAD_CONVERTED_STATUS``, ``LEAD_DEAD_STATUS`` or
+      a status some lead already has (any case; stored in the known spelling). A blank status keeps the
+      lead's, and a new lead starts at ``LEAD_NEW_STATUS``;
+    - no value is longer than its field allows.
+
+    Only the columns present in the file are written. Unchanged rows and leads deleted from the CRM
+    (tombstones) are skipped and reported.
+    """
+
+    sync_state = fields.Field(attribute="sync_state", column_name="sync_state", readonly=True)
+    crm_id = fields.Field(attribute="external_id", column_name="crm_id", readonly=True)
+    last_error = fields.Field(attribute="last_error", column_name="last_error", readonly=True)
+    last_synced_at = fields.Field(
+        attribute="last_synced_at",
+        column_name="last_synced_at",
+        readonly=True,
+        widget=widgets.DateTimeWidget(),
+    )
+
+    class Meta:
+        model = Lead
+        fields = (*IMPORT_COLUMNS, *EXPORT_ONLY_COLUMNS)
+        export_order = fields
+        import_id_fields = ("email",)
+        skip_unchanged = True
+        report_skipped = True
+        # The confirmed import is one transaction (and its queued syncs commit with it) whatever the
+        # site's IMPORT_EXPORT_USE_TRANSACTIONS says; the dry run needs one to roll back into.
+        use_transactions = True
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._leads: dict[str, list[Lead]] = {}
+        self._statuses: dict[str, str] = {}
+        self._first_row_of: dict[str, int] = {}
+        self._tombstones: set[int] = set()
+
+    @classmethod
+    def get_row_result_class(cls) -> type[LeadRowResult]:
+        return LeadRowResult
+
+    @classmethod
+    def widget_from_django_field(cls, f: models.Field[Any, Any], default: Any = None) -> Any:
+        if isinstance(f, (models.CharField, models.TextField)):
+            return TextWidget
+        return super().widget_from_django_field(f, default or widgets.Widget)
+
+    def get_import_fields(self) -> list[fields.Field]:
+        """The columns an import reads: the export-only ones are left out of the checks and the preview."""
+        return [field for field in super().get_import_fields() if not field.readonly]
+
+    # -- import: once per file --------------------------------------------------------------------------
+
+    def before_import(self, dataset: Any, **kwargs: Any) -> None:
+        """Tidy the file (header case, blank lines), then load what every row is checked against: the
+        leads its e-mails match and the known statuses, in a few queries for the whole file."""
+        dataset.headers = [clean_text(header).lower() for header in dataset.headers or ()]
+        # Spreadsheets keep trailing blank lines; they are not rows anyone meant to import.
+        for index in reversed(range(len(dataset))):
+            if not any(clean_text(value) for value in dataset[index]):
+                del dataset[index]
+        emails = dataset["email"] if "email" in dataset.headers else ()
+        self._leads = leads_by_email(email_key(email) for email in emails)
+        self._statuses = known_statuses()
+        self._first_row_of = {}
+        self._tombstones = set()
+
+    # -- import: each row --------------------------------------------------------------------------------
+
+    def before_import_row(self, row: dict[str, Any], **kwargs: Any) -> None:
+        """Refuse a second row for the same e-mail: which of the two should win is the file's to say."""
+        key = email_key(row.get("email"))
+        if not key:
+            return
+        number = kwargs.get("row_number", 0)
+        first = self._first_row_of.setdefault(key, number)
+        if first != number:
+            raise ValidationError(
+                {"email": _("Row %(row)s of this file has the same e-mail.") % {"row": first}}
+            )
+
+    def get_instance(self, instance_loader: Any, row: dict[str, Any]) -> Lead | None:
+        """The lead with the row's e-mail, from the leads :meth:`before_import` loaded.
+
+        A live lead wins over tombstones; two live leads with the e-mail make the row invalid rather
+        than update one of them at random.
+        """
+        matches = self._leads.get(email_key(row.get("email")), [])
+        live = [lead for lead in matches if not lead.tombstone]
+        if len(live) > 1:
+            raise ValidationError(
+                {
+                    "email": _(
+                        "%(count)s leads have this e-mail (ids %(ids)s): merge them in the admin first."
+                    )
+                    % {"count": len(live), "ids": ", ".join(str(lead.pk) for lead in live)}
+                }
+            )
+        chosen = live or matches
+        return chosen[0] if chosen else None
+
+    def init_instance(self, row: dict[str, Any] | None = None) -> Lead:
+        """A new lead: no source row (``source_type`` stays NULL), at ``LEAD_NEW_STATUS``."""
+        return Lead(status=crmify_settings.LEAD_NEW_STATUS)
+
+    def import_field(
+        self,
+        field: fields.Field,
+        instance: Lead,
+        row: dict[str, Any],
+        is_m2m: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        """Set one column on the lead; a ``ValueError`` becomes that column's error in the preview."""
+        if field.column_name not in row or field.attribute not in ("email", "status"):
+            super().import_field(field, instance, row, is_m2m, **kwargs)
+        elif field.attribute == "email":
+            self._import_email(instance, field.clean(row))
+        else:
+            self._import_status(instance, field.clean(row))
+
+    def _import_email(self, lead: Lead, value: str) -> None:
+        key = email_key(value)
+        if not key:
+            raise ValueError(_("An e-mail address is required: leads are matched by it."))
+        try:
+            validate_email(key)
+        except ValidationError:
+            message = _("“%(email)s” is not a valid e-mail address.") % {"email": value}
+            raise ValueError(message) from None
+        # A matched lead keeps its own spelling: re-casing it would send an update for nothing.
+        if email_key(lead.email) != key:
+            lead.email = key
+
+    def _import_status(self, lead: Lead, value: str) -> None:
+        if not value:
+            return  # a blank cell keeps the lead's status (LEAD_NEW_STATUS for a new lead)
+        status = self._statuses.get(value.casefold())
+        if status is None:
+            raise ValueError(
+                _("Unknown status “%(status)s”: use one of %(known)s.")
+                % {"status": value, "known": ", ".join(sorted(set(self._statuses.values())))}
+            )
+        lead.status = status
+
+    def skip_row(
+        self,
+        instance: Lead,
+        original: Lead,
+        row: dict[str, Any],
+        import_validation_errors: dict[str, Any] | None = None,
+    ) -> bool:
+        """Skip an unchanged row (django-import-export's ``skip_unchanged``) and any tombstone."""
+        if instance.pk is not None and instance.tombstone:
+            self._tombstones.add(instance.pk)
+            return True
+        return bool(super().skip_row(instance, original, row, import_validation_errors))
+
+    def validate_instance(
+        self,
+        instance: Lead,
+        import_validation_errors: dict[str, Any] | None = None,
+        validate_unique: bool = True,
+    ) -> None:
+        """Add the model's own field checks (``max_length``) to the row's errors and raise them together.
+
+        Only the imported columns are checked, and no uniqueness query is made: leads imported here have
+        no source row, and the e-mail's uniqueness was checked against the file and the loaded leads.
+        """
+        errors = dict(import_validation_errors or {})
+        imported = {field.attribute for field in self.get_import_fields()} - set(errors)
+        exclude = [field.name for field in Lead._meta.fields if field.name not in imported]
+        try:
+            instance.clean_fields(exclude=exclude)
+        except ValidationError as exc:
+            errors = exc.update_error_dict(errors)
+        if errors:
+            raise ValidationError(errors)
+
+    def do_instance_save(self, instance: Lead, is_create: bool) -> None:
+        """Save through the engine: fingerprint the lead and queue it with the import's transaction."""
+        save_if_changed(instance, using=self.get_db_connection_name())
+
+    def after_import_row(
+        self, row: dict[str, Any], row_result: LeadRowResult, **kwargs: Any
+    ) -> None:
+        row_result.deleted_from_crm = row_result.is_skip() and (
+            row_result.object_id in self._tombstones
+        )
+
+    # -- export ------------------------------------------------------------------------------------------
+
+    def export_field(self, field: fields.Field, instance: Lead, **kwargs: Any) -> Any:
+        """Every exported cell, escaped so that a spreadsheet shows it rather than runs it."""
+        return escape_formula(super().export_field(field, instance, **kwargs))

@@ -1,0 +1,418 @@
+"""The backfill's admin pages with the Django test client: the permission on every page, the dry run's
+figures against the sandbox over real HTTP (writing nothing), confirm, the self-refreshing progress page,
+cancel and resume.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from django.contrib import admin
+from django.contrib.auth.models import Permission, User
+from django.contrib.messages import get_messages
+from django.core.cache import cache
+from django.test import Client, RequestFactory
+from django.urls import reverse
+
+from crmify import backfill
+from crmify.admin import LeadAdmin
+from crmify.admin.backfill import backfill_changelist_context, sign_plan
+from crmify.backfill import BackfillOptions
+from crmify.models import BackfillRun, Lead, LedgerEntry
+from crmify.sandbox import SandboxServer
+from tests.admin_fixtures import crmify_for, login, people
+from tests.factories import make_user
+
+__all__ = ["login", "people"]  # fixtures, imported for pytest
+
+pytestmark = pytest.mark.django_db
+
+Login = Callable[[str], Client]
+OLD = datetime(2020, 6, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def quiet(configure: Callable[..., None]) -> None:
+    """The locmem CRM; saved users get no lead by themselves (a site before its backfill)."""
+    configure(AUTO_SYNC=False)
+
+
+@pytest.fixture
+def crm(sandbox: SandboxServer, configure: Callable[..., None]) -> Iterator[SandboxServer]:
+    """The sandbox over real HTTP as the CRM, without its per-second limit; no lead by itself."""
+    sandbox.set_faults(requests_per_second=None)
+    cache.clear()
+    options = {"API_URL": sandbox.url, "TIMEOUT": 5, "REQUESTS_PER_SECOND": 1000}
+    configure(**crmify_for(sandbox, BACKEND_OPTIONS=options), AUTO_SYNC=False)
+    yield sandbox
+    cache.clear()
+
+
+@pytest.fixture
+def backfiller(people: dict[str, User], login: Login) -> Client:
+    """Staff holding ``crmify.run_backfill`` and nothing else, logged in."""
+    user = User.objects.create_user("backfiller", "backfiller@example.com", None, is_staff=True)
+    user.user_permissions.set(
+        Permission.objects.filter(content_type__app_label="crmify", codename="run_backfill")
+    )
+    people["backfiller"] = user
+    return login("backfiller")
+
+
+def options_url() -> str:
+    return reverse("admin:crmify_lead_backfill")
+
+
+def run_url(run: BackfillRun, page: str = "run") -> str:
+    """The run's progress page, or its ``cancel`` or ``resume`` endpoint."""
+    return reverse(f"admin:crmify_lead_backfill_{page}", args=[run.pk])
+
+
+def figures(response: Any) -> dict[str, str]:
+    """The ``label: value`` rows of a page's figure tables, as text."""
+    rows = re.findall(
+        r'<tr><th scope="row">(.*?)</th><td>(.*?)</td></tr>', response.content.decode(), re.S
+    )
+    return {
+        html.unescape(label): html.unescape(re.sub(r"<.*?>", "", value)) for label, value in rows
+    }
+
+
+def confirm_data(response: Any) -> dict[str, str]:
+    """The hidden fields of the dry run's "Start backfill" form: what pressing it posts."""
+    form = re.search(
+        r'<form[^>]*class="crmify-backfill-confirm">(.*?)</form>', response.content.decode(), re.S
+    )
+    assert form is not None
+    fields = re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', form.group(1))
+    return {name: html.unescape(value) for name, value in fields if name != "csrfmiddlewaretoken"}
+
+
+def texts(response: Any) -> list[str]:
+    return [str(message) for message in get_messages(response.wsgi_request)]
+
+
+def start_run(user: User, **options: Any) -> BackfillRun:
+    """A run as the confirm starts it, its first chunk not yet done (no commit in a test)."""
+    return backfill.start(BackfillOptions(**options), user=user)
+
+
+def refreshes(response: Any) -> bool:
+    return '<meta http-equiv="refresh"' in response.content.decode()
+
+
+# -- permission and protection -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "page"),
+    [
+        ("get", "options"),
+        ("post", "dry_run"),
+        ("post", "confirm"),
+        ("get", "run"),
+        ("post", "cancel"),
+        ("post", "resume"),
+    ],
+)
+def test_staff_without_the_backfill_permission_get_403_on_every_page(
+    login: Login, people: dict[str, User], quiet: None, method: str, page: str
+) -> None:
+    run = start_run(people["root"], batch_size=1)
+    url = {
+        "options": options_url(),
+        "dry_run": options_url(),
+        "confirm": options_url(),
+        "run": run_url(run),
+        "cancel": run_url(run, "cancel"),
+        "resume": run_url(run, "resume"),
+    }[page]
+    data = {"batch_size": "1", **({"confirm": "yes"} if page == "confirm" else {})}
+    client = login("syncer")  # may sync leads, may not backfill
+    response = client.get(url) if method == "get" else client.post(url, data)
+    assert response.status_code == 403
+    assert list(BackfillRun.objects.values_list("pk", "state")) == [(run.pk, run.state)]
+    assert not Lead.objects.exists()
+
+
+def test_anonymous_visitors_are_sent_to_the_login(client: Client, quiet: None) -> None:
+    run = start_run(make_user())
+    for url in (options_url(), run_url(run)):
+        response = client.get(url)
+        assert response.status_code == 302 and "/login/" in response["Location"]
+
+
+def test_every_post_is_csrf_protected(people: dict[str, User], quiet: None) -> None:
+    run = start_run(people["root"])
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(people["root"])
+    for url in (options_url(), run_url(run, "cancel"), run_url(run, "resume")):
+        assert client.post(url, {"batch_size": "5", "confirm": "yes"}).status_code == 403
+    run.refresh_from_db()
+    assert BackfillRun.objects.count() == 1 and run.state == BackfillRun.State.PENDING
+
+
+def test_cancel_and_resume_refuse_a_get(login: Login, people: dict[str, User], quiet: None) -> None:
+    run = start_run(people["root"])
+    client = login("root")
+    assert client.get(run_url(run, "cancel")).status_code == 405
+    assert client.get(run_url(run, "resume")).status_code == 405
+    run.refresh_from_db()
+    assert run.state == BackfillRun.State.PENDING
+
+
+def test_changelist_link_is_named_after_the_lead_model_and_needs_the_permission(
+    people: dict[str, User], backfiller: Client
+) -> None:
+    model_admin = admin.site._registry[Lead]
+    assert isinstance(model_admin, LeadAdmin)
+    request = RequestFactory().get("/")
+    request.user = people["backfiller"]
+    assert backfill_changelist_context(model_admin, request) == {
+        "crmify_backfill_url": options_url(),
+        "crmify_backfill_label": "Backfill from users",
+    }
+    request.user = people["syncer"]
+    assert backfill_changelist_context(model_admin, request)["crmify_backfill_url"] is None
+    boss = Client()
+    boss.force_login(User.objects.create_superuser("boss", "boss@example.com", "x"))
+    changelist = boss.get(reverse("admin:crmify_lead_changelist"))
+    assert f'href="{options_url()}">Backfill from users</a>' in changelist.content.decode()
+
+
+# -- options and dry run -----------------------------------------------------------------------------
+
+
+def test_options_page_offers_the_options_and_links_recent_runs(
+    backfiller: Client, people: dict[str, User], quiet: None
+) -> None:
+    runs = [start_run(people["root"]) for _ in range(2)]
+    response = backfiller.get(options_url())
+    content = response.content.decode()
+    assert response.status_code == 200
+    assert "<title>Backfill from users" in content
+    assert 'name="batch_size" value="1000"' in content
+    assert 'name="joined_after"' in content and 'type="date"' in content
+    assert 'name="only_missing"' in content
+    for run in runs:
+        assert f'href="{run_url(run)}"' in content
+    assert "/admin/crmify/lead/" in content  # the breadcrumb back to the changelist
+
+
+def test_dry_run_shows_the_plan_figures_and_writes_nothing(
+    backfiller: Client, crm: SandboxServer
+) -> None:
+    new = [make_user(date_joined=OLD) for _ in range(4)]
+    make_user(date_joined=OLD.replace(year=2022))  # joined after the filter's day: not scanned
+    crm.add_lead({"FIRST_NAME": "Already", "LAST_NAME": "There", "EMAIL": new[0].email.upper()})
+    for n in range(600):
+        crm.add_lead({"FIRST_NAME": "Other", "LAST_NAME": str(n), "EMAIL": f"o{n}@example.org"})
+
+    response = backfiller.post(options_url(), {"batch_size": "3", "joined_before": "2021-01-01"})
+
+    assert response.status_code == 200
+    shown = figures(response)
+    assert shown["Rows scanned"] == "4"
+    assert (shown["Leads to create"], shown["Leads to update"], shown["Unchanged"]) == (
+        "4",
+        "0",
+        "0",
+    )
+    assert shown["Skipped (deleted from the CRM)"] == "0"
+    assert shown["Already in the CRM by e-mail"] == "1 (listed 601 CRM leads in 2 calls)"
+    assert shown["API calls the run will make"] == "6"  # two listing calls, one per new lead
+    assert shown["CRM quota remaining today"] == "39,998 of 40,000"
+    assert shown["Days of quota needed"] == "under 0.01"
+    assert shown["Estimated duration"] == "1s at 1000 requests/s"
+    assert "Start backfill" in response.content.decode()
+    assert crm.api_key not in response.content.decode()
+    # Nothing written, only the listing sent.
+    assert not BackfillRun.objects.exists()
+    assert not Lead.objects.exists() and not LedgerEntry.objects.exists()
+    assert crm.stats()["requests"] == {"GET /Leads": {"200": 2}}
+
+
+def test_invalid_options_are_refused_before_any_crm_call(
+    backfiller: Client, crm: SandboxServer
+) -> None:
+    response = backfiller.post(
+        options_url(),
+        {"batch_size": "0", "joined_after": "2021-01-01", "joined_before": "2020-01-01"},
+    )
+    content = response.content.decode()
+    assert response.status_code == 200 and "Start backfill" not in content
+    assert "Ensure this value is greater than or equal to 1." in content
+    assert "Choose a day after" in content
+    assert crm.stats()["requests"] == {}
+
+
+def test_a_failed_listing_shows_the_crms_message_without_the_api_key(
+    backfiller: Client, crm: SandboxServer, configure: Callable[..., None]
+) -> None:
+    configure(BACKEND_AUTH={"API_KEY": "not-the-sandbox-key-1234"})
+    response = backfiller.post(options_url(), {"batch_size": "10"})
+    content = response.content.decode()
+    assert response.status_code == 200 and "Start backfill" not in content
+    assert "The CRM could not be listed:" in content
+    assert "not-the-sandbox-key-1234" not in content
+    assert not BackfillRun.objects.exists()
+
+
+# -- confirm -----------------------------------------------------------------------------------------
+
+
+def test_confirm_starts_a_run_keeping_the_dry_run_and_redirects_to_its_progress(
+    backfiller: Client, people: dict[str, User], crm: SandboxServer
+) -> None:
+    for _ in range(3):
+        make_user(date_joined=OLD)
+    dry_run = backfiller.post(
+        options_url(), {"batch_size": "2", "only_missing": "on", "joined_before": "2021-01-01"}
+    )
+    listed = crm.stats()["requests"]
+
+    response = backfiller.post(options_url(), confirm_data(dry_run))
+
+    run = BackfillRun.objects.get()
+    assert response.status_code == 302 and response["Location"] == run_url(run)
+    assert run.options == {
+        "batch_size": 2,
+        "only_missing": True,
+        "joined_after": None,
+        "joined_before": "2021-01-01",
+    }
+    assert (run.state, run.total_estimate, run.created_by) == (
+        BackfillRun.State.PENDING,
+        3,
+        people["backfiller"],
+    )
+    assert run.report is not None and run.report["to_create"] == 3
+    assert crm.stats()["requests"] == listed  # the confirm does not list the CRM again
+    assert texts(response) == [f"Backfill run {run.pk} started: 3 rows to scan."]
+
+
+def test_confirm_validates_the_options_again(backfiller: Client, quiet: None) -> None:
+    response = backfiller.post(options_url(), {"batch_size": "-5", "confirm": "yes"})
+    assert response.status_code == 200
+    assert "Ensure this value is greater than or equal to 1." in response.content.decode()
+    assert not BackfillRun.objects.exists()
+
+
+def test_confirm_keeps_no_report_signed_for_other_options(backfiller: Client, quiet: None) -> None:
+    other = backfill.plan(BackfillOptions(batch_size=7))
+    data = {"batch_size": "8", "plan": sign_plan(other), "confirm": "yes"}
+    assert backfiller.post(options_url(), data).status_code == 302
+    forged = {**data, "plan": "not-signed", "batch_size": "7"}
+    assert backfiller.post(options_url(), forged).status_code == 302
+    assert list(BackfillRun.objects.values_list("report", flat=True)) == [None, None]
+
+
+# -- progress, cancel, resume ------------------------------------------------------------------------
+
+
+def test_progress_page_refreshes_while_running_and_not_once_finished(
+    backfiller: Client, people: dict[str, User], quiet: None
+) -> None:
+    for _ in range(2):
+        make_user()
+    total = User.objects.count()  # the staff users are rows of LEAD_MODEL too
+    run = start_run(people["root"], batch_size=2)
+
+    pending = backfiller.get(run_url(run))
+    assert pending.status_code == 200 and refreshes(pending)
+    assert "waiting for the task worker" in pending.content.decode()
+    assert f'action="{run_url(run, "cancel")}"' in pending.content.decode()
+
+    backfill.run_chunk(run.pk, chain=False)
+    running = backfiller.get(run_url(run))
+    content = running.content.decode()
+    percent = 100 * 2 // total
+    assert refreshes(running) and "Running" in content
+    assert f'<progress id="crmify-backfill-progress" max="100" value="{percent}">' in content
+    assert f"{percent}% — 2 of about {total} rows" in content
+    assert figures(running)["Scanned"] == "2" and figures(running)["Created"] == "2"
+
+    while backfill.run_chunk(run.pk, chain=False).more:
+        pass
+    finished = backfiller.get(run_url(run))
+    content = finished.content.decode()
+    shown = figures(finished)
+    assert not refreshes(finished) and "Finished" in content
+    assert 'value="100">100%</progress>' in content
+    assert (shown["Scanned"], shown["Created"], shown["Updated"], shown["Failed"]) == (
+        str(total),
+        str(total),
+        "0",
+        "0",
+    )
+    assert "_cancel" not in content and "_resume" not in content
+
+
+def test_cancel_stops_a_run_and_resume_goes_on_from_its_checkpoint(
+    backfiller: Client,
+    people: dict[str, User],
+    quiet: None,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    for _ in range(3):
+        make_user()
+    total = User.objects.count()
+    run = start_run(people["root"], batch_size=2)
+    backfill.run_chunk(run.pk, chain=False)
+
+    cancelled = backfiller.post(run_url(run, "cancel"))
+    run.refresh_from_db()
+    assert cancelled.status_code == 302 and cancelled["Location"] == run_url(run)
+    assert run.state == BackfillRun.State.CANCELLED and run.scanned == 2
+    assert texts(cancelled) == [
+        f"Backfill run {run.pk} is cancelled; it stops after the chunk in progress."
+    ]
+    page = backfiller.get(run_url(run)).content.decode()
+    assert f'action="{run_url(run, "resume")}"' in page and "_cancel" not in page
+    assert '<meta http-equiv="refresh"' not in page
+
+    # Resuming queues the next chunk; the immediate Tasks backend does every chunk on commit.
+    with django_capture_on_commit_callbacks(execute=True):
+        resumed = backfiller.post(run_url(run, "resume"))
+    run.refresh_from_db()
+    assert resumed.status_code == 302
+    assert texts(resumed) == [f"Backfill run {run.pk} resumes after 2 of {total} rows."]
+    assert run.state == BackfillRun.State.FINISHED, run.last_error
+    assert (run.scanned, run.created) == (total, total)
+    assert Lead.objects.count() == total  # the first chunk's leads were not made twice
+
+
+def test_a_finished_run_can_be_neither_cancelled_nor_resumed(
+    backfiller: Client, people: dict[str, User], quiet: None
+) -> None:
+    run = start_run(people["root"])
+    backfill.run_chunk(run.pk, chain=False)
+    cancel = backfiller.post(run_url(run, "cancel"))
+    resume = backfiller.post(run_url(run, "resume"))
+    run.refresh_from_db()
+    assert run.state == BackfillRun.State.FINISHED
+    assert texts(cancel) == [f"Backfill run {run.pk} was not running (finished)."]
+    # The first message is still unread (the test follows no redirect): the resume's comes after it.
+    assert texts(resume)[-1] == f"Backfill run {run.pk} is finished: there is nothing to resume."
+
+
+def test_progress_page_shows_the_last_error_and_offers_resume_after_a_failure(
+    backfiller: Client, people: dict[str, User], quiet: None
+) -> None:
+    run = start_run(people["root"])
+    BackfillRun.objects.filter(pk=run.pk).update(
+        state=BackfillRun.State.FAILED, last_error="OperationalError: database is locked"
+    )
+    page = backfiller.get(run_url(run)).content.decode()
+    assert "Last error: OperationalError: database is locked" in page
+    assert f'action="{run_url(run, "resume")}"' in page
+    assert '<meta http-equiv="refresh"' not in page
+
+
+def test_unknown_run_is_404(backfiller: Client, quiet: None) -> None:
+    assert backfiller.get(reverse("admin:crmify_lead_backfill_run", args=[404])).status_code == 404
