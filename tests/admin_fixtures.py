@@ -4,18 +4,16 @@ sandbox as the configured CRM. Imported by ``tests/test_admin.py``."""
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import Permission, User
-from django.core.cache import cache
-from django.test import Client, override_settings
+from django.test import Client
 from django.utils import timezone
 
 from crmify.models import Lead, LedgerEntry
-from crmify.sandbox import SandboxServer
 
 _numbers = itertools.count(1)
 
@@ -91,24 +89,3 @@ def login(client: Client, people: dict[str, User]) -> Callable[[str], Client]:
         return client
 
     return as_user
-
-
-def crmify_for(sandbox: SandboxServer, **overrides: Any) -> dict[str, Any]:
-    """``CRMIFY`` pointing at the sandbox over real HTTP, as a site would point at Insightly."""
-    return {
-        "BACKEND": "crmify.backends.insightly.InsightlyBackend",
-        "BACKEND_AUTH": {"API_KEY": sandbox.api_key},
-        "BACKEND_OPTIONS": {"API_URL": sandbox.url, "TIMEOUT": 2},
-        "TASK_BACKEND": "immediate",
-        **overrides,
-    }
-
-
-@pytest.fixture
-def insightly(sandbox: SandboxServer) -> Iterator[SandboxServer]:
-    """The sandbox as the configured CRM, with a fresh quota and status cache."""
-    sandbox.set_faults(requests_per_second=None)
-    cache.clear()
-    with override_settings(CRMIFY=crmify_for(sandbox)):
-        yield sandbox
-    cache.clear()

@@ -7,8 +7,11 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from django.core.cache import cache
+from django.test import override_settings
 
 from crmify.backends import locmem
+from crmify.sandbox import SandboxServer
 from tests.doubles import Enqueued
 from tests.factories import PROFILE_SETTINGS
 
@@ -51,3 +54,53 @@ def enqueued(configure: Callable[..., None]) -> Iterator[Enqueued]:
     recorder.clear()
     yield recorder
     recorder.clear()
+
+
+# -- the sandbox as the CRM (real HTTP) ----------------------------------------------------------------
+
+#: Backend options for tests that make many calls: no waiting on the real API's pace.
+FAST_SANDBOX: dict[str, Any] = {"TIMEOUT": 5, "REQUESTS_PER_SECOND": 1000}
+
+
+def crmify_for(
+    sandbox: SandboxServer, *, api_key: str | None = None, **options: Any
+) -> dict[str, Any]:
+    """``CRMIFY`` pointing at the sandbox over real HTTP, as a site points at Insightly; keyword
+    ``options`` go to ``BACKEND_OPTIONS``."""
+    return {
+        "BACKEND": "crmify.backends.insightly.InsightlyBackend",
+        "BACKEND_AUTH": {"API_KEY": sandbox.api_key if api_key is None else api_key},
+        "BACKEND_OPTIONS": {"API_URL": sandbox.url, "TIMEOUT": 2, **options},
+        "TASK_BACKEND": "immediate",
+    }
+
+
+def calls(sandbox: SandboxServer, route: str) -> int:
+    """How many requests the sandbox answered on ``route`` (``"POST /Leads"``), whatever their status."""
+    return sum(sandbox.stats()["requests"].get(route, {}).values())
+
+
+@pytest.fixture
+def insightly(sandbox: SandboxServer) -> Iterator[SandboxServer]:
+    """The sandbox as the configured CRM, without its per-second limit unless a test turns it on."""
+    sandbox.set_faults(requests_per_second=None)
+    cache.clear()
+    with override_settings(CRMIFY=crmify_for(sandbox)):
+        yield sandbox
+    cache.clear()
+
+
+@pytest.fixture
+def quiet(configure: Callable[..., None]) -> None:
+    """The locmem CRM; saved users get no lead by themselves (a site before its backfill)."""
+    configure(AUTO_SYNC=False)
+
+
+@pytest.fixture
+def crm(sandbox: SandboxServer, configure: Callable[..., None]) -> Iterator[SandboxServer]:
+    """The sandbox as the CRM, without its per-second limit; users saved here get no lead by themselves."""
+    sandbox.set_faults(requests_per_second=None)
+    cache.clear()
+    configure(**crmify_for(sandbox, **FAST_SANDBOX), AUTO_SYNC=False)
+    yield sandbox
+    cache.clear()

@@ -21,10 +21,11 @@ from crmify.backends import locmem
 from crmify.models import Lead, LedgerEntry, SyncState
 from crmify.ratelimit import QuotaTracker
 from crmify.sandbox import SandboxServer
-from tests.admin_fixtures import crmify_for, insightly, login, make_lead, make_ledger, people
+from tests.admin_fixtures import login, make_lead, make_ledger, people
+from tests.conftest import crmify_for
 from tests.factories import lead_of, make_user
 
-__all__ = ["insightly", "login", "people"]  # fixtures, imported for pytest
+__all__ = ["login", "people"]  # fixtures, imported for pytest
 
 pytestmark = pytest.mark.django_db
 
@@ -466,7 +467,7 @@ def test_compare_shows_why_the_fetch_failed(login: Login, sandbox: SandboxServer
 
     lead = make_lead(external_id="123", sync_state=SyncState.SYNCED)
     cache.clear()
-    with override_settings(CRMIFY=crmify_for(sandbox, BACKEND_AUTH={"API_KEY": "wrong-key-0123"})):
+    with override_settings(CRMIFY=crmify_for(sandbox, api_key="wrong-key-0123")):
         html = login("root").post(compare_url(lead)).content.decode()
     cache.clear()
     assert "record could not be fetched" in html and "rejected the API key" in html

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,7 +15,6 @@ import pytest
 from django.contrib import admin
 from django.contrib.auth.models import Permission, User
 from django.contrib.messages import get_messages
-from django.core.cache import cache
 from django.test import Client, RequestFactory
 from django.urls import reverse
 
@@ -25,7 +24,7 @@ from crmify.admin.backfill import backfill_changelist_context, sign_plan
 from crmify.backfill import BackfillOptions
 from crmify.models import BackfillRun, Lead, LedgerEntry
 from crmify.sandbox import SandboxServer
-from tests.admin_fixtures import crmify_for, login, people
+from tests.admin_fixtures import login, people
 from tests.factories import make_user
 
 __all__ = ["login", "people"]  # fixtures, imported for pytest
@@ -34,23 +33,6 @@ pytestmark = pytest.mark.django_db
 
 Login = Callable[[str], Client]
 OLD = datetime(2020, 6, 1, tzinfo=UTC)
-
-
-@pytest.fixture
-def quiet(configure: Callable[..., None]) -> None:
-    """The locmem CRM; saved users get no lead by themselves (a site before its backfill)."""
-    configure(AUTO_SYNC=False)
-
-
-@pytest.fixture
-def crm(sandbox: SandboxServer, configure: Callable[..., None]) -> Iterator[SandboxServer]:
-    """The sandbox over real HTTP as the CRM, without its per-second limit; no lead by itself."""
-    sandbox.set_faults(requests_per_second=None)
-    cache.clear()
-    options = {"API_URL": sandbox.url, "TIMEOUT": 5, "REQUESTS_PER_SECOND": 1000}
-    configure(**crmify_for(sandbox, BACKEND_OPTIONS=options), AUTO_SYNC=False)
-    yield sandbox
-    cache.clear()
 
 
 @pytest.fixture

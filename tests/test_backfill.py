@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from io import StringIO
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
-from django.core.cache import cache
 from django.core.management import CommandError, call_command
 
 from crmify import backfill
@@ -21,41 +20,11 @@ from crmify.backfill import BackfillOptions, BackfillOptionsError
 from crmify.models import BackfillRun, Lead, LedgerEntry, SyncState
 from crmify.sandbox import SandboxServer
 from crmify.tracking import track
+from tests.conftest import FAST_SANDBOX, calls, crmify_for
 from tests.factories import lead_of, make_user
 from tests.test_db_worker import start_worker
 
 pytestmark = pytest.mark.django_db
-
-INSIGHTLY = "crmify.backends.insightly.InsightlyBackend"
-
-
-def sandbox_crmify(sandbox: SandboxServer) -> dict[str, Any]:
-    """``CRMIFY`` keys making the sandbox the CRM (for this process and for a worker process)."""
-    return {
-        "BACKEND": INSIGHTLY,
-        "BACKEND_AUTH": {"API_KEY": sandbox.api_key},
-        "BACKEND_OPTIONS": {"API_URL": sandbox.url, "TIMEOUT": 5, "REQUESTS_PER_SECOND": 1000},
-    }
-
-
-@pytest.fixture
-def crm(sandbox: SandboxServer, configure: Callable[..., None]) -> Iterator[SandboxServer]:
-    """The sandbox as the CRM, without its per-second limit; users saved here get no lead by themselves."""
-    sandbox.set_faults(requests_per_second=None)
-    cache.clear()
-    configure(**sandbox_crmify(sandbox), AUTO_SYNC=False)
-    yield sandbox
-    cache.clear()
-
-
-@pytest.fixture
-def quiet(configure: Callable[..., None]) -> None:
-    """The locmem CRM; users saved here get no lead by themselves (as on a site before crmify)."""
-    configure(AUTO_SYNC=False)
-
-
-def calls(sandbox: SandboxServer, route: str) -> int:
-    return sum(sandbox.stats()["requests"].get(route, {}).values())
 
 
 def seed_crm(sandbox: SandboxServer, *emails: str) -> None:
@@ -272,7 +241,7 @@ def test_a_run_through_db_worker_syncs_every_lead_once(
     seed_crm(crm, users[3].email, users[17].email)
 
     run = backfill.start(BackfillOptions(batch_size=10))
-    worker = start_worker({**sandbox_crmify(crm), "TASK_BACKEND": "default"})
+    worker = start_worker({**crmify_for(crm, **FAST_SANDBOX), "TASK_BACKEND": "default"})
     output = worker.communicate(timeout=120)[0]
     assert worker.returncode == 0, output
 
@@ -294,7 +263,7 @@ def test_a_worker_killed_mid_chunk_resumes_from_its_checkpoint(
     users = [make_user() for _ in range(14)]
     users.append(make_user(email="crash@example.com"))  # the 15th row: in the second chunk
     users += [make_user() for _ in range(10)]
-    worker_settings = {**sandbox_crmify(crm), "TASK_BACKEND": "default"}
+    worker_settings = {**crmify_for(crm, **FAST_SANDBOX), "TASK_BACKEND": "default"}
 
     run = backfill.start(BackfillOptions(batch_size=10))
     doomed = start_worker(

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import requests
 from django.contrib.auth.models import User
-from django.core.cache import cache
 from django.core.management import CommandError, call_command
 from django.test import override_settings
 from django.utils import timezone
@@ -18,29 +16,10 @@ from crmify import api
 from crmify.backends import get_backend
 from crmify.backends.http import error_message
 from crmify.models import Lead, LedgerEntry, SyncState
-from crmify.sandbox import SandboxServer
 from crmify.worker import process_lead
+from tests.conftest import calls, crmify_for
 
 pytestmark = pytest.mark.django_db
-
-
-def crmify_for(sandbox: SandboxServer, **options: Any) -> dict[str, Any]:
-    return {
-        "BACKEND": "crmify.backends.insightly.InsightlyBackend",
-        "BACKEND_AUTH": {"API_KEY": options.pop("api_key", sandbox.api_key)},
-        "BACKEND_OPTIONS": {"API_URL": sandbox.url, "TIMEOUT": 2, **options},
-        "TASK_BACKEND": "immediate",
-    }
-
-
-@pytest.fixture
-def insightly(sandbox: SandboxServer) -> Iterator[SandboxServer]:
-    """The sandbox as the configured CRM, without its per-second limit unless a test turns it on."""
-    sandbox.set_faults(requests_per_second=None)
-    cache.clear()
-    with override_settings(CRMIFY=crmify_for(sandbox)):
-        yield sandbox
-    cache.clear()
 
 
 def sign_up(django_capture_on_commit_callbacks: Any, **fields: Any) -> Lead:
@@ -48,10 +27,6 @@ def sign_up(django_capture_on_commit_callbacks: Any, **fields: Any) -> Lead:
     with django_capture_on_commit_callbacks(execute=True):
         user = User.objects.create(**fields)
     return Lead.objects.get(source_id=str(user.pk))
-
-
-def calls(sandbox: SandboxServer, route: str) -> int:
-    return sum(sandbox.stats()["requests"].get(route, {}).values())
 
 
 def test_create_sends_v31_fields_and_resolves_the_status_name(
