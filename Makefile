@@ -29,9 +29,7 @@ lint: $(BIN)/.installed
 	$(BIN)/mypy crmify
 
 bench: $(BIN)/.installed
-	$(BIN)/python bench/save_overhead.py
-	$(BIN)/python bench/rate_limit.py
-	$(BIN)/python bench/backfill.py
+	$(BIN)/python bench/run_all.py
 
 clean:
 	rm -rf $(VENV) .venv-* .mypy_cache .ruff_cache .pytest_cache demo/var test.sqlite3

@@ -3,6 +3,8 @@ database Tasks backend with the locmem CRM (a bench overrides ``CRMIFY`` where i
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Sequence
 from importlib.util import find_spec
 from pathlib import Path
@@ -30,3 +32,30 @@ def configure(db_path: Path, *, extra_apps: Sequence[str] = ()) -> None:
         LOGGING_CONFIG=None,
     )
     django.setup()
+
+
+class Scorecard:
+    """The verdicts of one benchmark: printed as they come, and appended as JSON lines to the file named
+    by ``CRMIFY_BENCH_RESULTS`` (set by ``bench/run_all.py``, which turns them into the README's table).
+
+    A check without a target (``ok=None``) is a figure reported for context, not judged.
+    """
+
+    def __init__(self, bench: str) -> None:
+        self.bench = bench
+        self.failures = 0
+
+    def check(self, measure: str, result: str, target: str = "", ok: bool | None = None) -> None:
+        self.failures += ok is False
+        verdict = "" if ok is None else ("PASS" if ok else "FAIL")
+        print(f"  {verdict:4}  {measure}: {result}" + (f"   (target {target})" if target else ""))
+        path = os.environ.get("CRMIFY_BENCH_RESULTS")
+        if path:
+            row = {"bench": self.bench, "measure": measure, "result": result}
+            row |= {"target": target, "verdict": verdict}
+            with open(path, "a", encoding="utf-8") as out:
+                out.write(json.dumps(row) + "\n")
+
+    @property
+    def exit_status(self) -> int:
+        return 1 if self.failures else 0

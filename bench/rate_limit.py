@@ -18,8 +18,9 @@ ROOT = Path(__file__).resolve().parent.parent
 LEADS = int(os.environ.get("CRMIFY_BENCH_LEADS", "300"))
 
 
-def main() -> None:
+def main() -> int:
     sys.path.insert(0, str(ROOT))
+    from bench.common import Scorecard
     from crmify.sandbox import Faults, SandboxServer
 
     workdir = Path(tempfile.mkdtemp(prefix="crmify-bench-"))
@@ -97,27 +98,46 @@ def main() -> None:
         LEADS - len({lead["EMAIL"] for lead in server.leads()}) + (len(server.leads()) - LEADS)
     )
     print(f"rate_limit: {LEADS} leads, 2 db_worker processes, sandbox limited to 10 requests/s")
-    print(
-        f"  achieved        {rps:6.2f} requests/s over {elapsed:.1f} s   (target >= 9.5)   {'PASS' if rps >= 9.5 else 'FAIL'}"
+    card = Scorecard("rate_limit")
+    card.check(
+        "requests/s achieved by 2 workers, sandbox limit 10/s",
+        f"{rps:.2f} over {elapsed:.1f} s",
+        ">= 9.5",
+        rps >= 9.5,
     )
-    print(
-        f"  429 answers     {sum(throttled.values()):6d}  (rate {throttled['rate']}, quota {throttled['quota']})   (target 0)   {'PASS' if not sum(throttled.values()) else 'FAIL'}"
+    card.check(
+        "429 answers",
+        f"{sum(throttled.values())} (rate {throttled['rate']}, quota {throttled['quota']})",
+        "0",
+        not sum(throttled.values()),
     )
     lead_calls = sum(
         sum(counts.values()) for route, counts in stats["requests"].items() if "/Leads" in route
     )
     per_lead = lead_calls / LEADS
-    print(
-        f"  calls per created lead   {per_lead:.3f} on /Leads (lookup + create)   (target <= 2)   {'PASS' if per_lead <= 2 else 'FAIL'}"
+    card.check(
+        "calls per created lead on /Leads (lookup + create)",
+        f"{per_lead:.3f}",
+        "<= 2",
+        per_lead <= 2,
     )
-    print(
-        f"  status-table lookups     {created_calls - lead_calls} in all (cached, once per worker process)"
+    card.check(
+        "status-table lookups", f"{created_calls - lead_calls} in all (cached per worker process)"
     )
-    print(
-        f"  calls per unchanged save {unchanged_calls / LEADS:.3f}   tasks queued {unchanged_tasks}   (target 0)   {'PASS' if unchanged_calls == unchanged_tasks == 0 else 'FAIL'}"
+    card.check(
+        "calls and tasks per unchanged save",
+        f"{unchanged_calls / LEADS:.3f} calls, {unchanged_tasks} tasks",
+        "0",
+        unchanged_calls == unchanged_tasks == 0,
     )
-    print(f"  CRM leads {len(server.leads())}, duplicates {duplicates}")
+    card.check(
+        "CRM leads; duplicates",
+        f"{len(server.leads())}; {duplicates}",
+        "0 duplicates",
+        not duplicates,
+    )
+    return card.exit_status
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

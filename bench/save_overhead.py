@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import configure
+from bench.common import Scorecard, configure
 
 SAVES = 2_000
 ATOMIC_SAVES = 1_000
@@ -203,39 +203,47 @@ def run() -> int:
             f"{ratios[kind]:>7.2f}x{added_queries:>+11.2f}{added_writes[kind]:>+10.2f}"
         )
 
-    failures = 0
-
-    def verdict(ok: bool, text: str) -> None:
-        nonlocal failures
-        failures += not ok
-        print(f"{'PASS' if ok else 'FAIL'}  {text}")
+    card = Scorecard("save_overhead")
 
     unchanged_ratio, create_ratio = ratios["unchanged"], ratios["create"]
-    verdict(
-        unchanged_ratio <= UNCHANGED_TARGET,
-        f"unchanged save {unchanged_ratio:.2f}x (target <= {UNCHANGED_TARGET}x)",
-    )
-    verdict(
-        added_writes["unchanged"] == 0,
-        f"unchanged save adds {added_writes['unchanged']:.0f} writes (target 0)",
-    )
-    verdict(
-        create_ratio <= CREATE_TARGET, f"create {create_ratio:.2f}x (target <= {CREATE_TARGET}x)"
-    )
     atomic_ratio = ratios["create in atomic"]
-    verdict(
+    card.check(
+        "unchanged save, crmify on vs off",
+        f"{unchanged_ratio:.2f}x",
+        f"<= {UNCHANGED_TARGET}x",
+        unchanged_ratio <= UNCHANGED_TARGET,
+    )
+    card.check(
+        "writes added by an unchanged save",
+        f"{added_writes['unchanged']:.0f}",
+        "0",
+        added_writes["unchanged"] == 0,
+    )
+    card.check(
+        "create (autocommit), crmify on vs off",
+        f"{create_ratio:.2f}x",
+        f"<= {CREATE_TARGET}x",
+        create_ratio <= CREATE_TARGET,
+    )
+    card.check(
+        "create in transaction.atomic(), crmify on vs off",
+        f"{atomic_ratio:.2f}x",
+        f"<= {CREATE_TARGET}x",
         atomic_ratio <= CREATE_TARGET,
-        f"create in atomic {atomic_ratio:.2f}x (target <= {CREATE_TARGET}x)",
     )
-    verdict(
+    card.check(
+        "network connections on the save path",
+        str(len(counter.network)),
+        "0",
         not counter.network,
-        f"network connections on the save path: {len(counter.network)} (target 0)",
     )
-    verdict(
+    card.check(
+        "leads recorded by the crmify-on side",
+        str(leads),
+        str(expected_leads),
         leads == expected_leads,
-        f"leads recorded by the crmify-on side: {leads} (expected {expected_leads})",
     )
-    return 1 if failures else 0
+    return card.exit_status
 
 
 if __name__ == "__main__":

@@ -7,12 +7,12 @@ try:
     from django.tasks import DEFAULT_TASK_BACKEND_ALIAS, task, task_backends
     from django.tasks.exceptions import InvalidTaskBackend
 except ImportError:  # pragma: no cover - Django 5.2
-    from django_tasks import (  # type: ignore[no-redef,import-not-found,unused-ignore]
+    from django_tasks import (  # type: ignore[no-redef,import-not-found,assignment,unused-ignore]
         DEFAULT_TASK_BACKEND_ALIAS,
         task,
         task_backends,
     )
-    from django_tasks.exceptions import (  # type: ignore[no-redef,import-not-found,unused-ignore]
+    from django_tasks.exceptions import (  # type: ignore[no-redef,import-not-found,assignment,unused-ignore]
         InvalidTaskBackendError as InvalidTaskBackend,
     )
 

@@ -9,6 +9,7 @@ with the import's transaction, and a dry run, which django-import-export rolls b
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
@@ -25,10 +26,12 @@ from crmify.conf import crmify_settings
 from crmify.models import MAPPABLE_FIELDS, Lead
 from crmify.tracking import save_if_changed
 
-#: The columns an import reads, in the order an export writes them: every field a mapper may fill.
+#: The columns an import reads, in the order an export writes them: every field a mapper may fill, and
+#: the custom fields as one JSON object (``{"plan": "pro"}``).
 IMPORT_COLUMNS: tuple[str, ...] = (
     "email",
     *(name for name in MAPPABLE_FIELDS if name != "email"),
+    "custom_fields",
 )
 #: Columns an export adds after :data:`IMPORT_COLUMNS`; an import ignores them (the engine owns them).
 EXPORT_ONLY_COLUMNS: tuple[str, ...] = ("sync_state", "crm_id", "last_error", "last_synced_at")
@@ -230,12 +233,18 @@ class LeadResource(resources.ModelResource):  # type: ignore[misc]
         **kwargs: Any,
     ) -> None:
         """Set one column on the lead; a ``ValueError`` becomes that column's error in the preview."""
-        if field.column_name not in row or field.attribute not in ("email", "status"):
+        if field.column_name not in row or field.attribute not in (
+            "email",
+            "status",
+            "custom_fields",
+        ):
             super().import_field(field, instance, row, is_m2m, **kwargs)
         elif field.attribute == "email":
             self._import_email(instance, field.clean(row))
-        else:
+        elif field.attribute == "status":
             self._import_status(instance, field.clean(row))
+        else:
+            self._import_custom_fields(instance, clean_text(row[field.column_name]))
 
     def _import_email(self, lead: Lead, value: str) -> None:
         key = email_key(value)
@@ -260,6 +269,34 @@ class LeadResource(resources.ModelResource):  # type: ignore[misc]
                 % {"status": value, "known": ", ".join(sorted(set(self._statuses.values())))}
             )
         lead.status = status
+
+    def _import_custom_fields(self, lead: Lead, value: str) -> None:
+        """Merge a JSON object of custom fields into the lead's: keys not in the cell are kept, a blank
+        cell changes nothing, a key set to ``null`` is removed."""
+        if not value:
+            return
+        try:
+            given = json.loads(value)
+        except ValueError:
+            given = None
+        if not isinstance(given, dict) or not all(
+            isinstance(item, str | int | float | bool) or item is None for item in given.values()
+        ):
+            raise ValueError(
+                _(
+                    'Custom fields must be a JSON object of names and plain values, like {"plan": "pro"}.'
+                )
+            )
+        merged = {**(lead.custom_fields or {}), **given}
+        lead.custom_fields = {name: item for name, item in merged.items() if item is not None}
+
+    def dehydrate_custom_fields(self, lead: Lead) -> str:
+        """Custom fields as one JSON cell (empty when there are none), the form an import reads."""
+        return (
+            json.dumps(lead.custom_fields, ensure_ascii=False, sort_keys=True)
+            if lead.custom_fields
+            else ""
+        )
 
     def skip_row(
         self,

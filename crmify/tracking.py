@@ -16,14 +16,14 @@ from typing import Any
 
 from django.contrib.contenttypes.models import ContentType
 from django.db import DatabaseError, IntegrityError, connections, models, router, transaction
-from django.db.models import Case, Value, When
+from django.db.models import Case, Exists, OuterRef, Value, When
 from django.utils import timezone
 
 from crmify.conf import crmify_settings
 from crmify.exceptions import MappingError
 from crmify.loading import get_mapper
 from crmify.mappers import LeadModelFieldMapper, MappedLead
-from crmify.models import Lead, SyncState
+from crmify.models import Lead, LedgerEntry, SyncState
 from crmify.queue import enqueue_lead_on_commit
 
 logger = logging.getLogger("crmify")
@@ -55,10 +55,15 @@ def find_lead(instance: models.Model, using: str | None = None) -> Lead | None:
     )
 
 
-def new_lead(instance: models.Model, using: str | None = None) -> Lead:
-    """An unsaved lead for ``instance``, at ``LEAD_NEW_STATUS``; :func:`track` inserts it."""
+def new_lead(
+    instance: models.Model, using: str | None = None, *, source_type: ContentType | None = None
+) -> Lead:
+    """An unsaved lead for ``instance``, at ``LEAD_NEW_STATUS``; :func:`track` inserts it.
+
+    The backfill passes the chunk's ``source_type``: looking it up per row costs more than the lead.
+    """
     return Lead(
-        source_type=ContentType.objects.db_manager(using).get_for_model(instance),
+        source_type=source_type or ContentType.objects.db_manager(using).get_for_model(instance),
         source_id=str(instance.pk),
         status=crmify_settings.LEAD_NEW_STATUS,
     )
@@ -318,10 +323,12 @@ def request_crm_delete(lead: Lead, *, using: str | None = None) -> bool:
         "updated_at": now,
     }
     live = Lead.objects.using(using).filter(pk=lead.pk, tombstone=False)
-    # Never sent and not being sent: there is nothing in the CRM to delete.
+    # Never sent and not being sent: there is nothing in the CRM to delete. A lead without a CRM id that
+    # was sent (its create timed out, say) may be there all the same: the worker looks for it.
     never_sent = (
         live.filter(external_id="")
         .exclude(sync_state=SyncState.SYNCING)
+        .exclude(Exists(LedgerEntry.objects.using(using).filter(lead=OuterRef("pk"))))
         .update(sync_state=SyncState.DELETED, **tombstone)
     )
     # A lead being synced stays with its worker, which hands it to the delete when it finishes.

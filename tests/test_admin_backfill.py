@@ -396,5 +396,16 @@ def test_progress_page_shows_the_last_error_and_offers_resume_after_a_failure(
     assert '<meta http-equiv="refresh"' not in page
 
 
+def test_progress_page_says_why_a_running_run_waits(
+    backfiller: Client, people: dict[str, User], quiet: None
+) -> None:
+    run = start_run(people["root"])
+    note = "Waiting for the CRM's daily quota: the run goes on at 2026-11-25 00:00 UTC."
+    BackfillRun.objects.filter(pk=run.pk).update(state=BackfillRun.State.RUNNING, last_error=note)
+    page = backfiller.get(run_url(run)).content.decode()
+    assert note.replace("'", "&#x27;") in page
+    assert "Last error:" not in page and '<meta http-equiv="refresh"' in page
+
+
 def test_unknown_run_is_404(backfiller: Client, quiet: None) -> None:
     assert backfiller.get(reverse("admin:crmify_lead_backfill_run", args=[404])).status_code == 404

@@ -324,3 +324,121 @@ def test_command_wait_shows_a_progress_bar_and_the_counts(
 def test_command_resume_of_an_unknown_run_is_an_error(quiet: None) -> None:
     with pytest.raises(CommandError, match="no backfill run 404"):
         call_command("crmify_backfill", "--resume=404")
+
+
+# -- shared e-mails and the daily quota -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("batch_size", [1, 100], ids=["across chunks", "in one chunk"])
+def test_users_sharing_an_email_make_one_crm_lead(
+    crm: SandboxServer, django_capture_on_commit_callbacks: Any, batch_size: int
+) -> None:
+    twins = [make_user(email="twin@example.com"), make_user(email="Twin@Example.com")]
+    make_user(email="single@example.com")
+    report = backfill.plan(BackfillOptions(batch_size=batch_size))
+    assert report.lookups == 1  # the second twin is looked up before it is sent
+    assert report.api_calls == 1 + 3 + 1  # listing, three sends, one lookup
+
+    run = run_here(BackfillOptions(batch_size=batch_size), django_capture_on_commit_callbacks)
+
+    assert run.created == 3
+    crm_emails = Counter(lead["EMAIL"].casefold() for lead in crm.leads())
+    assert crm_emails == {"twin@example.com": 1, "single@example.com": 1}
+    first, second = (lead_of(user) for user in twins)
+    assert first.sync_state == second.sync_state == SyncState.SYNCED
+    assert first.external_id == second.external_id != ""
+    assert calls(crm, "POST /Leads") == 2
+
+
+def test_a_listing_stopped_by_the_quota_waits_for_the_reset(
+    crm: SandboxServer, configure: Callable[..., None]
+) -> None:
+    configure(TASK_BACKEND="default")  # the database Tasks backend: it can run a chunk later
+    from django_tasks_db.models import DBTaskResult
+
+    for _ in range(3):
+        make_user()
+    crm.set_faults(daily_quota=0, quota_window_seconds=600)
+    run = backfill.start(BackfillOptions())
+
+    result = backfill.run_chunk(run.pk, run.checkpoint)
+
+    run.refresh_from_db()
+    assert result.waiting_until is not None and result.more
+    assert run.state == BackfillRun.State.RUNNING and run.scanned == 0
+    assert run.last_error.startswith("Waiting for the CRM's daily quota: the run goes on at ")
+    later = DBTaskResult.objects.order_by("enqueued_at").last()
+    assert later is not None and later.run_after is not None
+    assert later.args_kwargs["args"] == [run.pk, ""]
+    assert abs((later.run_after - result.waiting_until).total_seconds()) < 1
+    calls_before = crm.stats()["total"]
+
+    crm.set_faults(daily_quota=100)  # the quota resets...
+    from django.core.cache import cache
+
+    cache.clear()  # ...and the time crmify stopped calls until has passed
+    backfill.run_chunk(run.pk, run.checkpoint)
+
+    run.refresh_from_db()
+    assert run.state == BackfillRun.State.FINISHED and run.created == 3 and run.last_error == ""
+    assert crm.stats()["total"] > calls_before
+
+
+def test_a_quota_stop_fails_an_inline_run_with_the_reason(
+    crm: SandboxServer, django_capture_on_commit_callbacks: Any
+) -> None:
+    make_user()
+    crm.set_faults(daily_quota=0, quota_window_seconds=600)
+    run = run_here(BackfillOptions(), django_capture_on_commit_callbacks)
+    assert run.state == BackfillRun.State.FAILED
+    assert "daily quota is used up: resume the run after it resets" in run.last_error
+
+
+def test_command_wait_sleeps_through_a_quota_stop(
+    crm: SandboxServer, monkeypatch: pytest.MonkeyPatch, django_capture_on_commit_callbacks: Any
+) -> None:
+    from django.core.cache import cache
+
+    for _ in range(2):
+        make_user()
+    crm.set_faults(daily_quota=0, quota_window_seconds=600)
+    naps: list[float] = []
+
+    def nap(seconds: float) -> None:  # the quota resets while the command sleeps
+        naps.append(seconds)
+        crm.set_faults(daily_quota=100)
+        cache.clear()
+
+    monkeypatch.setattr("crmify.management.commands.crmify_backfill.sleep", nap)
+    out = StringIO()
+    with django_capture_on_commit_callbacks(execute=True):
+        call_command("crmify_backfill", "--wait", stdout=out)
+    assert "daily quota is used up: waiting until" in out.getvalue()
+    assert len(naps) == 1 and 500 < naps[0] < 700
+    assert BackfillRun.objects.get().state == BackfillRun.State.FINISHED
+
+
+def test_command_follow_shows_the_workers_progress(
+    quiet: None, configure: Callable[..., None], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    configure(TASK_BACKEND="default")
+    for _ in range(4):
+        make_user()
+
+    def worker_does_a_chunk(seconds: float) -> None:
+        run = BackfillRun.objects.get()
+        backfill.run_chunk(run.pk, run.checkpoint, chain=False)
+
+    monkeypatch.setattr("crmify.management.commands.crmify_backfill.sleep", worker_does_a_chunk)
+    out = StringIO()
+    call_command("crmify_backfill", "--follow", "--batch-size=2", stdout=out)
+    text = out.getvalue()
+    assert "\r[" + "#" * 15 + "." * 15 + "]  50% 2/4" in text
+    assert "\r[" + "#" * 30 + "] 100% 4/4 done" in text
+    assert "finished: 4 scanned, 4 created" in text
+
+
+def test_listing_calls_are_counted_in_words(crm: SandboxServer) -> None:
+    make_user()
+    rows = dict(backfill.plan(BackfillOptions()).rows())
+    assert rows["Already in the CRM by e-mail"] == "0 (listed 0 CRM leads in 1 call)"

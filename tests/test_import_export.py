@@ -400,6 +400,43 @@ def test_cells_a_spreadsheet_would_run_are_escaped_and_import_back_unchanged(log
 # -- refused files ---------------------------------------------------------------------------------
 
 
+def test_custom_fields_export_as_json_and_import_back_merged(
+    login: Login, django_capture_on_commit_callbacks: Capture
+) -> None:
+    make_lead(email="cf@example.com", custom_fields={"plan": "pro", "seats": 3})
+    client = login("root")
+    rows = list(csv.DictReader(io.StringIO(export(client, "csv").content.decode("utf-8-sig"))))
+    assert json.loads(rows[0]["custom_fields"]) == {"plan": "pro", "seats": 3}
+
+    headers = ("email", "custom_fields")
+    content = csv_bytes(
+        {"email": "cf@example.com", "custom_fields": '{"seats": 5, "plan": null, "vip": true}'},
+        {"email": "new-cf@example.com", "custom_fields": '{"plan": "team"}'},
+        headers=headers,
+    )
+    preview = upload(client, content)
+    assert [kind for _, kind, _ in preview_rows(preview)] == ["update", "new"]
+    with django_capture_on_commit_callbacks(execute=True):
+        confirm(client, preview)
+    assert Lead.objects.get(email="cf@example.com").custom_fields == {"seats": 5, "vip": True}
+    assert Lead.objects.get(email="new-cf@example.com").custom_fields == {"plan": "team"}
+    sent = {call.payload["email"]: call.payload for call in locmem.calls}
+    assert sent["new-cf@example.com"]["custom_fields"] == {"plan": "team"}
+
+
+@pytest.mark.parametrize("cell", ["not json", "[1, 2]", '{"nested": {"a": 1}}'])
+def test_custom_fields_that_are_not_a_flat_json_object_are_a_row_error(
+    login: Login, cell: str
+) -> None:
+    content = csv_bytes(
+        {"email": "cf@example.com", "custom_fields": cell}, headers=("email", "custom_fields")
+    )
+    preview = upload(login("root"), content)
+    [(_, kind, errors)] = preview_rows(preview)
+    assert kind == "invalid"
+    assert any("Custom fields must be a JSON object of names and plain values" in e for e in errors)
+
+
 def test_a_file_over_the_size_limit_is_refused_with_the_limit(
     login: Login, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -1,17 +1,19 @@
 """``manage.py crmify_backfill``: bring existing lead-model rows into the CRM (see ``crmify.backfill``).
 
 ``--dry-run`` prints what a run would do and cost and changes nothing. Without it a run is recorded and its
-chunks are queued for the task worker, or processed here with ``--wait`` (with a progress bar).
+chunks are queued for the task worker (``--follow`` shows its progress bar here), or processed in this
+process with ``--wait`` (with a progress bar).
 ``--resume RUN`` goes on from a run's last checkpoint.
 """
 
 from __future__ import annotations
 
-import time
-from datetime import date
+from datetime import date, datetime
+from time import monotonic, sleep
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils import timezone
 
 from crmify import backfill
 from crmify.backfill import BackfillOptions, BackfillOptionsError
@@ -20,6 +22,8 @@ from crmify.exceptions import BackendError
 from crmify.models import BackfillRun
 
 BAR_WIDTH = 30
+#: Seconds between two looks at a run the task worker processes (``--follow``).
+FOLLOW_INTERVAL = 1.0
 
 
 def _day(value: str) -> date:
@@ -83,6 +87,11 @@ class Command(BaseCommand):
             action="store_true",
             help="Process the chunks in this process, with a progress bar, instead of the task worker.",
         )
+        parser.add_argument(
+            "--follow",
+            action="store_true",
+            help="Queue the run for the task worker and show its progress bar until it ends.",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["resume"] is not None:
@@ -106,10 +115,13 @@ class Command(BaseCommand):
             self.stdout.write(f"Backfill run {run.pk}: {run.total_estimate} rows to scan.")
         if options["wait"]:
             self._process(run)
+        elif options["follow"]:
+            self.stdout.write("Queued for the task worker; following its progress (Ctrl-C stops).")
+            self._follow(run)
         else:
             self.stdout.write(
-                f"Queued for the task worker. Follow it in the admin, or go on here with "
-                f"--resume {run.pk} --wait."
+                f"Queued for the task worker. Follow it in the admin, here with --follow, or "
+                f"process it in this process with --resume {run.pk} --wait."
             )
 
     def _resume(self, run_id: int, *, wait: bool) -> BackfillRun:
@@ -137,8 +149,50 @@ class Command(BaseCommand):
         for label, value in report.rows():
             self.stdout.write(f"  {label + ':':<{width + 1}} {value}")
 
+    def _sleep_until(self, run: BackfillRun, moment: datetime) -> None:
+        """Wait here for the CRM's quota to reset; Ctrl-C leaves the run to be resumed later."""
+        self.stdout.write("")
+        self.stdout.write(
+            self.style.WARNING(
+                f"The CRM's daily quota is used up: waiting until {timezone.localtime(moment):%H:%M %Z} "
+                f"(Ctrl-C stops here; go on later with --resume {run.pk} --wait)."
+            )
+        )
+        sleep(max((moment - timezone.now()).total_seconds(), 0) + 1)
+
+    def _follow(self, run: BackfillRun) -> None:
+        """Show the progress of a run the task worker processes, until it ends; Ctrl-C stops following."""
+        try:
+            while True:
+                run.refresh_from_db()
+                line = progress_line(run)
+                if run.last_error and run.is_active:
+                    line += f"  ({run.last_error})"
+                self.stdout.write("\r" + line, ending="")
+                self.stdout.flush()
+                if not run.is_active:
+                    break
+                sleep(FOLLOW_INTERVAL)
+        except KeyboardInterrupt:
+            self.stdout.write("\nStopped following; the run goes on in the task worker.")
+            return
+        self.stdout.write("")
+        self._summary(run)
+
+    def _summary(self, run: BackfillRun) -> None:
+        style = (
+            self.style.SUCCESS if run.state == BackfillRun.State.FINISHED else self.style.WARNING
+        )
+        ending = f": {run.last_error}" if run.state == BackfillRun.State.FAILED else ""
+        self.stdout.write(
+            style(
+                f"Backfill run {run.pk} {run.get_state_display().lower()}: "
+                f"{counts_sentence(run)}{ending}."
+            )
+        )
+
     def _process(self, run: BackfillRun) -> None:
-        started = time.monotonic()
+        started = monotonic()
         scanned_before = run.scanned
         while True:
             try:
@@ -148,19 +202,15 @@ class Command(BaseCommand):
                 raise CommandError(
                     f"Backfill run {run.pk} failed: {exc}. Go on with --resume {run.pk}."
                 ) from None
+            if result.waiting_until is not None:
+                self._sleep_until(run, result.waiting_until)
+                continue
             run.refresh_from_db()
             # The pace of this process, not of the run's whole life (it may have stood still for days).
-            pace = (time.monotonic() - started) / max(run.scanned - scanned_before, 1)
+            pace = (monotonic() - started) / max(run.scanned - scanned_before, 1)
             self.stdout.write("\r" + progress_line(run, pace), ending="")
             self.stdout.flush()
             if not result.more:
                 break
         self.stdout.write("")
-        style = (
-            self.style.SUCCESS if run.state == BackfillRun.State.FINISHED else self.style.WARNING
-        )
-        self.stdout.write(
-            style(
-                f"Backfill run {run.pk} {run.get_state_display().lower()}: {counts_sentence(run)}."
-            )
-        )
+        self._summary(run)
