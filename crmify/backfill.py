@@ -723,7 +723,7 @@ def insert_leads(leads: list[Lead], using: str, now: datetime) -> None:
     Why not ``bulk_create``: it runs every cell through the field's preparation chain, 36 columns a lead,
     which was over half of a backfill's time (``bench/backfill.py``). The cells of new leads hold few
     distinct values (defaults, the status, the chunk's time), so each distinct value of a column is
-    prepared once here; only the JSON columns (dicts) are prepared per lead.
+    prepared once here; only non-empty JSON values (dicts) are prepared per lead.
     """
     connection = connections[using]
     fields = [
@@ -740,8 +740,12 @@ def insert_leads(leads: list[Lead], using: str, now: datetime) -> None:
     columns = []
     for model_field in fields:
         values = list(map(attrgetter(model_field.attname), leads))
-        if isinstance(model_field, models.JSONField):  # dicts: not hashable, prepared one by one
-            columns.append([model_field.get_db_prep_save(value, connection) for value in values])
+        if isinstance(model_field, models.JSONField):  # dicts: not hashable; most are empty
+            empty = model_field.get_db_prep_save({}, connection)
+            prepare = model_field.get_db_prep_save
+            columns.append(
+                [empty if value == {} else prepare(value, connection) for value in values]
+            )
         else:
             prepared = {
                 value: model_field.get_db_prep_save(value, connection) for value in set(values)
