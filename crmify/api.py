@@ -4,7 +4,9 @@ Everything here records intent on the ``Lead`` rows and queues work after commit
 calls the CRM inside the caller's request. The seed README's "a purchase triggers a Conversion event" is::
 
     from crmify import api
-    api.mark_converted(request.user)
+    api.mark_converted(request.user.profile)   # the LEAD_MODEL row: request.user if LEAD_MODEL is User
+
+Functions taking a row take a ``Lead`` or a ``LEAD_MODEL`` row; any other row raises ``TypeError``.
 """
 
 from __future__ import annotations
@@ -16,13 +18,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import models, transaction
-from django.db.models import Case, F, Value, When
+from django.db.models import Case, Exists, F, OuterRef, Q, Subquery, Value, When
 from django.utils import timezone
 
 from crmify.backends.base import recording
 from crmify.conf import crmify_settings
 from crmify.exceptions import BackendError, PermanentBackendError
-from crmify.models import Lead, SyncState
+from crmify.loading import get_lead_model
+from crmify.models import Lead, LedgerEntry, SyncState
 from crmify.queue import enqueue_lead_on_commit
 from crmify.ratelimit import QuotaState
 from crmify.tracking import (
@@ -48,21 +51,73 @@ class BulkResult:
         return f"{self.queued} queued" + (f"; skipped: {reasons}" if reasons else "")
 
 
+#: A lead whose mapping failed: it holds blank (never mapped) or stale values, so it must not be sent.
+MAPPING_FAILED = Q(sync_state=SyncState.FAILED, fingerprint="", tombstone=False)
+
+
+def mapping_failed(lead: Lead) -> bool:
+    """Whether ``lead`` as loaded is one :data:`MAPPING_FAILED` describes."""
+    return lead.sync_state == SyncState.FAILED and not lead.fingerprint and not lead.tombstone
+
+
+def lead_row(obj: object) -> models.Model:
+    """``obj`` if it is a saved ``LEAD_MODEL`` row; else a ``TypeError`` (``ValueError`` if unsaved).
+
+    Tracking any other row (``request.user`` when the lead model is a profile) would make a stray lead
+    that the lead model's mapper cannot map.
+    """
+    lead_model = get_lead_model()
+    # Compared as concrete models: a proxy shares its concrete model's leads, a child model has its own.
+    if (
+        not isinstance(obj, models.Model)
+        or obj._meta.concrete_model is not lead_model._meta.concrete_model
+    ):
+        raise TypeError(
+            f"crmify.api takes a Lead or a {lead_model._meta.label} row "
+            f"(CRMIFY['LEAD_MODEL']), not {type(obj).__module__}.{type(obj).__qualname__}: "
+            f"pass the {lead_model.__name__} the lead is about."
+        )
+    if obj.pk is None:
+        raise ValueError(f"This {lead_model._meta.label} is not saved yet: save it first.")
+    return obj
+
+
 def lead_for(obj: Lead | models.Model) -> Lead:
-    """The lead of a ``Lead`` or a ``LEAD_MODEL`` row (mapping the row first if it has no lead yet)."""
+    """The lead of a ``Lead`` or a ``LEAD_MODEL`` row (mapping the row first if it has no lead yet).
+
+    Raises ``TypeError`` for a row of any other model (see :func:`lead_row`).
+    """
     if isinstance(obj, Lead):
         return obj
-    return find_lead(obj) or track(obj)
+    row = lead_row(obj)
+    return find_lead(row) or track(row)
 
 
 def sync(obj: Lead | models.Model) -> Lead:
-    """Map a ``LEAD_MODEL`` row now (as a save would) and queue it if it changed."""
-    return track(obj) if not isinstance(obj, Lead) else obj
+    """Map a ``LEAD_MODEL`` row now (as a save would) and queue it if it changed.
+
+    Raises ``TypeError`` for a row of any other model (see :func:`lead_row`).
+    """
+    return obj if isinstance(obj, Lead) else track(lead_row(obj))
 
 
 def set_status(obj: Lead | models.Model, status: str) -> Lead:
-    """Move a lead's status and queue the change."""
+    """Move a lead's status and queue the change (site code; the admin's bulk action is :func:`set_status_of`).
+
+    Takes a ``Lead`` or a ``LEAD_MODEL`` row; a row of another model raises ``TypeError``. A lead whose
+    mapping failed is not sent (it would reach the CRM blank or stale): the status is recorded on it, the
+    lead stays failed with its mapping error, and the status goes out with its values once the mapping
+    works (the next save of the row, "Retry failed", ``crmify_sync --drift``). It does not raise: a
+    purchase must not fail because a mapper did.
+    """
     lead = lead_for(obj)
+    if lead.pk is not None and Lead.objects.filter(MAPPING_FAILED, pk=lead.pk).update(
+        status=status, updated_at=timezone.now()
+    ):
+        lead.status = status
+        return lead
+    if lead.pk is not None and not lead.fingerprint:
+        lead.refresh_from_db()  # a copy loaded while its mapping failed: send the values mapped since
     lead.status = status
     return save_if_changed(lead)
 
@@ -76,12 +131,12 @@ def save_lead(lead: Lead) -> Lead:
 
 
 def mark_converted(obj: Lead | models.Model) -> Lead:
-    """Set ``LEAD_CONVERTED_STATUS``: the conversion reaches the CRM."""
+    """Set ``LEAD_CONVERTED_STATUS``: the conversion reaches the CRM (see :func:`set_status`)."""
     return set_status(obj, crmify_settings.LEAD_CONVERTED_STATUS)
 
 
 def mark_dead(obj: Lead | models.Model) -> Lead:
-    """Set ``LEAD_DEAD_STATUS``."""
+    """Set ``LEAD_DEAD_STATUS`` (see :func:`set_status`)."""
     return set_status(obj, crmify_settings.LEAD_DEAD_STATUS)
 
 
@@ -96,7 +151,7 @@ def set_status_of(leads: Iterable[Lead], status: str) -> BulkResult:
         for lead in leads:
             if lead.tombstone:
                 result.skipped["deleted from the CRM"] += 1
-            elif lead.sync_state == SyncState.FAILED and not lead.fingerprint:
+            elif mapping_failed(lead):
                 result.skipped["mapping failed"] += 1
             elif lead.status == status:
                 result.skipped[f"already {status}"] += 1
@@ -106,8 +161,28 @@ def set_status_of(leads: Iterable[Lead], status: str) -> BulkResult:
     return result
 
 
+def gone_from_crm() -> Q:
+    """Leads whose CRM record is gone: deleted by us, or failed because the CRM answered 404 to an update
+    (someone deleted the record in the CRM; the ledger's last word on a failed lead is why it failed)."""
+    last_call = LedgerEntry.objects.filter(lead=OuterRef(OuterRef("pk"))).order_by(
+        "-started_at", "-id"
+    )
+    said_404 = Exists(
+        LedgerEntry.objects.filter(
+            pk=Subquery(last_call.values("pk")[:1]),
+            operation__in=("update", "sync"),  # "sync": a backend that reports no calls of its own
+            http_status=404,
+        )
+    )
+    return Q(sync_state=SyncState.DELETED) | (Q(sync_state=SyncState.FAILED) & Q(said_404))
+
+
 def _force_pending(lead: Lead) -> None:
-    """Make ``lead`` send everything again, even if nothing changed; a tombstone comes back to life."""
+    """Make ``lead`` send everything again, even if nothing changed; a tombstone comes back to life.
+
+    Called by "Re-sync" and "Sync now". A lead whose CRM record is gone (:func:`gone_from_crm`) drops
+    its stale CRM id, so the send creates a new record instead of updating the missing one again.
+    """
     Lead.objects.filter(pk=lead.pk).update(
         synced_fingerprint="",
         synced_values={},
@@ -116,20 +191,26 @@ def _force_pending(lead: Lead) -> None:
         next_attempt_at=None,
         queued_at=timezone.now(),
         sync_state=pending_unless_syncing(),
-        # A deleted lead's CRM record is gone: create a new one (decided on the row, not a stale copy).
-        external_id=Case(
-            When(sync_state=SyncState.DELETED, then=Value("")), default=F("external_id")
-        ),
+        # Decided on the row, not a stale copy; evaluated before the sync_state above is written.
+        external_id=Case(When(gone_from_crm(), then=Value("")), default=F("external_id")),
     )
 
 
 def resync(leads: Iterable[Lead]) -> BulkResult:
-    """Queue a full sync of each lead, changed or not (the admin's "Re-sync")."""
+    """Queue a full sync of each lead, changed or not (the admin's "Re-sync").
+
+    A lead whose mapping failed is mapped again from its source row first, as "Retry failed" does; if
+    that still fails it is skipped, not sent blank or stale.
+    """
     result = BulkResult()
     with transaction.atomic():
         for lead in leads:
             if lead.sync_state == SyncState.SYNCING:
                 result.skipped["already syncing"] += 1
+                continue
+            reason = _remap(lead) if mapping_failed(lead) else None
+            if reason:
+                result.skipped[reason] += 1
                 continue
             _force_pending(lead)
             enqueue_lead_on_commit(lead.pk)
@@ -149,7 +230,7 @@ def retry_failed(leads: Iterable[Lead]) -> BulkResult:
             if lead.sync_state != SyncState.FAILED:
                 result.skipped["not failed"] += 1
                 continue
-            if not lead.fingerprint and not lead.tombstone:
+            if mapping_failed(lead):
                 reason = _remap(lead)
                 if reason:
                     result.skipped[reason] += 1
@@ -189,9 +270,14 @@ def delete_from_crm(leads: Iterable[Lead]) -> BulkResult:
 
 
 def sync_now(lead: Lead) -> str:
-    """Send ``lead`` to the CRM inside this request and say what happened (the admin's "Sync now")."""
+    """Send ``lead`` to the CRM inside this request and say what happened (the admin's "Sync now").
+
+    A lead whose mapping failed is mapped again first; if that still fails it is "failed", nothing sent.
+    """
     if lead.sync_state == SyncState.SYNCING:
         return "skipped"
+    if mapping_failed(lead) and _remap(lead):
+        return "failed"
     if lead.tombstone and lead.sync_state != SyncState.DELETED:
         Lead.objects.filter(pk=lead.pk).update(sync_state=SyncState.DELETING, next_attempt_at=None)
     else:

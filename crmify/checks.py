@@ -47,24 +47,38 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
     return messages
 
 
+#: Settings read with ``int()``: a fraction would be cut short (0.5 attempts is 0), so only an int passes.
+INTEGER_SETTINGS = ("MAX_ATTEMPTS", "LEDGER_RETENTION_DAYS")
+#: Settings in seconds, where a fraction means what it says.
+SECONDS_SETTINGS = (
+    "RETRY_BACKOFF_BASE",
+    "RETRY_BACKOFF_MAX",
+    "SWEEP_PENDING_AFTER",
+    "CLAIM_TIMEOUT",
+)
+#: Settings that may be None (``LEDGER_RETENTION_DAYS``: keep every ledger entry).
+NONE_ALLOWED = ("LEDGER_RETENTION_DAYS",)
+
+
 def _check_values() -> list[checks.CheckMessage]:
     messages: list[checks.CheckMessage] = []
-    for key in (
-        "MAX_ATTEMPTS",
-        "RETRY_BACKOFF_BASE",
-        "RETRY_BACKOFF_MAX",
-        "SWEEP_PENDING_AFTER",
-        "CLAIM_TIMEOUT",
-    ):
+    for key in (*INTEGER_SETTINGS, *SECONDS_SETTINGS):
         value = crmify_settings.get(key)
-        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-            messages.append(
-                _error(
-                    f"CRMIFY[{key!r}] must be a positive number, not {value!r}.",
-                    f"The default is {DEFAULTS[key]}.",
-                    2,
-                )
-            )
+        if value is None and key in NONE_ALLOWED:
+            continue
+        whole = key in INTEGER_SETTINGS
+        kind = int if whole else int | float
+        if isinstance(value, kind) and not isinstance(value, bool) and value > 0:
+            continue
+        if whole:
+            msg = f"CRMIFY[{key!r}] must be a positive whole number (an int), not {value!r}."
+            hint = f"Give an int above 0, without a fraction or quotes; the default is {DEFAULTS[key]}."
+        else:
+            msg = f"CRMIFY[{key!r}] must be a positive number, not {value!r}."
+            hint = f"The default is {DEFAULTS[key]}."
+        if key in NONE_ALLOWED:
+            hint += " None keeps everything."
+        messages.append(_error(msg, hint, 2))
     if crmify_settings.get("ON_DELETE") not in ON_DELETE_CHOICES:
         messages.append(
             _error(

@@ -33,6 +33,7 @@ DEFAULTS: dict[str, Any] = {
     "ON_DELETE": "delete",
     "SWEEP_PENDING_AFTER": 300,
     "CLAIM_TIMEOUT": 600,
+    "LEDGER_RETENTION_DAYS": 90,
 }
 
 #: The environment variables the seed README names for ``BACKEND_AUTH``, by the key they fill.
@@ -134,6 +135,12 @@ class CrmifySettings:
     def CLAIM_TIMEOUT(self) -> float:
         """Seconds after which a claim held by a worker that died is given back."""
         return float(self.get("CLAIM_TIMEOUT"))
+
+    @property
+    def LEDGER_RETENTION_DAYS(self) -> int | None:
+        """Days the sweeper keeps ledger entries; None keeps them for ever."""
+        value = self.get("LEDGER_RETENTION_DAYS")
+        return None if value is None else int(value)
 
 
 crmify_settings = CrmifySettings()

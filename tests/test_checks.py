@@ -97,6 +97,32 @@ def test_max_attempts_that_is_not_a_positive_number_is_e002(value: object) -> No
     assert "8" in (error.hint or "")
 
 
+@pytest.mark.parametrize("key", ["MAX_ATTEMPTS", "LEDGER_RETENTION_DAYS"])
+@pytest.mark.parametrize("value", [0.5, 2.0, 7.9])
+def test_a_count_with_a_fraction_is_e002(key: str, value: float) -> None:
+    # int() would cut it short: 0.5 attempts would be 0 and every lead would fail on its first error.
+    error = only(crmify_messages(**{key: value}), "crmify.E002")
+    assert f"CRMIFY[{key!r}] must be a positive whole number (an int), not {value!r}." == error.msg
+    assert "without a fraction" in (error.hint or "")
+
+
+@pytest.mark.parametrize("key", ["RETRY_BACKOFF_BASE", "SWEEP_PENDING_AFTER", "CLAIM_TIMEOUT"])
+def test_seconds_may_have_a_fraction(key: str) -> None:
+    assert crmify_messages(**{key: 0.5}) == []
+
+
+@pytest.mark.parametrize("value", [None, 1, 365])
+def test_ledger_retention_of_whole_days_or_none_passes(value: object) -> None:
+    assert crmify_messages(LEDGER_RETENTION_DAYS=value) == []
+
+
+@pytest.mark.parametrize("value", [0, -7, "90", True])
+def test_ledger_retention_that_is_not_a_positive_int_is_e002(value: object) -> None:
+    error = only(crmify_messages(LEDGER_RETENTION_DAYS=value), "crmify.E002")
+    assert "LEDGER_RETENTION_DAYS" in error.msg
+    assert "90" in (error.hint or "") and "None keeps everything" in (error.hint or "")
+
+
 def test_unknown_on_delete_is_e003() -> None:
     error = only(crmify_messages(ON_DELETE="purge"), "crmify.E003")
     assert "'purge'" in error.msg
@@ -200,8 +226,8 @@ def test_user_profile_mapper_on_the_default_user_model_is_e032() -> None:
 
 
 def test_task_backend_alias_not_in_tasks_is_e040() -> None:
-    error = only(crmify_messages(TASK_BACKEND="rq"), "crmify.E040")
-    assert "'rq'" in error.msg
+    error = only(crmify_messages(TASK_BACKEND="nope"), "crmify.E040")
+    assert "'nope'" in error.msg
     assert "TASKS" in (error.hint or "")
 
 

@@ -22,10 +22,11 @@ from django.db.models import Q
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from crmify import api, worker
+from crmify import api, sweeper, worker
 from crmify.backends import locmem
 from crmify.exceptions import PermanentBackendError, QuotaExhausted, TransientBackendError
 from crmify.models import Lead, LedgerEntry, SyncState
+from crmify.sandbox import SandboxServer
 from crmify.sweeper import sweep
 from crmify.tasks import sweep_task
 from crmify.worker import backoff_seconds, process_lead
@@ -638,6 +639,59 @@ def test_mark_converted_on_a_user_without_a_lead_creates_it_converted() -> None:
     assert locmem.leads["1"]["status"] == "Converted"
 
 
+@pytest.mark.parametrize(
+    ("call", "status"),
+    [
+        (api.mark_converted, "Converted"),
+        (api.mark_dead, "Disqualified"),
+        (lambda obj: api.set_status(obj, "Contacted"), "Contacted"),
+    ],
+)
+@pytest.mark.parametrize("target", [lambda user: user, lead_of], ids=["row", "lead"])
+def test_a_status_set_on_a_lead_whose_mapping_failed_is_kept_and_sent_once_it_maps(
+    configure: Configure,
+    call: Callable[[Any], Lead],
+    status: str,
+    target: Callable[[User], Any],
+) -> None:
+    configure(LEAD_MODEL_FIELDMAPPER="tests.doubles.WrongTypeMapper")
+    user = make_user(first_name="Mapped")
+    call(target(user))
+    lead = lead_of(user)
+    assert (lead.sync_state, lead.status) == (SyncState.FAILED, status)
+    assert lead.last_error.startswith("Mapping failed:")
+    assert locmem.calls == []  # nothing blank reached the CRM
+    configure(LEAD_MODEL_FIELDMAPPER="crmify.mappers.DjangoUserFieldMapper")
+    assert api.retry_failed([lead]).queued == 1
+    assert operations() == ["create"]
+    assert (locmem.leads["1"]["first_name"], locmem.leads["1"]["status"]) == ("Mapped", status)
+
+
+@pytest.mark.usefixtures("profile_leads")
+@pytest.mark.parametrize(
+    "call",
+    [
+        api.mark_converted,
+        api.mark_dead,
+        lambda row: api.set_status(row, "Contacted"),
+        api.sync,
+        api.lead_for,
+    ],
+)
+def test_the_api_refuses_a_row_that_is_not_the_lead_model(call: Callable[[Any], Lead]) -> None:
+    profile = make_profile()
+    with pytest.raises(TypeError, match=r"testapp\.UserProfile .*CRMIFY\['LEAD_MODEL'\].*User"):
+        call(profile.user)  # request.user, when the lead is the profile
+    assert Lead.objects.get() == lead_of(profile)  # no stray lead for the user
+    assert operations() == ["create"]
+
+
+def test_the_api_refuses_an_unsaved_row() -> None:
+    with pytest.raises(ValueError, match="not saved yet"):
+        api.mark_converted(User(**user_values()))
+    assert Lead.objects.count() == 0
+
+
 def test_the_status_survives_later_saves() -> None:
     user = make_user()
     api.mark_converted(user)
@@ -672,6 +726,54 @@ def test_resync_sends_an_unchanged_lead_again() -> None:
     lead = lead_of(make_user())
     assert api.resync([lead]).queued == 1
     assert operations() == ["create", "update"]
+
+
+def test_resync_and_sync_now_of_a_lead_whose_mapping_failed_map_it_again_first(
+    configure: Configure,
+) -> None:
+    configure(LEAD_MODEL_FIELDMAPPER="tests.doubles.WrongTypeMapper")
+    user = make_user(first_name="Mapped")
+    result = api.resync([lead_of(user)])
+    assert (result.queued, dict(result.skipped)) == (0, {"mapping still fails": 1})
+    assert api.sync_now(lead_of(user)) == "failed"
+    assert lead_of(user).last_error.startswith("Mapping failed:")
+    assert locmem.calls == []  # nothing blank reached the CRM
+    configure(LEAD_MODEL_FIELDMAPPER="crmify.mappers.DjangoUserFieldMapper")
+    assert api.resync([lead_of(user)]).queued == 1
+    assert lead_of(user).sync_state == SyncState.SYNCED
+    assert locmem.leads["1"]["first_name"] == "Mapped"
+
+
+def test_resync_of_a_lead_deleted_in_the_crm_creates_it_again(insightly: SandboxServer) -> None:
+    user = make_user(first_name="Ada")
+    old_id = lead_of(user).external_id
+    insightly.state.delete_lead(int(old_id))  # someone deleted it in Insightly
+    user.first_name = "Augusta"
+    user.save()
+    lead = lead_of(user)
+    assert lead.sync_state == SyncState.FAILED
+    assert "no longer exists in Insightly" in lead.last_error
+    assert "Re-sync it to create it again" in lead.last_error  # what staff are told to do: it works
+    assert api.resync([lead]).queued == 1
+    lead = lead_of(user)
+    assert lead.sync_state == SyncState.SYNCED, lead.last_error
+    (crm,) = insightly.leads()
+    assert str(crm["LEAD_ID"]) == lead.external_id != old_id
+    assert crm["FIRST_NAME"] == "Augusta"
+
+
+def test_resync_after_another_permanent_error_keeps_the_crm_id() -> None:
+    user = make_user()
+    locmem.fail_next(PermanentBackendError("Forbidden", status_code=403))
+    user.first_name = "Changed"
+    user.save()
+    lead = lead_of(user)
+    assert lead.sync_state == SyncState.FAILED
+    api.resync([lead])
+    lead = lead_of(user)
+    assert (lead.sync_state, lead.external_id) == (SyncState.SYNCED, "1")
+    assert operations() == ["create", "update", "update"]
+    assert list(locmem.leads) == ["1"]
 
 
 def test_sync_now_sends_inside_the_request_and_says_what_happened(enqueued: Enqueued) -> None:
@@ -853,7 +955,7 @@ def test_crmify_sync_command_prints_what_it_did() -> None:
     call_command("crmify_sync", "--drift", stdout=out)
     assert out.getvalue().strip() == (
         "crmify sweep: 0 stale claims released, 0 due retries queued, 0 lost enqueues queued, "
-        "2 rows scanned for drift, 2 changed."
+        "0 old ledger entries pruned, 2 rows scanned for drift, 2 changed."
     )
     assert operations() == ["create", "create"]
 
@@ -862,8 +964,60 @@ def test_crmify_sync_without_drift_reports_the_queue_work() -> None:
     out = StringIO()
     call_command("crmify_sync", stdout=out)
     assert out.getvalue().strip() == (
-        "crmify sweep: 0 stale claims released, 0 due retries queued, 0 lost enqueues queued."
+        "crmify sweep: 0 stale claims released, 0 due retries queued, 0 lost enqueues queued, "
+        "0 old ledger entries pruned."
     )
+
+
+def test_the_sweeper_prunes_ledger_entries_older_than_the_retention(configure: Configure) -> None:
+    configure(LEDGER_RETENTION_DAYS=30)
+    synced = lead_of(make_user())
+    locmem.fail_next(PermanentBackendError("Forbidden", status_code=403))
+    failed = lead_of(make_user())
+    now = timezone.now()
+    LedgerEntry.objects.update(started_at=now - datetime.timedelta(days=31))
+    LedgerEntry.objects.create(  # a call made for no one lead (the backfill's listing)
+        lead=None, operation="list", outcome="ok", started_at=now - datetime.timedelta(days=400)
+    )
+    recent = LedgerEntry.objects.create(
+        lead=synced, operation="update", outcome="ok", started_at=now - datetime.timedelta(days=29)
+    )
+    out = StringIO()
+    call_command("crmify_sync", stdout=out)
+    assert "2 old ledger entries pruned" in out.getvalue()
+    # The recent call stays, and so does the old one that says why a lead is failed.
+    assert set(LedgerEntry.objects.values_list("pk", flat=True)) == {
+        recent.pk,
+        *failed.ledger.values_list("pk", flat=True),
+    }
+    assert failed.ledger.get().outcome == LedgerEntry.Outcome.PERMANENT
+
+
+def test_the_sweeper_prunes_in_bounded_batches_and_the_next_sweep_goes_on(
+    configure: Configure, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sweeper, "PRUNE_BATCH", 2)
+    monkeypatch.setattr(sweeper, "PRUNE_BATCHES_PER_SWEEP", 2)
+    LedgerEntry.objects.bulk_create(
+        LedgerEntry(
+            operation="list", outcome="ok", started_at=timezone.now() - datetime.timedelta(days=91)
+        )
+        for _ in range(5)
+    )
+    with CaptureQueriesContext(connection) as queries:
+        assert sweep().pruned_ledger == 4  # two deletes of two rows: the default 90 days applies
+    deletes = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("DELETE")]
+    assert len(deletes) == 2
+    assert sweep().pruned_ledger == 1
+    assert LedgerEntry.objects.count() == 0
+
+
+def test_ledger_retention_none_keeps_every_entry(configure: Configure) -> None:
+    configure(LEDGER_RETENTION_DAYS=None)
+    lead_of(make_user())
+    LedgerEntry.objects.update(started_at=timezone.now() - datetime.timedelta(days=3650))
+    assert sweep().pruned_ledger == 0
+    assert LedgerEntry.objects.count() == 1
 
 
 def test_sweep_task_returns_the_report() -> None:

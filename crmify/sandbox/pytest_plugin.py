@@ -5,8 +5,12 @@ Enable with ``pytest -p crmify.sandbox.pytest_plugin`` or ``pytest_plugins = [..
 test would cost a thread and a port each time); ``sandbox`` hands the same server to a test
 after ``reset()`` and with its default faults restored, so every test starts clean::
 
-    def test_sync(sandbox):
-        settings.CRMIFY_INSIGHTLY_URL = sandbox.url   # whatever the client reads
+    def test_sync(sandbox, settings):
+        settings.CRMIFY = {
+            "BACKEND": "crmify.backends.insightly.InsightlyBackend",
+            "BACKEND_OPTIONS": {"API_URL": sandbox.url},
+            "BACKEND_AUTH": {"API_KEY": sandbox.api_key},
+        }
         sandbox.set_faults(error_rate=0.5, seed=1)
         ...
         assert len(sandbox.leads()) == 1

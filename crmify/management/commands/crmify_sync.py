@@ -1,4 +1,7 @@
-"""``manage.py crmify_sync``: run the sweeper once (schedule it with cron, or queue ``sweep_task``)."""
+"""``manage.py crmify_sync``: run the sweeper once (schedule it with cron, or queue ``sweep_task``).
+
+Each run also prunes the ledger (``LEDGER_RETENTION_DAYS``); see ``crmify.sweeper``.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +14,9 @@ from crmify.sweeper import sweep
 
 class Command(BaseCommand):
     help = (
-        "Queue due retries and pending leads whose enqueue was lost, release claims of dead workers; "
-        "with --drift, re-map every lead-model row and queue the ones changed behind the signals' back."
+        "Queue due retries and pending leads whose enqueue was lost, release claims of dead workers, "
+        "prune ledger entries older than LEDGER_RETENTION_DAYS; with --drift, re-map every lead-model "
+        "row and queue the ones changed behind the signals' back."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
