@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import math
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -24,6 +25,9 @@ SourcePath = str | Callable[[Any], Any]
 
 #: Types a mapped value may have; each becomes text (custom fields keep numbers and booleans).
 _SCALARS = (str, int, float, decimal.Decimal, bool, datetime.date, datetime.time, uuid.UUID)
+
+#: The largest whole number a custom field keeps as a number: CRMs (Insightly is .NET) hold 64 bits.
+MAX_CUSTOM_INT = 2**63 - 1
 
 
 @dataclass
@@ -63,27 +67,52 @@ def _is_blank(value: Any) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
 
 
+def _preview(value: Any) -> str:
+    preview = repr(value)
+    return preview if len(preview) <= 60 else preview[:57] + "..."
+
+
 def _check_scalar(where: str, value: Any) -> None:
-    """Raise a :class:`MappingError` naming the lead field and its source for a non-scalar value."""
-    if value is not None and not isinstance(value, _SCALARS):
-        preview = repr(value)
-        preview = preview if len(preview) <= 60 else preview[:57] + "..."
+    """Raise a :class:`MappingError` naming the lead field and its source for a value no lead can keep:
+    not a scalar, a NaN or infinity, or text that a database or JSON cannot carry."""
+    if value is None:
+        return
+    if not isinstance(value, _SCALARS):
         raise MappingError(
-            f"{where} got a {type(value).__name__}: {preview}. "
+            f"{where} got a {type(value).__name__}: {_preview(value)}. "
             "A mapper must give text, a number, a boolean or a date."
         )
+    # NaN and infinity are not JSON (the CRM call refuses them; PostgreSQL's jsonb too).
+    if (isinstance(value, float) and not math.isfinite(value)) or (
+        isinstance(value, decimal.Decimal) and not value.is_finite()
+    ):
+        raise MappingError(f"{where} is {value}, not a number a CRM can keep.")
+    if isinstance(value, str):
+        # PostgreSQL text cannot hold NUL, and a lone surrogate cannot be written as UTF-8: either
+        # would break the site's own save (the lead is written in its transaction).
+        if "\x00" in value:
+            raise MappingError(f"{where} contains a NUL character: {_preview(value)}.")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise MappingError(f"{where} is not valid Unicode text: {_preview(value)}.") from None
 
 
-def _scalar_text(value: Any) -> str:
+def _scalar_text(where: str, value: Any) -> str:
     """Text for a scalar: ISO 8601 for dates and times (what CRMs parse), ``str`` for the rest."""
-    return value.isoformat() if isinstance(value, datetime.date | datetime.time) else str(value)
+    if isinstance(value, datetime.date | datetime.time):
+        return value.isoformat()
+    try:
+        return str(value)
+    except ValueError:  # an int of more than 4,300 digits: Python refuses to write it out
+        raise MappingError(f"{where} is a number too long to write as text.") from None
 
 
 def _as_text(where: str, value: Any, max_length: int | None) -> str:
     if value is None:
         return ""
     _check_scalar(where, value)
-    text = _scalar_text(value).strip()
+    text = _scalar_text(where, value).strip()
     if max_length is not None and len(text) > max_length:
         raise MappingError(f"{where} is {len(text)} characters long; the lead keeps {max_length}.")
     return text
@@ -134,11 +163,13 @@ class LeadModelFieldMapper:
             where = f"{target} (from {source_label(sources[target])})"
             if target.startswith(CUSTOM_FIELD_PREFIX):
                 _check_scalar(where, value)
+                if isinstance(value, int) and abs(value) > MAX_CUSTOM_INT:
+                    raise MappingError(f"{where} is too large for a CRM's number field.")
                 # JSON keeps text, numbers and booleans as they are; the rest becomes text.
                 keep = (
                     value
                     if value is None or isinstance(value, str | int | float | bool)
-                    else _scalar_text(value)
+                    else _scalar_text(where, value)
                 )
                 mapped.custom_fields[target.removeprefix(CUSTOM_FIELD_PREFIX)] = keep
             elif target in MAPPABLE_FIELDS:

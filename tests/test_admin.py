@@ -206,36 +206,6 @@ def test_each_action_is_offered_by_its_own_permission(login: Login) -> None:
     assert offered & set(ACTIONS) == {"resync", "retry_failed"}
 
 
-def test_a_forged_action_post_without_permission_does_nothing(login: Login) -> None:
-    lead = make_lead(sync_state=SyncState.SYNCED, external_id="9")
-    response = act(login("viewer"), "delete_from_crm", [lead], post="yes")
-    lead.refresh_from_db()
-    assert response.status_code == 200 and texts(response) == []
-    assert not lead.tombstone and lead.sync_state == SyncState.SYNCED
-
-
-@pytest.mark.parametrize("page", ["sync_now", "compare_get", "compare_post", "preview"])
-def test_staff_without_the_permission_get_403_on_every_custom_page(login: Login, page: str) -> None:
-    lead = make_lead(external_id="5", sync_state=SyncState.SYNCED)
-    client = login("viewer")
-    response = {
-        "sync_now": lambda: client.post(sync_now_url(lead)),
-        "compare_get": lambda: client.get(compare_url(lead)),
-        "compare_post": lambda: client.post(compare_url(lead)),
-        "preview": lambda: client.get(PREVIEW),
-    }[page]()
-    assert response.status_code == 403
-    lead.refresh_from_db()
-    assert lead.sync_state == SyncState.SYNCED and locmem.calls == []
-
-
-def test_custom_pages_send_anonymous_visitors_to_the_login(client: Client) -> None:
-    lead = make_lead()
-    for url in (sync_now_url(lead), compare_url(lead), PREVIEW):
-        response = client.get(url)
-        assert response.status_code == 302 and "/login/" in response["Location"]
-
-
 def test_sync_now_refuses_a_get(login: Login) -> None:
     lead = make_lead()
     assert login("root").get(sync_now_url(lead)).status_code == 405
@@ -249,15 +219,6 @@ def test_lead_page_buttons_need_the_sync_permission(login: Login) -> None:
     assert f'action="{compare_url(lead)}"' in with_perm
     without = login("viewer").get(change_url(lead)).content.decode()
     assert sync_now_url(lead) not in without and compare_url(lead) not in without
-
-
-def test_custom_posts_are_csrf_protected(people: dict[str, User]) -> None:
-    lead = make_lead()
-    client = Client(enforce_csrf_checks=True)
-    client.force_login(people["root"])
-    assert client.post(sync_now_url(lead)).status_code == 403
-    assert client.post(compare_url(lead)).status_code == 403
-    assert locmem.calls == []
 
 
 # -- actions ----------------------------------------------------------------------------------------

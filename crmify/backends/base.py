@@ -9,7 +9,8 @@ works as ``BACKEND``)::
 Optional, announced by capability flags on :class:`BaseBackend`: building the exact payload without sending it
 (``supports_payload_preview``), fetching the CRM's current record (``supports_fetch``), listing every lead
 of the CRM in pages (``supports_listing``: the backfill finds CRM matches by e-mail with it instead of one
-search per lead), and reporting each HTTP call for the ledger through :func:`record_call`.
+search per lead), finding a lead's record without its CRM id (``supports_lookup``: a deleted lead whose
+create timed out), and reporting each HTTP call for the ledger through :func:`record_call`.
 
 A backend that looks a lead up by e-mail before creating it should skip that lookup when
 :func:`listing_says_absent` is true for the lead: the backfill has just listed the CRM and found no match.
@@ -21,6 +22,7 @@ transient, with its text kept on the lead.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import contextvars
 from collections.abc import Iterable, Iterator, Mapping
@@ -39,12 +41,20 @@ if TYPE_CHECKING:
 MIN_SECRET_LENGTH = 4
 
 
+def secret_forms(secret: str) -> tuple[str, ...]:
+    """``secret`` as written and as an HTTP Basic header carries it when it is the user name with an
+    empty password (Insightly's scheme): a CRM or proxy that quotes the header back quotes this form."""
+    basic = base64.b64encode(f"{secret}:".encode()).decode()
+    return secret, basic, basic.rstrip("=")
+
+
 def redact(text: str, secrets: Iterable[str]) -> str:
     """``text`` with every secret masked. The HTTP plumbing scrubs what it records with it, and the
     engine scrubs everything it stores (a site's own backend may quote its key in an exception)."""
     for secret in secrets:
         if len(secret) >= MIN_SECRET_LENGTH:
-            text = text.replace(secret, "***")
+            for form in secret_forms(secret):
+                text = text.replace(form, "***")
     return text
 
 
@@ -124,6 +134,8 @@ class BaseBackend:
     supports_partial_update: bool = False
     #: ``iter_leads(page_size)`` pages through every lead in the CRM, one call per page.
     supports_listing: bool = False
+    #: ``find_lead_id(lead)`` finds the CRM's lead for a lead without a CRM id (by e-mail, say).
+    supports_lookup: bool = False
 
     def __init__(
         self, options: Mapping[str, Any] | None = None, auth: Mapping[str, str] | None = None
@@ -152,6 +164,14 @@ class BaseBackend:
 
         Called by :mod:`crmify.backfill` (its dry run and the first chunk of a run). Raises the usual
         ``BackendError`` s; a page in progress when one is raised is lost, and the caller starts again.
+        """
+        raise NotImplementedError
+
+    def find_lead_id(self, lead: Lead) -> str | None:
+        """The CRM id of ``lead``'s record, found without its id, or None if the CRM has none.
+
+        Called by the engine before it calls a deleted lead gone: a create that failed (a timeout) may
+        have made the record all the same.
         """
         raise NotImplementedError
 

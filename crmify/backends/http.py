@@ -55,7 +55,7 @@ def error_message(response: requests.Response) -> str:
     text = response.text or ""
     try:
         body = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         body = None
     if isinstance(body, Mapping):
         for key in ("Message", "message", "error_description", "error", "detail"):
@@ -224,9 +224,15 @@ class HttpBackend(BaseBackend):
     @staticmethod
     def json_of(response: requests.Response, what: str) -> Any:
         """The JSON body of a 2xx answer; a readable transient error if it is not JSON."""
+        if not response.content.strip():
+            raise TransientBackendError(
+                f"The CRM's answer to {what} was empty.",
+                status_code=response.status_code,
+            )
         try:
             return response.json()
-        except ValueError:
+        # RecursionError: JSON nested deeper than Python's parser goes (a hostile or broken answer).
+        except (ValueError, RecursionError):
             raise TransientBackendError(
                 f"The CRM's answer to {what} was not JSON: {error_message(response)}",
                 status_code=response.status_code,

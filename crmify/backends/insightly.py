@@ -70,6 +70,15 @@ def normalise_name(name: str) -> str:
     return re.sub(r"[\s_\-]+", "", name).casefold()
 
 
+def crm_id(value: Any) -> int | None:
+    """An Insightly record id from an answer (``5`` or ``"5"``), or None when it is anything else."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if value > 0 else None
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        return int(value) or None
+    return None
+
+
 def derived_last_name(lead: Lead) -> str:
     """A sensible ``LAST_NAME`` for a sign-up that gave none: the e-mail's local part, else the first name."""
     local = lead.email.split("@", 1)[0].strip() if lead.email else ""
@@ -84,6 +93,7 @@ class InsightlyBackend(HttpBackend):
     supports_fetch = True
     supports_partial_update = True
     supports_listing = True
+    supports_lookup = True
 
     def __init__(
         self, options: Mapping[str, Any] | None = None, auth: Mapping[str, str] | None = None
@@ -117,13 +127,9 @@ class InsightlyBackend(HttpBackend):
         key = f"crmify:insightly:{collection}:{self.base_url}"
         table: dict[str, tuple[int, str]] | None = self.tables_cache.get(key)
         if table is None and fetch:
-            rows = self.json_of(self.request("lookup", "GET", collection), collection)
-            if not isinstance(rows, list):
-                raise TransientBackendError(f"The CRM's {collection} answer was not a list.")
-            table = {
-                normalise_name(str(row[name_key])): (int(row[id_key]), str(row[name_key]))
-                for row in rows
-            }
+            rows = self.records(self.request("lookup", "GET", collection), collection, id_key)
+            names = {int(row[id_key]): str(row.get(name_key) or "") for row in rows}
+            table = {normalise_name(name): (number, name) for number, name in names.items()}
             self.tables_cache.set(key, table, timeout=self.table_seconds)
         return table
 
@@ -143,6 +149,20 @@ class InsightlyBackend(HttpBackend):
             raise PermanentBackendError(
                 f"Lead {what} {name!r} does not exist in this Insightly account. Its {plural} are: {known}."
             ) from None
+
+    def records(self, response: Any, what: str, id_key: str = "LEAD_ID") -> list[Mapping[str, Any]]:
+        """The JSON list of records in a listing answer, each with an id under ``id_key``; a readable
+        transient error for anything else (a proxy's page, an object, rows without ids)."""
+        rows = self.json_of(response, what)
+        if not isinstance(rows, list) or not all(
+            isinstance(row, Mapping) and crm_id(row.get(id_key)) for row in rows
+        ):
+            raise TransientBackendError(
+                f"The CRM's answer to {what} was not a list of records with {id_key}: "
+                f"{' '.join(response.text[:120].split())}",
+                status_code=response.status_code,
+            )
+        return rows
 
     # -- payloads -----------------------------------------------------------------------------------
 
@@ -221,10 +241,13 @@ class InsightlyBackend(HttpBackend):
         else:
             response = self.request("create", "POST", "Leads", body=payload)
         body = self.json_of(response, "the lead's sync")
-        lead_id = body.get("LEAD_ID") if isinstance(body, Mapping) else None
-        if not lead_id:
+        # Kept as the lead's CRM id and sent back as an int on every update: only a real id will do.
+        lead_id = crm_id(body.get("LEAD_ID")) if isinstance(body, Mapping) else None
+        if lead_id is None:
+            found = repr(body.get("LEAD_ID")) if isinstance(body, Mapping) else "no object"
             raise TransientBackendError(
-                "The CRM's answer has no LEAD_ID.", status_code=response.status_code
+                f"The CRM's answer has no LEAD_ID (found {found[:60]}).",
+                status_code=response.status_code,
             )
         return str(lead_id)
 
@@ -245,12 +268,11 @@ class InsightlyBackend(HttpBackend):
             "Leads/Search",
             params={"field_name": "EMAIL", "field_value": email, "top": 1},
         )
-        rows = self.json_of(response, "the e-mail lookup")
-        return (
-            str(rows[0]["LEAD_ID"])
-            if isinstance(rows, list) and rows and rows[0].get("LEAD_ID")
-            else None
-        )
+        rows = self.records(response, "the e-mail lookup")
+        return str(crm_id(rows[0]["LEAD_ID"])) if rows else None
+
+    def find_lead_id(self, lead: Lead) -> str | None:
+        return self.find_by_email(lead.email) if lead.email else None
 
     def iter_leads(self, page_size: int = 500) -> Iterator[list[CrmLead]]:
         """``GET /Leads?skip=&top=&brief=true`` page by page (500 is Insightly's largest page)."""
@@ -262,15 +284,9 @@ class InsightlyBackend(HttpBackend):
                 "Leads",
                 params={"skip": skip, "top": page_size, "brief": "true"},
             )
-            rows = self.json_of(response, "the lead listing")
-            if not isinstance(rows, list):
-                raise TransientBackendError(
-                    "The CRM's lead listing was not a list.", status_code=response.status_code
-                )
+            rows = self.records(response, "the lead listing")
             yield [
-                CrmLead(str(row["LEAD_ID"]), str(row.get("EMAIL") or ""))
-                for row in rows
-                if isinstance(row, Mapping) and row.get("LEAD_ID")
+                CrmLead(str(crm_id(row["LEAD_ID"])), str(row.get("EMAIL") or "")) for row in rows
             ]
             if len(rows) < page_size:
                 return
@@ -278,14 +294,19 @@ class InsightlyBackend(HttpBackend):
 
     def fetch_lead(self, lead_id: str) -> dict[str, Any] | None:
         try:
-            body = self.json_of(
-                self.request("fetch", "GET", f"Leads/{int(lead_id)}"), "the lead fetch"
-            )
+            response = self.request("fetch", "GET", f"Leads/{int(lead_id)}")
         except PermanentBackendError as exc:
             if exc.status_code == 404:
                 return None
             raise
-        return body if isinstance(body, dict) else None
+        body = self.json_of(response, "the lead fetch")
+        if not isinstance(body, dict):
+            # None would say "the CRM has no such lead": not what an unreadable answer means.
+            raise TransientBackendError(
+                "The CRM's answer to the lead fetch was not a lead record.",
+                status_code=response.status_code,
+            )
+        return body
 
     def error_for(self, response: Any) -> PermanentBackendError | TransientBackendError:
         error = super().error_for(response)
