@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 DJANGO_SPEC = $(shell $(PYTHON) -c 'import sys; print("Django>=6.1,<6.2" if sys.version_info >= (3, 12) else "Django>=5.2,<5.3")')
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench soak screenshots clean
 
 $(BIN)/.installed: pyproject.toml
 	@test -n "$(PYTHON)" || { echo "No Python 3.11+ found: set PYTHON=/path/to/python3.12"; exit 1; }
@@ -30,6 +30,14 @@ lint: $(BIN)/.installed
 
 bench: $(BIN)/.installed
 	$(BIN)/python bench/run_all.py
+
+# The full fault soak (2,000 users, four writers, two workers) on PostgreSQL; CI runs a short one.
+soak: $(BIN)/.installed
+	$(BIN)/python bench/soak.py
+
+# The README's screenshots (docs/*.png), taken by the browser tests from the demo site.
+screenshots: $(BIN)/.installed
+	$(BIN)/python -m tests.e2e.screenshots
 
 clean:
 	rm -rf $(VENV) .venv-* .mypy_cache .ruff_cache .pytest_cache demo/var test.sqlite3

@@ -67,8 +67,8 @@ def email_key(value: Any) -> str:
 
 
 def known_statuses() -> dict[str, str]:
-    """Statuses an import accepts, by their case-folded spelling: the three ``CRMIFY`` statuses and every
-    status a lead already has (a CRM's own statuses arrive that way). One query."""
+    """Statuses an import accepts, by :func:`status_key`: the three ``CRMIFY`` statuses and every status
+    a lead already has (a CRM's own statuses arrive that way). One query."""
     configured = (
         crmify_settings.LEAD_NEW_STATUS,
         crmify_settings.LEAD_CONVERTED_STATUS,
@@ -76,7 +76,13 @@ def known_statuses() -> dict[str, str]:
     )
     used = Lead.objects.exclude(status="").values_list("status", flat=True).distinct()
     # The configured spelling wins over a variant some lead was given.
-    return {status.casefold(): status for status in (*used, *configured)}
+    return {status_key(status): status for status in (*used, *configured)}
+
+
+def status_key(status: str) -> str:
+    """How statuses are compared: case and spaces ignored ("Not Contacted" is ``NotContacted``), as
+    the Insightly backend resolves status names."""
+    return "".join(status.split()).casefold()
 
 
 def leads_by_email(keys: Iterable[str]) -> dict[str, list[Lead]]:
@@ -262,7 +268,7 @@ class LeadResource(resources.ModelResource):  # type: ignore[misc]
     def _import_status(self, lead: Lead, value: str) -> None:
         if not value:
             return  # a blank cell keeps the lead's status (LEAD_NEW_STATUS for a new lead)
-        status = self._statuses.get(value.casefold())
+        status = self._statuses.get(status_key(value))
         if status is None:
             raise ValueError(
                 _("Unknown status “%(status)s”: use one of %(known)s.")

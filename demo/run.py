@@ -1,6 +1,12 @@
 """``make demo``: migrate, seed, then run the Insightly sandbox, the task worker and the web server together.
 
-Ctrl-C stops all three. Running it again reuses the database and the sandbox's saved state.
+Ctrl-C (or SIGTERM) stops all three. Running it again reuses the database and the sandbox's saved leads.
+The end-to-end tests start a private copy through these environment variables:
+
+``CRMIFY_DEMO_PORT``          the web server's port (8000)
+``CRMIFY_DEMO_SANDBOX_PORT``  the sandbox CRM's port (8765)
+``CRMIFY_DEMO_VAR``           where the SQLite database and the sandbox's leads live (``demo/var``)
+``CRMIFY_DEMO_CRM_RATE``      requests per second the sandbox allows and crmify paces itself to (10)
 """
 
 from __future__ import annotations
@@ -16,7 +22,11 @@ from pathlib import Path
 DEMO = Path(__file__).resolve().parent
 WEB_PORT = int(os.environ.get("CRMIFY_DEMO_PORT", "8000"))
 SANDBOX_PORT = int(os.environ.get("CRMIFY_DEMO_SANDBOX_PORT", "8765"))
+VAR_DIR = Path(os.environ.get("CRMIFY_DEMO_VAR") or DEMO / "var").resolve()
+CRM_RATE = os.environ.get("CRMIFY_DEMO_CRM_RATE", "10")
 API_KEY = os.environ.setdefault("CRMIFY_BACKEND_AUTH_API_KEY", "demo-sandbox-key")
+#: Seconds between runs of crmify's sweeper (``manage.py crmify_sync``), as cron would run it on a site.
+SWEEP_EVERY = 60
 
 
 def manage(*args: str) -> list[str]:
@@ -33,70 +43,110 @@ def wait_for_port(port: int, seconds: float = 15) -> None:
     while port_free(port):
         if time.monotonic() > deadline:
             raise SystemExit(f"Nothing answered on port {port} within {seconds:g} s.")
-        time.sleep(0.2)
+        time.sleep(0.1)
 
 
 def stop_on_sigterm(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def start_sandbox() -> subprocess.Popen[bytes]:
+    """The sandbox CRM needs no database: it starts while the database is being prepared."""
+    return subprocess.Popen(
+        manage(
+            "crmify_sandbox",
+            *("--port", str(SANDBOX_PORT), "--api-key", API_KEY, "--rate", CRM_RATE),
+            *("--state-file", str(VAR_DIR / "sandbox.json"), "--quiet"),
+        ),
+        cwd=DEMO,
+        stdout=subprocess.DEVNULL,
+    )
+
+
+def prepare_database() -> None:
+    """Migrate, create the cache table and seed, in this process (each ``manage.py`` would cost a
+    Django start of its own)."""
+    sys.path.insert(0, str(DEMO))
+    import django
+    from django.core.management import call_command
+    from django.db import connections
+
+    django.setup()
+    call_command("migrate", interactive=False, verbosity=0)
+    call_command("createcachetable")
+    call_command("demo_seed")
+    call_command("crmify_sync")  # what a previous run left behind (a worker stopped mid-task)
+    connections.close_all()
+
+
+def start_site() -> list[subprocess.Popen[bytes]]:
+    """The worker and the web server, once the database is ready."""
+    worker = subprocess.Popen(
+        manage("db_worker", "--interval", "0.5", "--no-reload", "--no-startup-delay"), cwd=DEMO
+    )
+    web = subprocess.Popen(manage("runserver", f"127.0.0.1:{WEB_PORT}", "--noreload"), cwd=DEMO)
+    return [worker, web]
+
+
+def stop_all(processes: list[subprocess.Popen[bytes]]) -> None:
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+    for process in processes:
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
 def main() -> None:
     signal.signal(signal.SIGTERM, stop_on_sigterm)
+    # Started in the background by a script, SIGINT comes in ignored, and so would it be for the
+    # children: take it back, so Ctrl-C (or a SIGINT from stop_all) always stops every process.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "demo_site.settings")
     os.environ["CRMIFY_DEMO_SANDBOX_PORT"] = str(SANDBOX_PORT)
+    os.environ["CRMIFY_DEMO_VAR"] = str(VAR_DIR)
+    os.environ["CRMIFY_DEMO_CRM_RATE"] = CRM_RATE
     for port in (WEB_PORT, SANDBOX_PORT):
         if not port_free(port):
             raise SystemExit(
                 f"Port {port} is in use (is the demo already running?). "
                 "Set CRMIFY_DEMO_PORT / CRMIFY_DEMO_SANDBOX_PORT to use others."
             )
-    subprocess.run(manage("migrate", "--noinput", "-v0"), check=True, cwd=DEMO)
-    subprocess.run(manage("createcachetable"), check=True, cwd=DEMO)
-    subprocess.run(manage("demo_seed"), check=True, cwd=DEMO)
-    processes = [
-        subprocess.Popen(
-            manage(
-                "crmify_sandbox",
-                "--port",
-                str(SANDBOX_PORT),
-                "--api-key",
-                API_KEY,
-                "--state-file",
-                str(DEMO / "var" / "sandbox.json"),
-                "--quiet",
-            ),
-            cwd=DEMO,
-        )
-    ]
-    wait_for_port(SANDBOX_PORT)
-    processes.append(subprocess.Popen(manage("db_worker", "--interval", "0.5"), cwd=DEMO))
-    processes.append(
-        subprocess.Popen(manage("runserver", f"127.0.0.1:{WEB_PORT}", "--noreload"), cwd=DEMO)
-    )
-    wait_for_port(WEB_PORT, 30)
-    print(
-        f"\n  Demo site:      http://127.0.0.1:{WEB_PORT}/\n"
-        f"  Admin:          http://127.0.0.1:{WEB_PORT}/admin/crmify/lead/  (user admin, password admin)\n"
-        f"  Sandbox CRM:    http://127.0.0.1:{SANDBOX_PORT}/v3.1/  (API key {API_KEY})\n"
-        "  300 historic users are not in the CRM yet: `manage.py crmify_sync --drift` brings them in.\n"
-        "  Ctrl-C stops everything.\n",
-        flush=True,
-    )
+    processes: list[subprocess.Popen[bytes]] = []
     try:
+        processes.append(start_sandbox())
+        prepare_database()
+        wait_for_port(SANDBOX_PORT)
+        processes += start_site()
+        wait_for_port(WEB_PORT, 30)
+        print(
+            f"\n  Demo site:    http://127.0.0.1:{WEB_PORT}/  (customers ada, grace, ...: password demo)\n"
+            f"  Admin:        http://127.0.0.1:{WEB_PORT}/admin/crmify/lead/\n"
+            "                superuser admin / admin; viewer / viewer may only look\n"
+            f"  Sandbox CRM:  http://127.0.0.1:{SANDBOX_PORT}/_sandbox/leads  (every lead it holds;"
+            f" API http://127.0.0.1:{SANDBOX_PORT}/v3.1/, key {API_KEY})\n"
+            f"  Backfill:     http://127.0.0.1:{WEB_PORT}/admin/crmify/lead/backfill/"
+            "  (brings in the 500 historic customers)\n"
+            f"  Data in {VAR_DIR}. Ctrl-C stops everything.\n",
+            flush=True,
+        )
+        next_sweep = time.monotonic() + SWEEP_EVERY
+        sweeper: subprocess.Popen[bytes] | None = None
         while all(process.poll() is None for process in processes):
             time.sleep(0.5)
+            # The demo's schedule for crmify's sweeper; poll() also reaps the previous one.
+            if time.monotonic() > next_sweep and (sweeper is None or sweeper.poll() is not None):
+                sweeper = subprocess.Popen(
+                    manage("crmify_sync"), cwd=DEMO, stdout=subprocess.DEVNULL
+                )
+                next_sweep = time.monotonic() + SWEEP_EVERY
         print("A demo process stopped; stopping the others.", file=sys.stderr)
     except KeyboardInterrupt:
         pass
     finally:
-        for process in processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGINT)
-        for process in processes:
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_all(processes)
 
 
 if __name__ == "__main__":

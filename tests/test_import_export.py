@@ -168,6 +168,17 @@ def test_a_status_some_lead_has_is_accepted_in_any_case_and_stored_as_spelled(
     assert Lead.objects.get(email="n@example.com").status == "Nurturing"
 
 
+def test_a_status_spelled_with_spaces_is_the_configured_one(login: Login) -> None:
+    client = login("root")
+    content = csv_bytes(
+        {"email": "s@example.com", "status": "not contacted"}, headers=("email", "status")
+    )
+    preview = upload(client, content)
+    assert preview_rows(preview) == [(1, "new", [])]
+    confirm(client, preview)
+    assert Lead.objects.get(email="s@example.com").status == "NotContacted"
+
+
 def test_the_same_email_twice_in_a_file_or_on_two_leads_is_an_invalid_row(login: Login) -> None:
     make_lead(email="twin@example.com")
     make_lead(email="TWIN@example.com")

@@ -7,8 +7,9 @@ from importlib.util import find_spec
 from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-VAR_DIR = BASE_DIR / "var"
-VAR_DIR.mkdir(exist_ok=True)
+# The database and the sandbox's saved leads; the end-to-end tests point this at a temporary directory.
+VAR_DIR = Path(os.environ.get("CRMIFY_DEMO_VAR") or BASE_DIR / "var")
+VAR_DIR.mkdir(parents=True, exist_ok=True)
 
 SECRET_KEY = "crmify-demo-not-secret"
 DEBUG = True
@@ -18,6 +19,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 ROOT_URLCONF = "demo_site.urls"
 LOGIN_URL = "/login/"
 LOGIN_REDIRECT_URL = "/"
+# Fast hashing for public demo passwords only (see the class): a real site keeps Django's default.
+PASSWORD_HASHERS = ["shop.hashers.DemoPasswordHasher"]
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -77,6 +80,8 @@ CACHES = {
 TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
 
 SANDBOX_PORT = int(os.environ.get("CRMIFY_DEMO_SANDBOX_PORT", "8765"))
+# Insightly's own pace by default; run.py gives the sandbox the same rate.
+CRM_RATE = float(os.environ.get("CRMIFY_DEMO_CRM_RATE", "10"))
 
 CRMIFY = {
     "BACKEND": "crmify.backends.insightly.InsightlyBackend",
@@ -85,7 +90,11 @@ CRMIFY = {
         "API_URL": f"http://127.0.0.1:{SANDBOX_PORT}/v3.1/",
         "RECORD_URL": f"http://127.0.0.1:{SANDBOX_PORT}/v3.1/Leads/{{id}}",
         "TIMEOUT": 5,
+        "REQUESTS_PER_SECOND": CRM_RATE,
     },
+    "LEAD_MODEL": "shop.models.UserProfile",
+    "LEAD_MODEL_FIELDMAPPER": "shop.mappers.UserProfileFieldMapper",
+    "LEAD_STATUS_MODEL": "shop.models.Subscription",
     "RETRY_BACKOFF_BASE": 5,
     "SWEEP_PENDING_AFTER": 60,
 }

@@ -1,0 +1,26 @@
+"""How a demo ``UserProfile`` becomes a CRM lead: named by ``LEAD_MODEL_FIELDMAPPER`` in the settings."""
+
+from __future__ import annotations
+
+from crmify.mappers import LeadModelFieldMapper
+
+
+class UserProfileFieldMapper(LeadModelFieldMapper):
+    """Our fields on the left, crmify's lead fields on the right; ``__`` follows a relation.
+
+    A fallback fills a lead field the mapping left empty (``None`` or blank): a user who gave no first
+    name is sent with their user name.
+    """
+
+    field_mapping = {
+        "user__first_name": "first_name",
+        "user__last_name": "last_name",
+        "user__email": "email",
+        "company": "company",
+        "phone": "phone",
+        "plan": "custom_fields__Plan__c",
+        "signup_source": "custom_fields__Signup_Source__c",
+    }
+    fallbacks = {
+        "user__username": "first_name",
+    }
