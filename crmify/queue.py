@@ -8,6 +8,7 @@ so nothing is lost.
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from datetime import datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -72,6 +73,35 @@ def enqueue_lead(lead_id: int, run_after: datetime | None = None, *, reraise: bo
         reraise=reraise,
         what=f"lead {lead_id}; the sweeper will retry",
     )
+
+
+def waiting_in_queue(lead_ids: Collection[int]) -> set[int]:
+    """The leads among ``lead_ids`` that have a task waiting in crmify's queue (due or deferred).
+
+    Called by the sweeper, which leaves them alone: queueing a lead again because it waited longer than
+    ``SWEEP_PENDING_AFTER`` behind a long backlog only makes the backlog longer, pass after pass. Known for
+    the database Tasks backend, whose task rows crmify can read; for any other backend the answer is "none"
+    and the sweeper queues them all, as before. A task a worker took and never finished (the worker died)
+    is not waiting: its lead is queued again.
+    """
+    if not lead_ids or not stores_tasks_in(None):
+        return set()
+    from django_tasks_db.models import DBTaskResult
+
+    from crmify.tasks import process_lead_task, process_leads_task
+
+    wanted = set(lead_ids)
+    waiting: set[int] = set()
+    rows = DBTaskResult.objects.filter(
+        status="READY",
+        backend_name=crmify_settings.TASK_BACKEND,
+        task_path__in=[process_lead_task.module_path, process_leads_task.module_path],
+    ).values_list("args_kwargs", flat=True)
+    for args_kwargs in rows.iterator():
+        args = args_kwargs.get("args") or [None]
+        ids = args[0] if isinstance(args[0], list) else [args[0]]
+        waiting.update(wanted.intersection(ids))
+    return waiting
 
 
 def stores_tasks_in(using: str | None) -> bool:

@@ -1,9 +1,10 @@
 """Finds work that fell through the cracks and queues it again.
 
 Called by ``manage.py crmify_sync`` and the ``crmify.tasks.sweep_task`` task (schedule either). It gives back
-claims of workers that died, queues due retries and pending leads whose enqueue was lost, and with
-``drift=True`` re-maps every ``LEAD_MODEL`` row to catch writes that bypassed the signals
-(``queryset.update``, ``bulk_create``).
+claims of workers that died, queues due retries and pending leads whose enqueue was lost (not those still
+waiting in the database queue behind a backlog), prunes ledger entries older than
+``LEDGER_RETENTION_DAYS``, and with ``drift=True`` re-maps every ``LEAD_MODEL`` row to catch writes that
+bypassed the signals (``queryset.update``, ``bulk_create``).
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from django.utils import timezone
 from crmify.conf import crmify_settings
 from crmify.loading import get_lead_model, get_mapper, walk_path
 from crmify.mappers import LeadModelFieldMapper
-from crmify.models import Lead, SyncState
-from crmify.queue import backend_supports_defer, enqueue_lead
+from crmify.models import Lead, LedgerEntry, SyncState
+from crmify.queue import backend_supports_defer, enqueue_lead, waiting_in_queue
 from crmify.tracking import new_lead, track
 
 
@@ -34,13 +35,14 @@ class SweepReport:
     released_claims: int = 0
     queued_retries: int = 0
     queued_lost: int = 0
+    pruned_ledger: int = 0
     drift_scanned: int = 0
     drift_queued: int = 0
 
     def __str__(self) -> str:
         text = (
             f"{self.released_claims} stale claims released, {self.queued_retries} due retries queued, "
-            f"{self.queued_lost} lost enqueues queued"
+            f"{self.queued_lost} lost enqueues queued, {self.pruned_ledger} old ledger entries pruned"
         )
         if self.drift_scanned:
             text += f", {self.drift_scanned} rows scanned for drift, {self.drift_queued} changed"
@@ -67,6 +69,9 @@ def sweep(*, drift: bool = False) -> SweepReport:
     )
     report.queued_retries = _requeue(Lead.objects.filter(due, claim_token=""), now)
     report.queued_lost = _requeue(Lead.objects.filter(lost, claim_token=""), now)
+    days = crmify_settings.LEDGER_RETENTION_DAYS
+    if days is not None:
+        report.pruned_ledger = prune_ledger(now - timedelta(days=days))
     if drift:
         report.drift_scanned, report.drift_queued = scan_drift()
     return report
@@ -93,8 +98,35 @@ def release_stale_claims(before: Any) -> int:
     )
 
 
+#: Ledger rows deleted per statement, and statements per sweep: each delete stays short (no long lock,
+#: no huge transaction); a backlog larger than one sweep's share is finished by the next sweeps.
+PRUNE_BATCH = 1000
+PRUNE_BATCHES_PER_SWEEP = 100
+
+
+def prune_ledger(before: Any) -> int:
+    """Delete ledger entries that started before ``before``, ``PRUNE_BATCH`` rows a statement and at most
+    ``PRUNE_BATCHES_PER_SWEEP`` statements; how many went.
+
+    The entries of a lead that is failed now are kept, however old: they say why it failed, and
+    "Re-sync" reads the last one (a 404 on update re-creates the CRM record).
+    """
+    old = LedgerEntry.objects.filter(started_at__lt=before).exclude(
+        lead__sync_state=SyncState.FAILED
+    )
+    pruned = 0
+    for _ in range(PRUNE_BATCHES_PER_SWEEP):
+        ids = list(old.order_by("pk").values_list("pk", flat=True)[:PRUNE_BATCH])
+        if not ids:
+            break
+        pruned += LedgerEntry.objects.filter(pk__in=ids).delete()[0]
+    return pruned
+
+
 def _requeue(queryset: models.QuerySet[Lead], now: Any) -> int:
     ids = list(queryset.values_list("pk", flat=True))
+    waiting = waiting_in_queue(ids)
+    ids = [lead_id for lead_id in ids if lead_id not in waiting]
     Lead.objects.filter(pk__in=ids).update(queued_at=now)
     return sum(1 for lead_id in ids if enqueue_lead(lead_id))
 

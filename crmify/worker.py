@@ -86,8 +86,9 @@ def backoff_seconds(attempt: int, retry_after: float | None = None) -> float:
 
 
 def redact(text: str) -> str:
-    """``text`` with every ``BACKEND_AUTH`` value masked, for the ledger and ``last_error``."""
-    return redact_secrets(text, crmify_settings.BACKEND_AUTH.values())
+    """``text`` as the ledger and ``last_error`` keep it: every ``BACKEND_AUTH`` value masked, and NUL
+    characters (a CRM's binary or mis-encoded answer has them; PostgreSQL text refuses them) replaced."""
+    return redact_secrets(text, crmify_settings.BACKEND_AUTH.values()).replace("\x00", "\ufffd")
 
 
 def current_backend() -> Any:
@@ -155,10 +156,13 @@ def _run_delete(lead_id: int) -> str:
     if token is None:
         return "skipped"
     lead = Lead.objects.get(pk=lead_id)
-    if lead.external_id:
-        deleted, error = _call(
-            lead, "delete", lambda backend: backend.delete_lead(lead.external_id)
-        )
+    external_id = lead.external_id
+    if not external_id and _may_be_in_crm(lead):
+        external_id, error = _call(lead, "lookup", lambda backend: backend.find_lead_id(lead))
+        if error is not None:
+            return _finish_failure(lead, token, error, retry_state=SyncState.DELETING)
+    if external_id:
+        deleted, error = _call(lead, "delete", lambda backend: backend.delete_lead(external_id))
         if error is None and deleted is False:
             error = PermanentBackendError(f"The CRM did not delete lead {lead.external_id}.")
         if error is not None:
@@ -173,6 +177,12 @@ def _run_delete(lead_id: int) -> str:
         updated_at=timezone.now(),
     )
     return "deleted"
+
+
+def _may_be_in_crm(lead: Lead) -> bool:
+    """Whether a lead without a CRM id was ever sent (a create that timed out may have made it) and the
+    backend can look for it."""
+    return bool(getattr(current_backend(), "supports_lookup", False)) and lead.ledger.exists()
 
 
 def _call(
@@ -195,7 +205,8 @@ def _call(
                 claim_token="",
                 claimed_at=None,
             )
-            raise
+            # The task framework logs this and stores its traceback: the same error, minus the key.
+            raise ImproperlyConfigured(redact(str(exc))) from None
         except Exception as exc:
             error = exc
         _write_ledger(lead, records, operation, started_at, started, error)
@@ -212,18 +223,21 @@ def _write_ledger(
 ) -> None:
     """One ledger row per CRM call the backend reported, or one for the whole operation if it reported none.
 
+    An error the backend raised after calls that went well (an unknown status found after the lookup by
+    e-mail) gets a row of its own too: the ledger's last word on a failed lead is always why it failed.
     ``lead`` is None for calls made for no one lead (the backfill's listing of the CRM).
     """
-    if not records:
+    if not records or (error is not None and records[-1].outcome == LedgerEntry.Outcome.OK):
         failure = classify(error) if error is not None else None
         records = [
+            *records,
             CallRecord(
                 operation,
                 outcome=failure.outcome if failure else LedgerEntry.Outcome.OK,
                 http_status=getattr(error, "status_code", None),
                 duration_ms=int((time.monotonic() - started) * 1000),
                 error=failure.message if failure else "",
-            )
+            ),
         ]
     LedgerEntry.objects.bulk_create(
         LedgerEntry(

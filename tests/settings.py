@@ -23,6 +23,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     *([] if find_spec("django.tasks") else ["django_tasks"]),
     "django_tasks_db",
+    *(["django_rq"] if find_spec("django_tasks_rq") else []),
     "import_export",
     "crmify",
     "tests.testapp",
@@ -84,6 +85,17 @@ TASKS = {
     "default": {"BACKEND": "django_tasks_db.DatabaseBackend"},
     "immediate": {"BACKEND": "django.tasks.backends.immediate.ImmediateBackend"},
     "dummy": {"BACKEND": "django.tasks.backends.dummy.DummyBackend"},
+}
+# The scale-out set-up (tests/reliability/): RQ workers on Redis, and a Redis cache the workers share for
+# crmify's rate limiter. A dedicated Redis database, which the tests flush; CRMIFY_TEST_REDIS_URL moves it.
+REDIS_URL = os.environ.get("CRMIFY_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+if find_spec("django_tasks_rq"):
+    TASKS["rq"] = {"BACKEND": "django_tasks_rq.RQBackend"}
+    RQ_QUEUES = {"default": {"URL": REDIS_URL}}
+    RQ_SHOW_ADMIN_LINK = False
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "shared": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL},
 }
 if not find_spec("django.tasks"):
     for alias in ("immediate", "dummy"):

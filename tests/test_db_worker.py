@@ -1,65 +1,22 @@
 """A real ``db_worker`` process (django-tasks-db) drains the syncs the site queued, each lead exactly once.
 
 The locmem CRM lives inside the worker processes, so the test reads the outcome where the site would: the
-``Lead`` rows and the ledger. The worker opens the test's own database (``CRMIFY_WORKER_DB``, see
-``tests/settings.py``); on SQLite that is a file both processes share.
+``Lead`` rows and the ledger. The worker opens the test's own database (``tests.reliability.processes``);
+on SQLite that is a file both processes share.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any
 
 import pytest
-from django.db import connection
 from django_tasks_db.models import DBTaskResult
 
 from crmify.models import Lead, LedgerEntry, SyncState
 from tests.factories import lead_of, make_user
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.reliability.processes import start_db_worker as start_worker
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
-
-
-def start_worker(crmify: dict[str, Any] | None = None) -> subprocess.Popen[str]:
-    """``manage.py db_worker --batch`` on the test database: runs every queued task, then exits.
-
-    ``crmify`` holds ``CRMIFY`` keys the worker gets on top of the test settings' own.
-    """
-    name = str(connection.settings_dict["NAME"])
-    if connection.vendor == "sqlite":
-        name = os.path.abspath(name)
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.settings",
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-        "CRMIFY_WORKER_DB": name,
-        "CRMIFY_WORKER_CRMIFY": json.dumps(crmify or {}),
-    }
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "django",
-            "db_worker",
-            "--batch",
-            "--no-startup-delay",
-            "--interval=0",
-            "--queue-name=default",
-            "--verbosity=0",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
 
 
 def test_db_worker_processes_drain_queued_syncs_exactly_once(

@@ -247,9 +247,12 @@ class SandboxServer:
         faults = self._faults  # one consistent snapshot for the whole request
         route = resolve(request.method, subpath)
         delay = self._dice.delay(faults)
-        if delay > 0 and self.pause(delay):
-            return Response(0, drop=True)
+        if delay > 0:
+            self._stats.inject("latency")
+            if self.pause(delay):
+                return Response(0, drop=True)
         if self._dice.happens(faults.drop_rate):
+            self._stats.inject("drop")
             self._stats.record(route.template, "dropped")
             return Response(0, drop=True)
         if not self._authorized(request):
@@ -261,6 +264,7 @@ class SandboxServer:
                 route, "rate", 1, "API rate limit exceeded: too many requests per second."
             )
         if self._dice.happens(faults.burst_429_rate):
+            self._stats.inject("burst_429")
             return self._throttle(route, "fault", 1, "API rate limit exceeded.")
         reading = self._quota.consume()
         if not reading.allowed:
@@ -274,6 +278,7 @@ class SandboxServer:
             )
         status = self._dice.error_status(faults)
         if status is not None:
+            self._stats.inject("error")
             return self._finish(route, _injected_error(status), reading)
         response = route.handle(self.state, request)
         if (
@@ -281,6 +286,7 @@ class SandboxServer:
             and response.status == 200
             and self._dice.happens(faults.create_timeout_rate)
         ):
+            self._stats.inject("create_timeout")
             response.delay = faults.create_timeout_delay
         return self._finish(route, response, reading)
 

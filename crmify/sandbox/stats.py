@@ -2,7 +2,8 @@
 
 ``SandboxServer`` records every ``/v3.1/`` call once it knows the outcome: the route template
 (``"POST /Leads"``, ``"GET /Leads/{id}"``), the status (or ``"dropped"``), and for 429s
-whether the per-second rate, the daily quota or an injected burst caused it.
+whether the per-second rate, the daily quota or an injected burst caused it. Injected faults are
+also counted by kind, so a soak can report what it survived (``crmify.sandbox.faults``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from collections import Counter, defaultdict
 from typing import Any, Literal
 
 ThrottleKind = Literal["rate", "quota", "fault"]
+FaultKind = Literal["error", "burst_429", "drop", "create_timeout", "latency"]
+FAULT_KINDS: tuple[FaultKind, ...] = ("error", "burst_429", "drop", "create_timeout", "latency")
 
 
 class Stats:
@@ -21,6 +24,7 @@ class Stats:
         self._lock = threading.Lock()
         self._by_route: defaultdict[str, Counter[str]] = defaultdict(Counter)
         self._throttled: Counter[str] = Counter()
+        self._injected: Counter[str] = Counter()
 
     def record(self, route: str, outcome: int | str, throttle: ThrottleKind | None = None) -> None:
         with self._lock:
@@ -28,19 +32,26 @@ class Stats:
             if throttle is not None:
                 self._throttled[throttle] += 1
 
+    def inject(self, kind: FaultKind) -> None:
+        """Count one injected fault (a delayed request counts as ``latency``)."""
+        with self._lock:
+            self._injected[kind] += 1
+
     def reset(self) -> None:
         with self._lock:
             self._by_route.clear()
             self._throttled.clear()
+            self._injected.clear()
 
     def snapshot(self) -> dict[str, Any]:
         """``{"requests": {"POST /Leads": {"200": 12}}, "throttled": {"rate": 1, ...},
-        "total": 13}``."""
+        "injected": {"error": 2, ...}, "total": 13}``."""
         with self._lock:
             return {
                 "requests": {
                     route: dict(counts) for route, counts in sorted(self._by_route.items())
                 },
                 "throttled": {kind: self._throttled[kind] for kind in ("rate", "quota", "fault")},
+                "injected": {kind: self._injected[kind] for kind in FAULT_KINDS},
                 "total": sum(sum(counts.values()) for counts in self._by_route.values()),
             }

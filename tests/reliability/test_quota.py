@@ -1,0 +1,157 @@
+"""Quota exhaustion: the sandbox's daily quota runs out in the middle of a run, over real HTTP.
+
+The run goes through the database queue and a ``db_worker`` in this process (``--batch``: every task due
+now, then return), so the worker, the admin's banner and the test share one cache, as a site's processes
+share theirs. The sandbox's "day" is a few seconds long, so its ``Retry-After`` (when calls resume) comes
+within the test.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import requests
+from django.contrib.auth.models import User
+from django.core.cache import cache
+from django.core.management import call_command
+from django.test import Client
+from django.urls import reverse
+from django.utils import timezone
+
+from crmify.admin.display import exact_time
+from crmify.models import Lead, SyncState
+from crmify.ratelimit import QuotaTracker
+from crmify.sandbox import SandboxServer
+from crmify.sweeper import sweep
+from tests.conftest import FAST_SANDBOX, crmify_for
+from tests.factories import make_user
+from tests.reliability.processes import wait_until
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+#: Calls the sandbox allows per "day": the status table, then a lookup and a create per new lead, so the
+#: sixth lead's create is refused.
+QUOTA = 12
+#: The sandbox's "day", in seconds: long enough for the test's checks while the quota is used up, even on
+#: a loaded machine.
+WINDOW = 20.0
+USERS = 10
+CHANGELIST = reverse("admin:crmify_lead_changelist")
+
+
+def control(sandbox: SandboxServer, method: str, path: str, **body: Any) -> Any:
+    """The sandbox's control API over HTTP, as an operator (or a CI script) would steer it."""
+    response = requests.request(method, sandbox.control_url + path, json=body or None, timeout=5)
+    response.raise_for_status()
+    return response.json()
+
+
+def work() -> None:
+    """The in-process worker: runs every task that is due, then returns.
+
+    ``db_worker`` sets its loggers' levels for the process; they are put back, so later tests (the
+    secrets scan reads every log record) see the logs they would see without this one.
+    """
+    loggers = [
+        item
+        for item in logging.root.manager.loggerDict.values()
+        if isinstance(item, logging.Logger)
+    ]
+    levels = [(item, item.level) for item in loggers]
+    try:
+        call_command(
+            "db_worker",
+            "--batch",
+            "--no-startup-delay",
+            "--interval=0",
+            "--queue-name=default",
+            "--verbosity=0",
+        )
+    finally:
+        for item, level in levels:
+            item.setLevel(level)
+
+
+@pytest.fixture
+def staff(client: Client) -> Iterator[Client]:
+    """The test client, logged in as a superuser made before crmify points at the sandbox; an empty
+    cache (status tables and quota state of earlier tests are kept per sandbox URL)."""
+    cache.clear()
+    client.force_login(User.objects.create_superuser("root", "root@example.com", None))
+    Lead.objects.all().delete()
+    yield client
+    cache.clear()
+
+
+def test_a_used_up_quota_stops_calls_until_its_reset_and_the_run_then_completes(
+    staff: Client, sandbox: SandboxServer, configure: Callable[..., None]
+) -> None:
+    configure(**{**crmify_for(sandbox, **FAST_SANDBOX), "TASK_BACKEND": "default"})
+    control(sandbox, "PUT", "faults", requests_per_second=None)
+    control(sandbox, "PUT", "faults", daily_quota=QUOTA, quota_window_seconds=WINDOW)
+    users = [make_user(first_name=f"Quota {n}") for n in range(USERS)]
+    work()
+
+    # Five leads went through; the sixth lead's create met the 429 with the quota headers.
+    stats = control(sandbox, "GET", "stats")
+    assert (stats["total"], stats["throttled"]["quota"], stats["quota"]["remaining"]) == (
+        QUOTA + 1,
+        1,
+        0,
+    )
+    synced = Lead.objects.filter(sync_state=SyncState.SYNCED)
+    assert synced.count() == 5
+    resumes_at = QuotaTracker("insightly", cache).state().exhausted_until
+    assert resumes_at is not None and resumes_at > timezone.now()
+    waiting = Lead.objects.exclude(sync_state=SyncState.SYNCED)
+    assert waiting.count() == USERS - 5
+    for lead in waiting:
+        # Waiting for the quota is not a failed attempt; the reason says when calls resume.
+        assert (lead.sync_state, lead.attempts, lead.next_attempt_at) == (
+            SyncState.RETRYING,
+            0,
+            resumes_at,
+        )
+        assert "daily API quota is used up; calls resume at" in lead.last_error
+
+    # The site keeps working meanwhile: changes queue, workers and the sweeper run, nothing is called.
+    for user in users:
+        user.last_name = f"Renamed {user.pk}"
+        user.save()
+    work()
+    sweep()
+    work()
+    assert timezone.now() < resumes_at, (
+        "the machine is too slow for WINDOW: checks ran after the reset"
+    )
+    assert control(sandbox, "GET", "stats")["total"] == QUOTA + 1
+
+    # Staff see why and when calls resume.
+    html = staff.get(CHANGELIST).content.decode()
+    assert "daily API quota is used up: calls resume at" in html
+    assert exact_time(resumes_at) in html
+    assert html.count("quota is used up; calls resume at") >= USERS  # each lead says why it waits
+
+    # The quota resets (a new day for the sandbox); at the time it said, crmify sends again.
+    control(sandbox, "PUT", "faults", daily_quota=1000)
+    wait_until(lambda: timezone.now() > resumes_at, timeout=WINDOW + 5, message="the reset")
+    wait_until(lambda: _drained(), timeout=60, message="every lead synced")
+
+    leads = control(sandbox, "GET", "leads")
+    crm = {row["EMAIL"]: row for row in leads}
+    assert len(crm) == len(leads) == USERS  # nothing lost, nothing twice
+    for user in users:
+        assert crm[user.email]["LAST_NAME"] == f"Renamed {user.pk}"
+    stats = control(sandbox, "GET", "stats")
+    assert stats["throttled"]["quota"] == 1
+    assert "quota is used up" not in staff.get(CHANGELIST).content.decode()
+
+
+def _drained() -> bool:
+    """Run the worker and the sweeper once; True when every lead is synced."""
+    work()
+    sweep()
+    return not Lead.objects.exclude(sync_state=SyncState.SYNCED).exists()
