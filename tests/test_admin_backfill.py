@@ -91,17 +91,6 @@ def refreshes(response: Any) -> bool:
 # -- permission and protection -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("method", "page"),
-    [
-        ("get", "options"),
-        ("post", "dry_run"),
-        ("post", "confirm"),
-        ("get", "run"),
-        ("post", "cancel"),
-        ("post", "resume"),
-    ],
-)
 def test_cancel_and_resume_refuse_a_get(login: Login, people: dict[str, User], quiet: None) -> None:
     run = start_run(people["root"])
     client = login("root")
