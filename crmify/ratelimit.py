@@ -40,11 +40,15 @@ class SharedRateLimiter:
         started = time.time()
         while True:
             first = math.ceil(time.time() / self.interval)
-            for slot in range(first, first + int(LOOKAHEAD_SECONDS / self.interval)):
-                # Short-lived keys: a slot only matters until it has passed, and a database cache
-                # culls at MAX_ENTRIES, which must not evict the status tables kept beside them.
+            # At least one slot: below 0.5 calls a second no slot starts within the lookahead.
+            for slot in range(first, first + max(1, int(LOOKAHEAD_SECONDS / self.interval))):
+                # Short-lived keys: a slot only matters until it has passed (it starts at most
+                # LOOKAHEAD_SECONDS or one interval ahead), and a database cache culls at MAX_ENTRIES,
+                # which must not evict the status tables kept beside them.
                 if self.cache.add(
-                    f"crmify:rl:{self.name}:{slot}", 1, timeout=LOOKAHEAD_SECONDS + 2
+                    f"crmify:rl:{self.name}:{slot}",
+                    1,
+                    timeout=max(LOOKAHEAD_SECONDS, self.interval) + 2,
                 ):
                     delay = slot * self.interval - time.time()
                     if delay > 0:

@@ -70,6 +70,37 @@ def test_one_process_is_paced_to_the_configured_rate() -> None:
     assert time.monotonic() - started >= 0.45  # 11 slots of 50 ms: 10 intervals
 
 
+class FakeClock:
+    """``time`` for crmify.ratelimit: sleeping moves the clock; an endless wait fails instead of hanging."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+        self.sleeps = 0
+
+    def time(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps += 1
+        assert self.sleeps < 100, "the limiter never found a free slot"
+        self.now += seconds
+
+
+@pytest.mark.parametrize("rate", [0.4, 0.1])
+def test_a_rate_below_one_call_every_two_seconds_still_paces(
+    rate: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = FakeClock()
+    monkeypatch.setattr("crmify.ratelimit.time", clock)
+    limiter = SharedRateLimiter(f"slow-{rate}", rate, LocMemCache(f"slow-{rate}", {}))
+    sent_at = []
+    for _ in range(3):
+        limiter.acquire()
+        sent_at.append(clock.now)
+    gaps = [later - earlier for earlier, later in zip(sent_at, sent_at[1:], strict=False)]
+    assert all(gap >= 1 / rate - 1e-6 for gap in gaps), gaps
+
+
 def test_quota_tracker_remembers_exhaustion_and_headers() -> None:
     tracker = QuotaTracker("quota-test", caches["default"])
     tracker.observe(limit=1000, remaining=12)
