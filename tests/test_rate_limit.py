@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -97,7 +98,7 @@ def test_a_rate_below_one_call_every_two_seconds_still_paces(
     for _ in range(3):
         limiter.acquire()
         sent_at.append(clock.now)
-    gaps = [later - earlier for earlier, later in zip(sent_at, sent_at[1:], strict=False)]
+    gaps = [later - earlier for earlier, later in pairwise(sent_at)]
     assert all(gap >= 1 / rate - 1e-6 for gap in gaps), gaps
 
 
