@@ -11,7 +11,6 @@ Functions taking a row take a ``Lead`` or a ``LEAD_MODEL`` row; any other row ra
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -21,7 +20,6 @@ from django.db import models, transaction
 from django.db.models import Case, Exists, F, OuterRef, Q, Subquery, Value, When
 from django.utils import timezone
 
-from crmify.backends.base import recording
 from crmify.conf import crmify_settings
 from crmify.exceptions import BackendError, PermanentBackendError
 from crmify.loading import get_lead_model
@@ -36,7 +34,7 @@ from crmify.tracking import (
     source_row,
     track,
 )
-from crmify.worker import _write_ledger, classify, current_backend, process_lead, redact
+from crmify.worker import classify, current_backend, process_lead, recorded_call, redact
 
 
 @dataclass
@@ -177,13 +175,13 @@ def gone_from_crm() -> Q:
     return Q(sync_state=SyncState.DELETED) | (Q(sync_state=SyncState.FAILED) & Q(said_404))
 
 
-def _force_pending(lead: Lead) -> None:
+def _force_pending(leads: models.QuerySet[Lead]) -> None:
     """Make ``lead`` send everything again, even if nothing changed; a tombstone comes back to life.
 
     Called by "Re-sync" and "Sync now". A lead whose CRM record is gone (:func:`gone_from_crm`) drops
     its stale CRM id, so the send creates a new record instead of updating the missing one again.
     """
-    Lead.objects.filter(pk=lead.pk).update(
+    leads.update(
         synced_fingerprint="",
         synced_values={},
         tombstone=False,
@@ -204,6 +202,7 @@ def resync(leads: Iterable[Lead]) -> BulkResult:
     """
     result = BulkResult()
     with transaction.atomic():
+        ids: list[int] = []
         for lead in leads:
             if lead.sync_state == SyncState.SYNCING:
                 result.skipped["already syncing"] += 1
@@ -212,9 +211,11 @@ def resync(leads: Iterable[Lead]) -> BulkResult:
             if reason:
                 result.skipped[reason] += 1
                 continue
-            _force_pending(lead)
-            enqueue_lead_on_commit(lead.pk)
-            result.queued += 1
+            ids.append(lead.pk)
+        _force_pending(Lead.objects.filter(pk__in=ids))
+        for lead_id in ids:
+            enqueue_lead_on_commit(lead_id)
+        result.queued = len(ids)
     return result
 
 
@@ -281,7 +282,7 @@ def sync_now(lead: Lead) -> str:
     if lead.tombstone and lead.sync_state != SyncState.DELETED:
         Lead.objects.filter(pk=lead.pk).update(sync_state=SyncState.DELETING, next_attempt_at=None)
     else:
-        _force_pending(lead)
+        _force_pending(Lead.objects.filter(pk=lead.pk))
     return process_lead(lead.pk)
 
 
@@ -312,15 +313,8 @@ def fetch_from_crm(lead: Lead) -> dict[str, Any] | None:
         raise PermanentBackendError("This CRM backend cannot fetch leads (supports_fetch is off).")
     if not lead.external_id:
         return None
-    started_at, started = timezone.now(), time.monotonic()
-    record: dict[str, Any] | None = None
-    error: Exception | None = None
-    with recording() as records:
-        try:
-            record = backend.fetch_lead(lead.external_id)
-        except Exception as exc:
-            error = exc
-        _write_ledger(lead, records, "fetch", started_at, started, error)
+    fetched, error = recorded_call(lead, "fetch", lambda crm: crm.fetch_lead(lead.external_id))
+    record: dict[str, Any] | None = fetched
     if error is not None:
         # A site's own backend may quote its key in an exception: only the redacted text leaves here.
         if isinstance(error, BackendError):

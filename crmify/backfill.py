@@ -23,7 +23,6 @@ REQUESTS_PER_SECOND`` seconds and copy the worker's error handling.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 import time
@@ -318,6 +317,7 @@ def _decide(
     leads = {lead.source_id: lead for lead in leads_query}
     blank = new_lead(rows[0], source_type=source_type)
     chunk = _Chunk()
+    absent: list[Lead] = []  # leads the listing did not find
     now = timezone.now()
     for row in rows:
         lead = leads.get(str(row.pk))
@@ -354,15 +354,17 @@ def _decide(
                 lead.synced_values = {}  # nothing of ours is in that record yet: send every value
             else:
                 lead.absent_from_crm_at = now
+                absent.append(lead)
         (chunk.creates if adding else chunk.updates).append(lead)
-    _look_up_shared_emails(chunk, using=using, now=now, seen=seen)
+    _look_up_shared_emails(absent, chunk, using=using, seen=seen)
     return chunk
 
 
 def _look_up_shared_emails(
-    chunk: _Chunk, *, using: str, now: datetime, seen: set[str] | None
+    absent: list[Lead], chunk: _Chunk, *, using: str, seen: set[str] | None
 ) -> None:
-    """Let the backend look up by e-mail the leads whose e-mail another lead of the site already has.
+    """Let the backend look up by e-mail the ``absent`` leads whose e-mail another lead of the site
+    already has.
 
     The listing said the CRM lacks these e-mails, but once the first of two users sharing one is sent,
     the CRM has it: the second must find and adopt that record (the worker's path for a lead not marked
@@ -370,11 +372,7 @@ def _look_up_shared_emails(
     sign-ups (it asks for each e-mail as written and lower-cased, which covers the usual spellings);
     the dry run, which writes no lead, passes the e-mails of its earlier chunks in ``seen``.
     """
-    absent = [
-        lead
-        for lead in itertools.chain(chunk.creates, chunk.updates)
-        if lead.absent_from_crm_at == now and lead.email
-    ]
+    absent = [lead for lead in absent if lead.email]
     if not absent:
         return
     elsewhere = {

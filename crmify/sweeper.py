@@ -67,8 +67,11 @@ def sweep(*, drift: bool = False) -> SweepReport:
         next_attempt_at__isnull=True,
         queued_at__lt=lost_before,
     )
-    report.queued_retries = _requeue(Lead.objects.filter(due, claim_token=""), now)
-    report.queued_lost = _requeue(Lead.objects.filter(lost, claim_token=""), now)
+    due_ids = list(Lead.objects.filter(due, claim_token="").values_list("pk", flat=True))
+    lost_ids = list(Lead.objects.filter(lost, claim_token="").values_list("pk", flat=True))
+    waiting = waiting_in_queue([*due_ids, *lost_ids])
+    report.queued_retries = _requeue(due_ids, waiting, now)
+    report.queued_lost = _requeue(lost_ids, waiting, now)
     days = crmify_settings.LEDGER_RETENTION_DAYS
     if days is not None:
         report.pruned_ledger = prune_ledger(now - timedelta(days=days))
@@ -123,9 +126,7 @@ def prune_ledger(before: Any) -> int:
     return pruned
 
 
-def _requeue(queryset: models.QuerySet[Lead], now: Any) -> int:
-    ids = list(queryset.values_list("pk", flat=True))
-    waiting = waiting_in_queue(ids)
+def _requeue(ids: list[int], waiting: set[int], now: Any) -> int:
     ids = [lead_id for lead_id in ids if lead_id not in waiting]
     Lead.objects.filter(pk__in=ids).update(queued_at=now)
     return sum(1 for lead_id in ids if enqueue_lead(lead_id))
@@ -196,7 +197,7 @@ def scan_drift() -> tuple[int, int]:
             lead = leads.get(str(row.pk))
             before = lead.fingerprint if lead else None
             # A row without a lead (bulk_create) gets a new one here: no per-row lookup.
-            after = track(row, mapper=mapper, lead=lead or new_lead(row))
+            after = track(row, mapper=mapper, lead=lead or new_lead(row, source_type=source_type))
             if after.fingerprint != before and after.sync_state == SyncState.PENDING:
                 queued += 1
     return scanned, queued

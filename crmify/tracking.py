@@ -178,9 +178,12 @@ def apply_values(
     lead: Lead, mapped: MappedLead, *, status: str | None = None, using: str | None = None
 ) -> Lead:
     """Write mapped values onto ``lead`` and queue a sync if what the CRM should hold changed."""
+    recorded_source = lead.source_fingerprint
     assign_values(lead, mapped, status=status)
     try:
-        return save_if_changed(lead, using=using)
+        return save_if_changed(
+            lead, using=using, source_moved=lead.source_fingerprint != recorded_source
+        )
     except IntegrityError:
         if not lead._state.adding:
             raise
@@ -206,7 +209,7 @@ def assign_values(lead: Lead, mapped: MappedLead, *, status: str | None = None) 
     lead.source_fingerprint = mapped_fingerprint(mapped)
 
 
-def save_if_changed(lead: Lead, *, using: str | None = None) -> Lead:
+def save_if_changed(lead: Lead, *, using: str | None = None, source_moved: bool = False) -> Lead:
     """Persist ``lead``'s values when their fingerprint changed, and queue it.
 
     The lead's write and (on the database Tasks backend) its task commit together, in the site's
@@ -216,7 +219,8 @@ def save_if_changed(lead: Lead, *, using: str | None = None) -> Lead:
     using = using or router.db_for_write(Lead, instance=lead)
     new_fingerprint = fingerprint(lead.crm_values())
     if lead.pk is not None and new_fingerprint == lead.fingerprint:
-        _remember_source_fingerprint(lead, using)
+        if source_moved:
+            _remember_source_fingerprint(lead, using)
         return lead
     lead.fingerprint = new_fingerprint
     now = timezone.now()

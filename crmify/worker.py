@@ -31,7 +31,6 @@ from crmify.exceptions import (
     MappingError,
     PermanentBackendError,
     QuotaExhausted,
-    TransientBackendError,
 )
 from crmify.models import Lead, LedgerEntry, SyncState
 from crmify.queue import enqueue_lead
@@ -64,8 +63,6 @@ def classify(exc: BaseException) -> Failure:
         return Failure(str(exc), permanent=False, resets_at=exc.resets_at)
     if isinstance(exc, PermanentBackendError | MappingError | ImproperlyConfigured):
         return Failure(str(exc), permanent=True)
-    if isinstance(exc, TransientBackendError):
-        return Failure(str(exc), permanent=False, retry_after=exc.retry_after)
     if isinstance(exc, BackendError):
         return Failure(str(exc), permanent=False, retry_after=exc.retry_after)
     # Any other exception from a custom backend: retried, with its text kept.
@@ -185,31 +182,38 @@ def _may_be_in_crm(lead: Lead) -> bool:
     return bool(getattr(current_backend(), "supports_lookup", False)) and lead.ledger.exists()
 
 
-def _call(
+def recorded_call(
     lead: Lead, operation: str, call: Callable[[Any], Any]
-) -> tuple[Any, BaseException | None]:
-    """Call the backend, keep a ledger of it, and hand back (result, error)."""
+) -> tuple[Any, Exception | None]:
+    """Call the backend and keep a ledger of it; hand back (result, error). Also ``api.fetch_from_crm``."""
     started_at = timezone.now()
     started = time.monotonic()
     result: Any = None
-    error: BaseException | None = None
+    error: Exception | None = None
     with recording() as records:
         try:
             result = call(current_backend())
-        except ImproperlyConfigured as exc:
-            _write_ledger(lead, records, operation, started_at, started, exc)
-            # A configuration mistake is never retried: fail the lead loudly and let the task fail too.
-            Lead.objects.filter(pk=lead.pk).update(
-                sync_state=SyncState.FAILED,
-                last_error=redact(f"Configuration error: {exc}")[:MAX_ERROR_LENGTH],
-                claim_token="",
-                claimed_at=None,
-            )
-            # The task framework logs this and stores its traceback: the same error, minus the key.
-            raise ImproperlyConfigured(redact(str(exc))) from None
         except Exception as exc:
             error = exc
         _write_ledger(lead, records, operation, started_at, started, error)
+    return result, error
+
+
+def _call(
+    lead: Lead, operation: str, call: Callable[[Any], Any]
+) -> tuple[Any, BaseException | None]:
+    """:func:`recorded_call`, failing the lead and the task on a configuration error."""
+    result, error = recorded_call(lead, operation, call)
+    if isinstance(error, ImproperlyConfigured):
+        # A configuration mistake is never retried: fail the lead loudly and let the task fail too.
+        Lead.objects.filter(pk=lead.pk).update(
+            sync_state=SyncState.FAILED,
+            last_error=redact(f"Configuration error: {error}")[:MAX_ERROR_LENGTH],
+            claim_token="",
+            claimed_at=None,
+        )
+        # The task framework logs this and stores its traceback: the same error, minus the key.
+        raise ImproperlyConfigured(redact(str(error))) from None
     return result, error
 
 
