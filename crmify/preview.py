@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import inspect
 import json
-import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from functools import cached_property
@@ -389,11 +388,9 @@ def _lead_values(lead: Lead, mapped: MappedLead) -> tuple[LeadValue, ...]:
 
 
 def crm_max_lengths(backend: Any) -> Mapping[str, int]:
-    """Longest values the CRM accepts, by payload key: the backend's ``max_lengths`` attribute, else the
-    ``MAX_LENGTHS`` of the backend's module (the Insightly backend keeps them there)."""
-    lengths = getattr(backend, "max_lengths", None)
-    if lengths is None:
-        lengths = getattr(sys.modules.get(type(backend).__module__), "MAX_LENGTHS", None)
+    """Longest values the CRM accepts, by payload key: the backend's ``max_lengths`` (part of the optional
+    contract of ``crmify.backends.base.BaseBackend``); none for a backend without it."""
+    lengths = getattr(backend, "max_lengths", {})
     return lengths if isinstance(lengths, Mapping) else {}
 
 

@@ -80,8 +80,7 @@ def known_statuses() -> dict[str, str]:
 
 
 def status_key(status: str) -> str:
-    """How statuses are compared: case and spaces ignored ("Not Contacted" is ``NotContacted``), as
-    the Insightly backend resolves status names."""
+    """How statuses are compared: case and spaces ignored ("Not Contacted" is ``NotContacted``)."""
     return "".join(status.split()).casefold()
 
 
@@ -105,7 +104,8 @@ def leads_by_email(keys: Iterable[str]) -> dict[str, list[Lead]]:
 
 
 class TextWidget(widgets.CharWidget):  # type: ignore[misc]
-    """Text cells through :func:`clean_text` on import, :func:`escape_formula` on export."""
+    """Text cells through :func:`clean_text` on import (``LeadResource.export_field`` escapes every
+    exported cell, this column's included)."""
 
     def clean(self, value: Any, row: Any = None, **kwargs: Any) -> str:
         return clean_text(value)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from dataclasses import fields
 from datetime import timedelta
-from functools import partial
 from typing import Any
 
 from django import forms
@@ -23,12 +22,13 @@ from django.core.exceptions import ImproperlyConfigured, PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
-from django.urls import URLPattern, path, reverse
+from django.urls import URLPattern
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from crmify import backfill
+from crmify.admin.display import admin_path, admin_url
 from crmify.backfill import (
     DEFAULT_BATCH_SIZE,
     BackfillOptions,
@@ -157,13 +157,6 @@ def backfill_title() -> str:
     return _("Backfill from %(name)s") % {"name": name}
 
 
-def _url(model_admin: admin.ModelAdmin[Any], name: str, *args: Any) -> str:
-    opts = model_admin.opts
-    return reverse(
-        f"{model_admin.admin_site.name}:{opts.app_label}_{opts.model_name}_{name}", args=args
-    )
-
-
 def _render(
     model_admin: admin.ModelAdmin[Any],
     request: HttpRequest,
@@ -181,7 +174,7 @@ def _render(
             "title": title,
             "opts": model_admin.opts,
             "backfill_title": backfill_title(),
-            "backfill_url": _url(model_admin, "backfill"),
+            "backfill_url": admin_url(model_admin, "backfill"),
             **context,
         },
     )
@@ -194,7 +187,7 @@ def _options_page(
     error: str = "",
 ) -> TemplateResponse:
     runs = [
-        (run, _url(model_admin, "backfill_run", run.pk))
+        (run, admin_url(model_admin, "backfill_run", run.pk))
         for run in BackfillRun.objects.select_related("created_by")[:RECENT_RUNS]
     ]
     context = {"form": form, "error": error, "runs": runs}
@@ -225,7 +218,7 @@ def backfill_view(model_admin: admin.ModelAdmin[Any], request: HttpRequest) -> H
             % {"id": run.pk, "total": f"{run.total_estimate:,}"},
             messages.SUCCESS,
         )
-        return redirect(_url(model_admin, "backfill_run", run.pk))
+        return redirect(admin_url(model_admin, "backfill_run", run.pk))
     try:
         report = backfill.plan(options)
     except (BackendError, ImproperlyConfigured) as exc:
@@ -264,8 +257,10 @@ def backfill_run_view(
         "refresh": REFRESH_SECONDS if run.is_active else None,
         "report_rows": BackfillPlan(**run.report).rows() if run.report else None,
         "options": BackfillOptions.from_json(run.options),
-        "cancel_url": _url(model_admin, "backfill_cancel", run.pk) if run.is_active else None,
-        "resume_url": _url(model_admin, "backfill_resume", run.pk) if _may_resume(run) else None,
+        "cancel_url": admin_url(model_admin, "backfill_cancel", run.pk) if run.is_active else None,
+        "resume_url": (
+            admin_url(model_admin, "backfill_resume", run.pk) if _may_resume(run) else None
+        ),
     }
     title = _("Backfill run %s") % run.pk
     return _render(model_admin, request, TEMPLATE_PROGRESS, title, context)
@@ -285,7 +280,7 @@ def backfill_cancel_view(
         text = _("Backfill run %(id)s was not running (%(state)s).")
         state = run.get_state_display().lower()
         model_admin.message_user(request, text % {"id": run.pk, "state": state}, messages.WARNING)
-    return redirect(_url(model_admin, "backfill_run", run.pk))
+    return redirect(admin_url(model_admin, "backfill_run", run.pk))
 
 
 def backfill_resume_view(
@@ -305,7 +300,7 @@ def backfill_resume_view(
     else:
         text = _("Backfill run %s is finished: there is nothing to resume.") % run.pk
         model_admin.message_user(request, text, messages.WARNING)
-    return redirect(_url(model_admin, "backfill_run", run.pk))
+    return redirect(admin_url(model_admin, "backfill_run", run.pk))
 
 
 # -- wiring ------------------------------------------------------------------------------------------
@@ -315,23 +310,14 @@ def backfill_urls(model_admin: admin.ModelAdmin[Any]) -> list[URLPattern]:
     """The backfill pages for ``LeadAdmin.get_urls``, before ``super().get_urls()`` (whose catch-all
     ``<path:object_id>/`` would take them): ``<app>_<model>_backfill``, ``_backfill_run``,
     ``_backfill_cancel`` and ``_backfill_resume``."""
-    info = f"{model_admin.opts.app_label}_{model_admin.opts.model_name}"
-
-    def page(view: Any) -> Any:
-        return model_admin.admin_site.admin_view(partial(view, model_admin))
-
     return [
-        path("backfill/", page(backfill_view), name=f"{info}_backfill"),
-        path("backfill/<int:run_id>/", page(backfill_run_view), name=f"{info}_backfill_run"),
-        path(
-            "backfill/<int:run_id>/cancel/",
-            page(backfill_cancel_view),
-            name=f"{info}_backfill_cancel",
+        admin_path(model_admin, "backfill/", backfill_view, "backfill"),
+        admin_path(model_admin, "backfill/<int:run_id>/", backfill_run_view, "backfill_run"),
+        admin_path(
+            model_admin, "backfill/<int:run_id>/cancel/", backfill_cancel_view, "backfill_cancel"
         ),
-        path(
-            "backfill/<int:run_id>/resume/",
-            page(backfill_resume_view),
-            name=f"{info}_backfill_resume",
+        admin_path(
+            model_admin, "backfill/<int:run_id>/resume/", backfill_resume_view, "backfill_resume"
         ),
     ]
 
@@ -342,6 +328,6 @@ def backfill_changelist_context(
     """For ``LeadAdmin.changelist_view``: the link to the backfill (None without the permission)."""
     allowed = has_backfill_permission(request)
     return {
-        "crmify_backfill_url": _url(model_admin, "backfill") if allowed else None,
+        "crmify_backfill_url": admin_url(model_admin, "backfill") if allowed else None,
         "crmify_backfill_label": backfill_title() if allowed else "",
     }

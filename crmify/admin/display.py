@@ -2,11 +2,15 @@
 
 Called by ``LeadAdmin``'s columns and read-only fields. Nothing here queries the database per lead or
 calls the CRM: links are built from the backend's ``record_url`` (pure) and the content-type cache.
+``admin_path`` and ``admin_url`` route and reverse the Lead admin's own pages for ``lead``, ``backfill``,
+``views`` and ``import_export``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from django.contrib import admin
@@ -14,7 +18,7 @@ from django.contrib.admin.utils import quote
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import ImproperlyConfigured
 from django.db import models
-from django.urls import NoReverseMatch, reverse
+from django.urls import NoReverseMatch, URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.formats import date_format
 from django.utils.html import format_html
@@ -28,6 +32,28 @@ from crmify.models import Lead, SyncState
 
 #: How much of the last error the changelist shows; the whole message is on the lead's page.
 ERROR_EXCERPT_LENGTH = 60
+
+
+def _url_name(model_admin: admin.ModelAdmin[Any], name: str) -> str:
+    """``<app>_<model>_<name>``, Django's pattern for a model admin's URL names (without the site)."""
+    return f"{model_admin.opts.app_label}_{model_admin.opts.model_name}_{name}"
+
+
+def admin_path(
+    model_admin: admin.ModelAdmin[Any], route: str, view: Callable[..., Any], name: str
+) -> URLPattern:
+    """For ``get_urls`` of ``LeadAdmin`` and the backfill: ``view(model_admin, request, ...)`` at ``route``
+    through the site's ``admin_view`` (staff login, CSRF, no caching), named for :func:`admin_url`."""
+    return path(
+        route,
+        model_admin.admin_site.admin_view(partial(view, model_admin)),
+        name=_url_name(model_admin, name),
+    )
+
+
+def admin_url(model_admin: admin.ModelAdmin[Any], name: str, *args: Any) -> str:
+    """The URL of ``model_admin``'s page ``name`` (``"change"``, ``"backfill_run"``...) on its site."""
+    return reverse(f"{model_admin.admin_site.name}:{_url_name(model_admin, name)}", args=args)
 
 
 def state_badge(state: str) -> SafeString:

@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import zipfile
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,13 +22,13 @@ from django.contrib import messages
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.defaultfilters import filesizeformat
-from django.urls import reverse
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 from import_export.admin import ImportExportMixin
 from import_export.formats.base_formats import CSV, JSON, XLSX
 from import_export.forms import ImportForm
 
+from crmify.admin.display import admin_url
 from crmify.conf import crmify_settings
 from crmify.resources import LeadResource, LeadRowResult
 
@@ -148,10 +149,16 @@ def import_preview(result: Any) -> ImportPreview:
             )
         else:
             rows.append(PreviewRow(number, kind, labels[kind], cells=list(row_result.diff or ())))
-    counts = [
-        (kind, label, sum(row.kind == kind for row in rows)) for kind, label in labels.items()
-    ]
-    return ImportPreview(rows=rows, counts=counts)
+    tally = kind_counts(result)
+    return ImportPreview(
+        rows=rows, counts=[(kind, label, tally[kind]) for kind, label in labels.items()]
+    )
+
+
+def kind_counts(result: Any) -> Counter[str]:
+    """How many rows of ``result`` are of each kind (``new``, ``update``, ``skip``, ``deleted``,
+    ``invalid``; 0 for a kind not there): the preview's summary line and the success message."""
+    return Counter(_kind(row_result) for row_result in result.rows)
 
 
 def _kind(row_result: LeadRowResult) -> str:
@@ -258,16 +265,12 @@ class LeadImportExportMixin(ImportExportMixin):  # type: ignore[misc]
                 )
                 % {"count": count},
             )
-            opts = self.opts
-            return HttpResponseRedirect(
-                reverse(f"{self.admin_site.name}:{opts.app_label}_{opts.model_name}_import")
-            )
+            return HttpResponseRedirect(admin_url(self, "import"))
         response: HttpResponse = super().process_result(result, request)
         return response
 
     def add_success_message(self, result: Any, request: HttpRequest) -> None:
-        preview = import_preview(result)
-        counts = {kind: count for kind, _label, count in preview.counts}
+        counts = kind_counts(result)
         messages.success(
             request,
             _(

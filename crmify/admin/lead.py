@@ -8,7 +8,6 @@ a lead goes through ``crmify.api``.
 
 from __future__ import annotations
 
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin
@@ -17,7 +16,7 @@ from django.core.paginator import Page, Paginator
 from django.db.models import QuerySet
 from django.forms import ModelForm
 from django.http import HttpRequest, HttpResponse
-from django.urls import URLPattern, path, reverse
+from django.urls import URLPattern
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext as _
@@ -27,6 +26,8 @@ from crmify import api
 from crmify.admin import actions, views
 from crmify.admin.backfill import backfill_changelist_context, backfill_urls
 from crmify.admin.display import (
+    admin_path,
+    admin_url,
     configured_backend,
     crm_id_link,
     error_excerpt,
@@ -165,24 +166,13 @@ class LeadAdmin(LeadImportExportMixin, LeadModelAdmin):
     # -- URLs and pages ---------------------------------------------------------------------------------
 
     def get_urls(self) -> list[URLPattern]:
-        info = f"{self.opts.app_label}_{self.opts.model_name}"
-
-        def page(view: Any) -> Any:
-            return self.admin_site.admin_view(partial(view, self))
-
         return [
             *backfill_urls(self),
-            path("preview/", page(mapper_preview_view), name=f"{info}_mapper_preview"),
-            path("<path:object_id>/sync-now/", page(views.sync_now_view), name=f"{info}_sync_now"),
-            path("<path:object_id>/compare/", page(views.compare_view), name=f"{info}_compare"),
+            admin_path(self, "preview/", mapper_preview_view, "mapper_preview"),
+            admin_path(self, "<path:object_id>/sync-now/", views.sync_now_view, "sync_now"),
+            admin_path(self, "<path:object_id>/compare/", views.compare_view, "compare"),
             *super().get_urls(),
         ]
-
-    def _url(self, name: str, *args: Any) -> str:
-        opts = self.opts
-        return reverse(
-            f"{self.admin_site.name}:{opts.app_label}_{opts.model_name}_{name}", args=args
-        )
 
     def changelist_view(
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None
@@ -190,7 +180,7 @@ class LeadAdmin(LeadImportExportMixin, LeadModelAdmin):
         """The changelist with the summary bar, the CRM banner and the links to the preview and backfill."""
         context = {
             **changelist_context(request.GET),
-            "crmify_preview_url": self._url("mapper_preview")
+            "crmify_preview_url": admin_url(self, "mapper_preview")
             if self.has_preview_mapping_permission(request)
             else None,
             **backfill_changelist_context(self, request),
@@ -259,7 +249,7 @@ class LeadAdmin(LeadImportExportMixin, LeadModelAdmin):
                 crmify_banners=health_banners(),
                 ledger=self.ledger_page(request, obj),
                 ledger_page_parameter=LEDGER_PAGE_PARAMETER,
-                crmify_sync_now_url=self._url("sync_now", obj.pk) if can_sync else None,
-                crmify_compare_url=self._url("compare", obj.pk) if can_sync else None,
+                crmify_sync_now_url=admin_url(self, "sync_now", obj.pk) if can_sync else None,
+                crmify_compare_url=admin_url(self, "compare", obj.pk) if can_sync else None,
             )
         return super().render_change_form(request, context, add, change, form_url, obj)

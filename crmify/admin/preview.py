@@ -8,10 +8,9 @@ and renders. A GET writes nothing and calls no CRM; the POST of "Compare with CR
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from django import forms
-from django.contrib import admin
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.template.response import TemplateResponse
@@ -29,8 +28,8 @@ from crmify.preview import (
     sample_rows,
 )
 
-#: The permission the page needs (``Lead.Meta.permissions``); superusers have it.
-PREVIEW_PERMISSION = "crmify.preview_mapping"
+if TYPE_CHECKING:
+    from crmify.admin.lead import LeadAdmin
 
 TEMPLATE = "admin/crmify/lead/mapper_preview.html"
 
@@ -56,13 +55,13 @@ def _chosen_rows(
     return [], False
 
 
-def mapper_preview_view(model_admin: admin.ModelAdmin[Any], request: HttpRequest) -> HttpResponse:
+def mapper_preview_view(model_admin: LeadAdmin, request: HttpRequest) -> HttpResponse:
     """Render the mapper preview; on POST (``compare=<row pk>``) add the CRM's record of that row's lead.
 
     Raises ``PermissionDenied`` (403) for staff without ``crmify.preview_mapping``. Staff never choose what
     is fetched from the CRM: the CRM id comes from the row's lead in the database.
     """
-    if not request.user.has_perm(PREVIEW_PERMISSION):
+    if not model_admin.has_preview_mapping_permission(request):
         raise PermissionDenied
     if request.method not in ("GET", "POST"):
         return HttpResponseNotAllowed(["GET", "POST"])

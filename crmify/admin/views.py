@@ -15,12 +15,11 @@ from django.core.exceptions import ImproperlyConfigured, PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
-from django.urls import reverse
 from django.utils.translation import gettext as _
 
 from crmify import api
 from crmify.admin.compare import compare
-from crmify.admin.display import configured_backend, crm_record_url, exact_time
+from crmify.admin.display import admin_url, configured_backend, crm_record_url, exact_time
 from crmify.exceptions import BackendError
 from crmify.models import Lead
 
@@ -33,14 +32,6 @@ def _lead_or_404(model_admin: LeadAdmin, request: HttpRequest, object_id: str) -
     if lead is None:
         raise Http404(_("No lead with id %s.") % object_id)
     return lead
-
-
-def _change_url(model_admin: LeadAdmin, lead: Lead) -> str:
-    opts = model_admin.opts
-    return reverse(
-        f"{model_admin.admin_site.name}:{opts.app_label}_{opts.model_name}_change",
-        args=[lead.pk],
-    )
 
 
 def sync_outcome_message(outcome: str, lead: Lead) -> tuple[int, str]:
@@ -76,7 +67,7 @@ def sync_now_view(model_admin: LeadAdmin, request: HttpRequest, object_id: str) 
     lead.refresh_from_db()
     level, text = sync_outcome_message(outcome, lead)
     model_admin.message_user(request, text, level)
-    return redirect(_change_url(model_admin, lead))
+    return redirect(admin_url(model_admin, "change", lead.pk))
 
 
 def compare_view(model_admin: LeadAdmin, request: HttpRequest, object_id: str) -> HttpResponse:
@@ -105,7 +96,7 @@ def compare_view(model_admin: LeadAdmin, request: HttpRequest, object_id: str) -
         "found": record is not None,
         "error": error,
         "record_url": crm_record_url(backend, lead.external_id),
-        "change_url": _change_url(model_admin, lead),
+        "change_url": admin_url(model_admin, "change", lead.pk),
         "can_fetch": bool(getattr(backend, "supports_fetch", False)),
     }
     request.current_app = model_admin.admin_site.name

@@ -10,7 +10,9 @@ Optional, announced by capability flags on :class:`BaseBackend`: building the ex
 (``supports_payload_preview``), fetching the CRM's current record (``supports_fetch``), listing every lead
 of the CRM in pages (``supports_listing``: the backfill finds CRM matches by e-mail with it instead of one
 search per lead), finding a lead's record without its CRM id (``supports_lookup``: a deleted lead whose
-create timed out), and reporting each HTTP call for the ledger through :func:`record_call`.
+create timed out), and reporting each HTTP call for the ledger through :func:`record_call`. A backend may
+also announce the longest value the CRM accepts per payload key in ``max_lengths`` (the mapper preview
+warns about longer values).
 
 A backend that looks a lead up by e-mail before creating it should skip that lookup when
 :func:`listing_says_absent` is true for the lead: the backfill has just listed the CRM and found no match.
@@ -27,6 +29,7 @@ import contextlib
 import contextvars
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from django.core import checks
@@ -136,6 +139,8 @@ class BaseBackend:
     supports_listing: bool = False
     #: ``find_lead_id(lead)`` finds the CRM's lead for a lead without a CRM id (by e-mail, say).
     supports_lookup: bool = False
+    #: Longest value the CRM accepts, by payload key; the mapper preview warns above it. Empty: no limits known.
+    max_lengths: Mapping[str, int] = MappingProxyType({})
 
     def __init__(
         self, options: Mapping[str, Any] | None = None, auth: Mapping[str, str] | None = None

@@ -12,6 +12,7 @@ import json
 import re
 import time
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 import requests
@@ -50,6 +51,15 @@ def _retry_after(response: requests.Response) -> float | None:
         return None  # an HTTP date: rare from APIs; fall back to our own backoff
 
 
+def _quota_exhausted(until: datetime, status_code: int | None = None) -> QuotaExhausted:
+    """The error of a used-up quota, raised before a call (no status) or made from a 429 answer."""
+    return QuotaExhausted(
+        f"The CRM's daily API quota is used up; calls resume at {until:%Y-%m-%d %H:%M:%S} UTC.",
+        resets_at=until,
+        status_code=status_code,
+    )
+
+
 def error_message(response: requests.Response) -> str:
     """The CRM's own words from an error answer: a JSON ``Message``, an HTML page's title, or the text."""
     text = response.text or ""
@@ -83,10 +93,11 @@ class HttpBackend(BaseBackend):
         self.session.headers["User-Agent"] = f"django-crmify/{__version__}"
         self.session.headers["Accept"] = "application/json"
         self.timeout = float(self.options.get("TIMEOUT", self.default_timeout))
-        cache = caches[str(self.options.get("RATE_LIMIT_CACHE", "default"))]
+        #: The cache shared by every worker (``RATE_LIMIT_CACHE``): pace, quota, and subclasses' own state.
+        self.cache = caches[str(self.options.get("RATE_LIMIT_CACHE", "default"))]
         rate = float(self.options.get("REQUESTS_PER_SECOND", self.default_rate))
-        self.limiter = SharedRateLimiter(self.name, rate, cache)
-        self.quota = QuotaTracker(self.name, cache)
+        self.limiter = SharedRateLimiter(self.name, rate, self.cache)
+        self.quota = QuotaTracker(self.name, self.cache)
 
     @property
     def base_url(self) -> str:
@@ -114,10 +125,7 @@ class HttpBackend(BaseBackend):
         """
         state = self.quota.state()
         if state.exhausted and state.exhausted_until is not None:
-            raise QuotaExhausted(
-                f"The CRM's daily API quota is used up; calls resume at {state.exhausted_until:%Y-%m-%d %H:%M:%S} UTC.",
-                resets_at=state.exhausted_until,
-            )
+            raise _quota_exhausted(state.exhausted_until)
         self.limiter.acquire()
         url = self.base_url.rstrip("/") + "/" + path.lstrip("/")
         request_summary = self.scrub(
@@ -177,11 +185,7 @@ class HttpBackend(BaseBackend):
             retry_after = _retry_after(response)
             if _int_header(response, "X-RateLimit-Remaining") == 0:
                 until = self.quota.exhaust(retry_after or DEFAULT_QUOTA_WAIT)
-                return QuotaExhausted(
-                    f"The CRM's daily API quota is used up; calls resume at {until:%Y-%m-%d %H:%M:%S} UTC.",
-                    resets_at=until,
-                    status_code=status,
-                )
+                return _quota_exhausted(until, status)
             return TransientBackendError(
                 f"Rate limited by the CRM: {message}",
                 status_code=status,

@@ -27,7 +27,6 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from django.core import checks
-from django.core.cache import caches
 
 from crmify.exceptions import PermanentBackendError, TransientBackendError
 
@@ -79,10 +78,10 @@ def crm_id(value: Any) -> int | None:
     return None
 
 
-def derived_last_name(lead: Lead) -> str:
+def derived_last_name(email: str | None, first_name: str | None) -> str:
     """A sensible ``LAST_NAME`` for a sign-up that gave none: the e-mail's local part, else the first name."""
-    local = lead.email.split("@", 1)[0].strip() if lead.email else ""
-    return local or lead.first_name or "Unknown"
+    local = email.split("@", 1)[0].strip() if email else ""
+    return local or first_name or "Unknown"
 
 
 class InsightlyBackend(HttpBackend):
@@ -94,6 +93,7 @@ class InsightlyBackend(HttpBackend):
     supports_partial_update = True
     supports_listing = True
     supports_lookup = True
+    max_lengths: Mapping[str, int] = MAX_LENGTHS
 
     def __init__(
         self, options: Mapping[str, Any] | None = None, auth: Mapping[str, str] | None = None
@@ -102,7 +102,6 @@ class InsightlyBackend(HttpBackend):
         api_key = self.auth.get("API_KEY", "")
         self.session.auth = (api_key, "")
         self.pod = str(self.options.get("POD", "na1"))
-        self.tables_cache = caches[str(self.options.get("RATE_LIMIT_CACHE", "default"))]
         self.table_seconds = float(self.options.get("STATUS_CACHE_SECONDS", 600))
 
     @property
@@ -124,14 +123,18 @@ class InsightlyBackend(HttpBackend):
 
         With ``fetch=False`` (the preview) only the cache is read: no I/O.
         """
-        key = f"crmify:insightly:{collection}:{self.base_url}"
-        table: dict[str, tuple[int, str]] | None = self.tables_cache.get(key)
+        key = self._table_key(collection)
+        table: dict[str, tuple[int, str]] | None = self.cache.get(key)
         if table is None and fetch:
             rows = self.records(self.request("lookup", "GET", collection), collection, id_key)
             names = {int(row[id_key]): str(row.get(name_key) or "") for row in rows}
             table = {normalise_name(name): (number, name) for number, name in names.items()}
-            self.tables_cache.set(key, table, timeout=self.table_seconds)
+            self.cache.set(key, table, timeout=self.table_seconds)
         return table
+
+    def _table_key(self, collection: str) -> str:
+        """The shared-cache key of ``collection``'s table: per base URL, so two accounts never mix."""
+        return f"crmify:insightly:{collection}:{self.base_url}"
 
     def _resolve(
         self, collection: str, id_key: str, name_key: str, name: str, *, fetch: bool
@@ -196,8 +199,12 @@ class InsightlyBackend(HttpBackend):
         return fields
 
     def last_name_for(self, lead: Lead) -> str:
+        """The ``LAST_NAME`` sent for ``lead`` when it has none (the mapper preview warns with it)."""
+        return self._missing_last_name(lead.email, lead.first_name)
+
+    def _missing_last_name(self, email: str | None, first_name: str | None) -> str:
         fallback = str(self.options.get("MISSING_LAST_NAME", "derive"))
-        return derived_last_name(lead) if fallback == "derive" else fallback
+        return derived_last_name(email, first_name) if fallback == "derive" else fallback
 
     def payload_for(self, lead: Lead, *, fetch: bool) -> dict[str, Any]:
         """The body of the next call for ``lead``: everything on create, only changes on update."""
@@ -209,7 +216,10 @@ class InsightlyBackend(HttpBackend):
         if not lead.synced_values:
             return payload | current  # a forced re-sync: send all we have
         previous = self.fields_for(lead.synced_values, fetch=fetch)
-        previous.setdefault("LAST_NAME", self.last_name_for(_values_lead(lead.synced_values)))
+        sent = lead.synced_values
+        previous.setdefault(
+            "LAST_NAME", self._missing_last_name(sent.get("email", ""), sent.get("first_name", ""))
+        )
         for name, value in current.items():
             if previous.get(name) != value:
                 payload[name] = value
@@ -326,7 +336,7 @@ class InsightlyBackend(HttpBackend):
                     id="crmify.W050",
                 )
             )
-        backend = self.tables_cache.__class__.__name__
+        backend = self.cache.__class__.__name__
         if backend in {"LocMemCache", "DummyCache", "FileBasedCache"}:
             messages.append(
                 checks.Warning(
@@ -349,7 +359,7 @@ class InsightlyBackend(HttpBackend):
             results.append(("base URL answers", False, f"{self.base_url}: {exc}"))
             return results
         results.append(("API key and base URL", True, self.base_url))
-        self.tables_cache.delete(f"crmify:insightly:LeadStatuses:{self.base_url}")
+        self.cache.delete(self._table_key("LeadStatuses"))
         for name in status_names:
             try:
                 status_id = self._resolve(
@@ -362,10 +372,3 @@ class InsightlyBackend(HttpBackend):
         remaining = "unknown" if state.remaining is None else f"{state.remaining} of {state.limit}"
         results.append(("daily quota remaining", not state.exhausted, remaining))
         return results
-
-
-def _values_lead(values: Mapping[str, Any]) -> Lead:
-    """A throw-away lead holding ``values``, for deriving what the last sync sent as ``LAST_NAME``."""
-    from crmify.models import MAPPABLE_FIELDS, Lead
-
-    return Lead(**{name: values.get(name, "") for name in MAPPABLE_FIELDS})

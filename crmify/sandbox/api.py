@@ -70,19 +70,11 @@ def resolve(method: str, subpath: str) -> Route:
     """Match a path below ``/v3.1/`` (case-insensitively, as ASP.NET routing does)."""
     parts = [part for part in subpath.split("/") if part]
     key = "/".join(part.lower() for part in parts)
-    fixed: Mapping[str, tuple[str, Mapping[str, Handler]]] = {
-        "leads": ("/Leads", {"GET": _list_leads, "POST": _create_lead, "PUT": _update_lead}),
-        "leads/search": ("/Leads/Search", {"GET": _search_leads}),
-        "leadstatuses": ("/LeadStatuses", {"GET": _lead_statuses}),
-        "leadsources": ("/LeadSources", {"GET": _lead_sources}),
-        "customfields/leads": ("/CustomFields/Leads", {"GET": _custom_fields}),
-    }
-    if key in fixed:
-        template, handlers = fixed[key]
+    if key in _FIXED_ROUTES:
+        template, handlers = _FIXED_ROUTES[key]
         return Route(f"{method} {template}", handlers.get(method))
     if len(parts) == 2 and parts[0].lower() == "leads":
-        handlers = {"GET": _get_lead, "DELETE": _delete_lead}
-        return Route(f"{method} /Leads/{{id}}", handlers.get(method), parts[1])
+        return Route(f"{method} /Leads/{{id}}", _LEAD_HANDLERS.get(method), parts[1])
     # Unknown paths are grouped under one template so stats cannot grow without bound.
     return Route(f"{method} /{{unknown}}", None)
 
@@ -91,7 +83,9 @@ def resolve(method: str, subpath: str) -> Route:
 
 
 def _list_leads(state: SandboxState, request: Request, _tail: str) -> Response:
-    return _page(request, state.all_leads())
+    skip, top, brief, count_total = _check_paging(request)
+    page, total = state.leads_page(skip, top)
+    return _render_page(page, total, brief, count_total)
 
 
 def _get_lead(state: SandboxState, _request: Request, tail: str) -> Response:
@@ -125,8 +119,9 @@ def _search_leads(state: SandboxState, request: Request, _tail: str) -> Response
         # Unknown what Insightly does with no criteria; refusing catches a client that lost
         # its filter and would otherwise page through the whole account.
         raise ApiError(400, "Search needs field_name/field_value and/or updated_after_utc.")
-    _check_paging(request)
-    return _page(request, state.search(field_name, field_value, updated_after))
+    skip, top, brief, count_total = _check_paging(request)
+    leads = state.search(field_name, field_value, updated_after)
+    return _render_page(leads[skip : skip + top], len(leads), brief, count_total)
 
 
 def _lead_statuses(state: SandboxState, _request: Request, _tail: str) -> Response:
@@ -143,15 +138,26 @@ def _custom_fields(state: SandboxState, _request: Request, _tail: str) -> Respon
     )
 
 
+# Lower-cased path -> (stats template, handlers by method), and the handlers of /Leads/{id}; below the
+# handlers they name, looked up by ``resolve``.
+_FIXED_ROUTES: Final[Mapping[str, tuple[str, Mapping[str, Handler]]]] = {
+    "leads": ("/Leads", {"GET": _list_leads, "POST": _create_lead, "PUT": _update_lead}),
+    "leads/search": ("/Leads/Search", {"GET": _search_leads}),
+    "leadstatuses": ("/LeadStatuses", {"GET": _lead_statuses}),
+    "leadsources": ("/LeadSources", {"GET": _lead_sources}),
+    "customfields/leads": ("/CustomFields/Leads", {"GET": _custom_fields}),
+}
+_LEAD_HANDLERS: Final[Mapping[str, Handler]] = {"GET": _get_lead, "DELETE": _delete_lead}
+
+
 # --- parameters and bodies ------------------------------------------------------------------
 
 
-def _page(request: Request, leads: list[JsonDict]) -> Response:
-    skip, top, brief, count_total = _check_paging(request)
-    page = leads[skip : skip + top]
+def _render_page(page: list[JsonDict], total: int, brief: bool, count_total: bool) -> Response:
+    """One page of a listing or search; ``total`` is the match count ``count_total`` reports."""
     if brief:
         page = [{k: v for k, v in lead.items() if k not in BRIEF_OMITS} for lead in page]
-    headers = {"X-Total-Count": str(len(leads))} if count_total else {}
+    headers = {"X-Total-Count": str(total)} if count_total else {}
     return json_response(200, page, headers)
 
 

@@ -99,12 +99,6 @@ class DailyQuota:
             self._used = 0
             self._window_start = None
 
-    @property
-    def used(self) -> int:
-        with self._lock:
-            self._roll()
-            return self._used
-
     def _roll(self) -> float:
         now = self._clock()
         if self._window_start is not None and now - self._window_start >= self._window:

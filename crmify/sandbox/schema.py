@@ -86,7 +86,7 @@ DEFAULT_SOURCE_NAMES: Final = ("Web", "Email", "Phone", "Partner")
 FIRST_STATUS_ID: Final = 3_601_234
 FIRST_SOURCE_ID: Final = 2_904_417
 ID_STEP: Final = 7
-# Custom field types the sandbox checks values for; anything else is accepted as-is.
+# The custom field types the sandbox knows and checks values for; CustomFieldDef refuses any other.
 CUSTOM_FIELD_TYPES: Final = frozenset(
     {"TEXT", "MULTILINETEXT", "NUMERIC", "BIT", "DATE", "DROPDOWN"}
 )

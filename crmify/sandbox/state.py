@@ -61,6 +61,12 @@ class SandboxState:
         self.statuses: tuple[LeadStatus, ...] = build_statuses(lead_statuses)
         self.sources: tuple[LeadSource, ...] = build_sources(lead_sources)
         self.custom_fields: tuple[CustomFieldDef, ...] = tuple(custom_fields)
+        # Looked up by every write: built once, as the configuration never changes after construction.
+        self._status_ids = frozenset(status.id for status in self.statuses)
+        self._source_ids = frozenset(source.id for source in self.sources)
+        self._custom_fields_by_name = {
+            definition.name: definition for definition in self.custom_fields
+        }
         self.state_file = Path(state_file) if state_file is not None else None
         self._clock = clock
         self._lock = threading.Lock()
@@ -80,9 +86,23 @@ class SandboxState:
             return copy.deepcopy(self._existing(lead_id))
 
     def all_leads(self) -> list[JsonDict]:
-        """Every lead ordered by LEAD_ID (the order Insightly lists in), as copies."""
+        """Every lead ordered by LEAD_ID (the order Insightly lists in), as copies.
+
+        ``SandboxServer.leads`` calls it for ``GET /_sandbox/leads``; ``GET /Leads`` pages with
+        ``leads_page`` instead.
+        """
         with self._lock:
             return [copy.deepcopy(self._leads[key]) for key in sorted(self._leads)]
+
+    def leads_page(self, skip: int, top: int) -> tuple[list[JsonDict], int]:
+        """Copies of the leads ``skip:skip + top`` in LEAD_ID order, and how many leads exist.
+
+        ``GET /Leads`` calls it per page; only the page is copied, so listing every lead a page
+        at a time costs O(leads), not O(leads²) as copying them all for each page did.
+        """
+        with self._lock:
+            keys = sorted(self._leads)[skip : skip + top]
+            return [copy.deepcopy(self._leads[key]) for key in keys], len(self._leads)
 
     def search(
         self,
@@ -174,10 +194,10 @@ class SandboxState:
         return check_lead_body(
             body,
             creating=creating,
-            status_ids={status.id for status in self.statuses},
+            status_ids=self._status_ids,
             default_status_id=self.default_status_id,
-            source_ids={source.id for source in self.sources},
-            custom_fields={definition.name: definition for definition in self.custom_fields},
+            source_ids=self._source_ids,
+            custom_fields=self._custom_fields_by_name,
         )
 
     @staticmethod

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import threading
 from collections import Counter, defaultdict
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 ThrottleKind = Literal["rate", "quota", "fault"]
+THROTTLE_KINDS: tuple[ThrottleKind, ...] = get_args(ThrottleKind)
 FaultKind = Literal["error", "burst_429", "drop", "create_timeout", "latency"]
-FAULT_KINDS: tuple[FaultKind, ...] = ("error", "burst_429", "drop", "create_timeout", "latency")
+FAULT_KINDS: tuple[FaultKind, ...] = get_args(FaultKind)
 
 
 class Stats:
@@ -51,7 +52,7 @@ class Stats:
                 "requests": {
                     route: dict(counts) for route, counts in sorted(self._by_route.items())
                 },
-                "throttled": {kind: self._throttled[kind] for kind in ("rate", "quota", "fault")},
+                "throttled": {kind: self._throttled[kind] for kind in THROTTLE_KINDS},
                 "injected": {kind: self._injected[kind] for kind in FAULT_KINDS},
                 "total": sum(sum(counts.values()) for counts in self._by_route.values()),
             }
