@@ -1,12 +1,12 @@
 """What the in-process benchmarks share: Django configured on a throw-away SQLite file, crmify on the
-database Tasks backend with the locmem CRM (a bench overrides ``CRMIFY`` where it needs the sandbox)."""
+database Tasks backend with the locmem CRM (a bench overrides ``CRMIFY`` where it needs the sandbox). The
+apps and constants come from ``bench/settings.py`` (the worker processes' settings)."""
 
 from __future__ import annotations
 
 import json
 import os
 from collections.abc import Sequence
-from importlib.util import find_spec
 from pathlib import Path
 
 import django
@@ -14,18 +14,16 @@ from django.conf import settings
 
 
 def configure(db_path: Path, *, extra_apps: Sequence[str] = ()) -> None:
+    # Imported here, not at the top: bench/settings.py reads CRMIFY_BENCH_* when first imported, and
+    # bench/rate_limit.py sets them after importing this module, before Django loads bench.settings.
+    from bench import settings as shared
+
     settings.configure(
-        SECRET_KEY="bench",
-        USE_TZ=True,
-        DEFAULT_AUTO_FIELD="django.db.models.BigAutoField",
-        INSTALLED_APPS=[
-            "django.contrib.auth",
-            "django.contrib.contenttypes",
-            *([] if find_spec("django.tasks") else ["django_tasks"]),
-            "django_tasks_db",
-            *extra_apps,
-            "crmify",
-        ],
+        SECRET_KEY=shared.SECRET_KEY,
+        USE_TZ=shared.USE_TZ,
+        DEFAULT_AUTO_FIELD=shared.DEFAULT_AUTO_FIELD,
+        INSTALLED_APPS=[*shared.INSTALLED_APPS, *extra_apps],
+        # Its own database options and cache (Django's default): the in-process figures stay comparable.
         DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": str(db_path)}},
         TASKS={"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}},
         CRMIFY={"BACKEND": "crmify.backends.locmem.LocmemBackend", "TASK_BACKEND": "default"},

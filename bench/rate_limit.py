@@ -94,9 +94,9 @@ def main() -> int:
         server.stop()
     throttled = stats["throttled"]
     rps = created_calls / elapsed
-    duplicates = (
-        LEADS - len({lead["EMAIL"] for lead in server.leads()}) + (len(server.leads()) - LEADS)
-    )
+    leads = server.leads()
+    # Every lead the CRM holds beyond one per e-mail address.
+    duplicates = len(leads) - len({lead["EMAIL"] for lead in leads})
     print(f"rate_limit: {LEADS} leads, 2 db_worker processes, sandbox limited to 10 requests/s")
     card = Scorecard("rate_limit")
     card.check(
@@ -132,7 +132,7 @@ def main() -> int:
     )
     card.check(
         "CRM leads; duplicates",
-        f"{len(server.leads())}; {duplicates}",
+        f"{len(leads)}; {duplicates}",
         "0 duplicates",
         not duplicates,
     )

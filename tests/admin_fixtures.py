@@ -1,5 +1,7 @@
-"""Fixtures for the admin tests: users with and without crmify's permissions, leads in any state, and the
-sandbox as the configured CRM. Imported by ``tests/test_admin.py``."""
+"""Fixtures and helpers for the admin tests: users with and without crmify's permissions, leads in any
+state, the admin's messages and the export form. Imported by ``tests/test_admin.py``,
+``tests/test_admin_backfill.py``, ``tests/test_admin_preview.py``, ``tests/test_import_export.py`` and
+``tests/test_security.py``."""
 
 from __future__ import annotations
 
@@ -10,7 +12,9 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import Permission, User
+from django.contrib.messages import get_messages
 from django.test import Client
+from django.urls import reverse
 from django.utils import timezone
 
 from crmify.models import Lead, LedgerEntry
@@ -19,6 +23,10 @@ _numbers = itertools.count(1)
 
 #: crmify's custom permissions, by the codename ``Lead.Meta`` gives them.
 CUSTOM_PERMISSIONS = ("sync_lead", "delete_from_crm", "change_lead_status", "preview_mapping")
+
+EXPORT = reverse("admin:crmify_lead_export")
+#: The index of each format in the export form (LeadImportExportMixin.export_formats).
+EXPORT_FORMAT = {"csv": "0", "xlsx": "1"}
 
 
 def make_lead(**fields: Any) -> Lead:
@@ -53,12 +61,34 @@ def make_ledger(lead: Lead, count: int, **fields: Any) -> list[LedgerEntry]:
     )
 
 
-def _staff(username: str, *codenames: str) -> User:
+def crmify_permissions(*codenames: str) -> list[Permission]:
+    """crmify's permissions (``Lead``'s and ``BackfillRun``'s) with these codenames."""
+    return list(Permission.objects.filter(content_type__app_label="crmify", codename__in=codenames))
+
+
+def make_staff(username: str, *codenames: str) -> User:
+    """A staff user holding only crmify's ``codenames``; no password (the tests use ``force_login``)."""
     user = User.objects.create_user(username, f"{username}@example.com", None, is_staff=True)
-    user.user_permissions.set(
-        Permission.objects.filter(content_type__app_label="crmify", codename__in=codenames)
-    )
+    user.user_permissions.set(crmify_permissions(*codenames))
     return user
+
+
+def texts(response: Any) -> list[str]:
+    """The admin's messages shown with ``response``."""
+    return [str(message) for message in get_messages(response.wsgi_request)]
+
+
+def export(client: Client, fmt: str, query: str = "") -> Any:
+    """Open the export page (with the changelist's filters in the URL) and submit it, every column on."""
+    page = client.get(EXPORT + query)
+    assert page.status_code == 200
+    form = page.context["form"]
+    data = {
+        name: "on"
+        for name, field in form.fields.items()
+        if getattr(field, "is_selectable_field", False)
+    }
+    return client.post(EXPORT + query, {**data, "resource": "0", "format": EXPORT_FORMAT[fmt]})
 
 
 @pytest.fixture
@@ -72,8 +102,8 @@ def people(db: Any) -> dict[str, User]:
     """
     users = {
         "root": User.objects.create_superuser("root", "root@example.com", None),
-        "viewer": _staff("viewer", "view_lead", "change_lead"),
-        "syncer": _staff("syncer", "view_lead", "change_lead", "sync_lead"),
+        "viewer": make_staff("viewer", "view_lead", "change_lead"),
+        "syncer": make_staff("syncer", "view_lead", "change_lead", "sync_lead"),
     }
     Lead.objects.all().delete()
     return users

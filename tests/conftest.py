@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 from django.core.cache import cache
@@ -14,6 +14,7 @@ from crmify.backends import locmem
 from crmify.sandbox import SandboxServer
 from tests.doubles import Enqueued
 from tests.factories import PROFILE_SETTINGS
+from tests.scripted_crm import ScriptedCrm
 
 
 def service_required(name: str, reason: str) -> None:
@@ -63,19 +64,31 @@ FAST_SANDBOX: dict[str, Any] = {"TIMEOUT": 5, "REQUESTS_PER_SECOND": 1000}
 
 
 def crmify_for(
-    sandbox: SandboxServer, *, api_key: str | None = None, **options: Any
+    sandbox: SandboxServer,
+    *,
+    api_key: str | None = None,
+    task_backend: str = "immediate",
+    **options: Any,
 ) -> dict[str, Any]:
     """``CRMIFY`` pointing at the sandbox over real HTTP, as a site points at Insightly; keyword
-    ``options`` go to ``BACKEND_OPTIONS``."""
+    ``options`` go to ``BACKEND_OPTIONS``. ``task_backend`` is the Tasks alias: ``"default"`` (the
+    database queue a ``db_worker`` serves) or ``"rq"`` for tests with worker processes."""
     return {
         "BACKEND": "crmify.backends.insightly.InsightlyBackend",
         "BACKEND_AUTH": {"API_KEY": sandbox.api_key if api_key is None else api_key},
         "BACKEND_OPTIONS": {"API_URL": sandbox.url, "TIMEOUT": 2, **options},
-        "TASK_BACKEND": "immediate",
+        "TASK_BACKEND": task_backend,
     }
 
 
-def calls(sandbox: SandboxServer, route: str) -> int:
+class Counted(Protocol):
+    """What has the sandbox's request counters: a ``SandboxServer``, or the e2e demo's sandbox read over
+    its control API (``tests/e2e/stack.py``)."""
+
+    def stats(self) -> dict[str, Any]: ...
+
+
+def calls(sandbox: Counted, route: str) -> int:
     """How many requests the sandbox answered on ``route`` (``"POST /Leads"``), whatever their status."""
     return sum(sandbox.stats()["requests"].get(route, {}).values())
 
@@ -104,3 +117,12 @@ def crm(sandbox: SandboxServer, configure: Callable[..., None]) -> Iterator[Sand
     configure(**crmify_for(sandbox, **FAST_SANDBOX), AUTO_SYNC=False)
     yield sandbox
     cache.clear()
+
+
+@pytest.fixture(scope="module")
+def scripted_crm() -> Iterator[ScriptedCrm]:
+    """One scripted CRM (``tests/scripted_crm.py``) for a test module; each test sets the answer it
+    needs."""
+    crm = ScriptedCrm()
+    yield crm
+    crm.stop()

@@ -2,17 +2,15 @@
 sandbox never gives (an HTML page, broken JSON, a body that echoes the credentials, a dropped connection).
 
 Used by ``tests/test_bad_input.py`` (malformed answers) and ``tests/test_security.py`` (a CRM that quotes
-the key back). Real sockets, so ``requests`` and ``urllib3`` take the same path as against Insightly.
+the key back), through the ``scripted_crm`` fixture in ``tests/conftest.py``. Real sockets, so
+``requests`` and ``urllib3`` take the same path as against Insightly.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-import pytest
 
 
 @dataclass
@@ -76,11 +74,3 @@ class ScriptedCrm:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
-
-
-@pytest.fixture(scope="module")
-def scripted_crm() -> Iterator[ScriptedCrm]:
-    """One scripted CRM for a test module; each test sets the answer it needs."""
-    crm = ScriptedCrm()
-    yield crm
-    crm.stop()

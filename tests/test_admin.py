@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 import requests
 from django.contrib.auth.models import User
-from django.contrib.messages import get_messages
 from django.core.cache import cache
 from django.db import connection
 from django.test import Client
@@ -21,7 +20,7 @@ from crmify.backends import locmem
 from crmify.models import Lead, LedgerEntry, SyncState
 from crmify.ratelimit import QuotaTracker
 from crmify.sandbox import SandboxServer
-from tests.admin_fixtures import login, make_lead, make_ledger, people
+from tests.admin_fixtures import crmify_permissions, login, make_lead, make_ledger, people, texts
 from tests.conftest import crmify_for
 from tests.factories import lead_of, make_user
 
@@ -54,10 +53,6 @@ def act(client: Client, action: str, leads: list[Lead], **extra: str) -> Any:
         {"action": action, "_selected_action": [lead.pk for lead in leads], **extra},
         follow=True,
     )
-
-
-def texts(response: Any) -> list[str]:
-    return [str(message) for message in get_messages(response.wsgi_request)]
 
 
 def offered_actions(response: Any) -> set[str]:
@@ -256,7 +251,7 @@ def test_mark_converted_and_dead_use_the_configured_statuses(
     configure(LEAD_CONVERTED_STATUS="Won", LEAD_DEAD_STATUS="Lost")
     first, second = make_lead(), make_lead(status="Won")
     gone = make_lead(tombstone=True, sync_state=SyncState.DELETED)
-    people["viewer"].user_permissions.add(*_perms("change_lead_status"))
+    people["viewer"].user_permissions.add(*crmify_permissions("change_lead_status"))
     client = login("viewer")
     converted = act(client, "mark_converted", [first, second, gone])
     assert texts(converted) == [
@@ -268,12 +263,6 @@ def test_mark_converted_and_dead_use_the_configured_statuses(
     dead = act(client, "mark_dead", [first])
     assert texts(dead) == ["Mark dead (Lost): 1 queued; 0 skipped; 0 refused."]
     assert Lead.objects.get(pk=first.pk).status == "Lost"
-
-
-def _perms(*codenames: str) -> list[Any]:
-    from django.contrib.auth.models import Permission
-
-    return list(Permission.objects.filter(content_type__app_label="crmify", codename__in=codenames))
 
 
 def test_delete_from_crm_asks_first_listing_the_leads(login: Login) -> None:

@@ -13,8 +13,7 @@ from typing import Any
 
 import pytest
 from django.contrib import admin
-from django.contrib.auth.models import Permission, User
-from django.contrib.messages import get_messages
+from django.contrib.auth.models import User
 from django.test import Client, RequestFactory
 from django.urls import reverse
 
@@ -24,7 +23,7 @@ from crmify.admin.backfill import backfill_changelist_context, sign_plan
 from crmify.backfill import BackfillOptions
 from crmify.models import BackfillRun, Lead, LedgerEntry
 from crmify.sandbox import SandboxServer
-from tests.admin_fixtures import login, people
+from tests.admin_fixtures import login, make_staff, people, texts
 from tests.factories import make_user
 
 __all__ = ["login", "people"]  # fixtures, imported for pytest
@@ -38,11 +37,7 @@ OLD = datetime(2020, 6, 1, tzinfo=UTC)
 @pytest.fixture
 def backfiller(people: dict[str, User], login: Login) -> Client:
     """Staff holding ``crmify.run_backfill`` and nothing else, logged in."""
-    user = User.objects.create_user("backfiller", "backfiller@example.com", None, is_staff=True)
-    user.user_permissions.set(
-        Permission.objects.filter(content_type__app_label="crmify", codename="run_backfill")
-    )
-    people["backfiller"] = user
+    people["backfiller"] = make_staff("backfiller", "run_backfill")
     return login("backfiller")
 
 
@@ -73,10 +68,6 @@ def confirm_data(response: Any) -> dict[str, str]:
     assert form is not None
     fields = re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', form.group(1))
     return {name: html.unescape(value) for name, value in fields if name != "csrfmiddlewaretoken"}
-
-
-def texts(response: Any) -> list[str]:
-    return [str(message) for message in get_messages(response.wsgi_request)]
 
 
 def start_run(user: User, **options: Any) -> BackfillRun:

@@ -4,12 +4,10 @@ previews and their warnings, and that it writes nothing and calls the CRM only o
 from __future__ import annotations
 
 import html
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import Permission, User
-from django.core.cache import cache
+from django.contrib.auth.models import User
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -20,7 +18,8 @@ from crmify.backends.locmem import LocmemBackend
 from crmify.mappers import DjangoUserFieldMapper, LeadModelFieldMapper
 from crmify.models import Lead, LedgerEntry
 from crmify.preview import crm_max_lengths, to_json
-from crmify.sandbox import SandboxServer
+from tests.admin_fixtures import make_staff
+from tests.conftest import calls
 from tests.factories import lead_of, make_profile, make_user
 
 pytestmark = pytest.mark.django_db
@@ -54,12 +53,8 @@ def url() -> str:
 
 def staff_client(*permissions: str) -> Client:
     """A logged-in staff user holding only ``permissions`` (codenames of crmify's Lead permissions)."""
-    user = make_user(username="staff", is_staff=True)
-    user.user_permissions.set(
-        Permission.objects.filter(content_type__app_label="crmify", codename__in=permissions)
-    )
     client = Client()
-    client.force_login(user)
+    client.force_login(make_staff("staff", *permissions))
     return client
 
 
@@ -72,24 +67,6 @@ def signed_up(capture: Any, **fields: Any) -> User:
     """A user created with on-commit callbacks run: with the immediate Tasks backend it is synced at once."""
     with capture(execute=True):
         return make_user(**fields)
-
-
-def calls(sandbox: SandboxServer, route: str) -> int:
-    return sum(sandbox.stats()["requests"].get(route, {}).values())
-
-
-@pytest.fixture
-def insightly(sandbox: SandboxServer, configure: Callable[..., None]) -> Iterator[SandboxServer]:
-    """The sandbox as the configured CRM over real HTTP, as tests/test_insightly.py sets it up."""
-    sandbox.set_faults(requests_per_second=None)
-    cache.clear()  # the status table and the quota are cached per base URL
-    configure(
-        BACKEND="crmify.backends.insightly.InsightlyBackend",
-        BACKEND_AUTH={"API_KEY": sandbox.api_key},
-        BACKEND_OPTIONS={"API_URL": sandbox.url, "TIMEOUT": 2},
-    )
-    yield sandbox
-    cache.clear()
 
 
 # -- permissions and the page itself --------------------------------------------------------------------

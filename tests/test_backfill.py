@@ -22,7 +22,7 @@ from crmify.sandbox import SandboxServer
 from crmify.tracking import track
 from tests.conftest import FAST_SANDBOX, calls, crmify_for
 from tests.factories import lead_of, make_user
-from tests.test_db_worker import start_worker
+from tests.reliability.processes import finish, start_db_worker
 
 pytestmark = pytest.mark.django_db
 
@@ -241,9 +241,7 @@ def test_a_run_through_db_worker_syncs_every_lead_once(
     seed_crm(crm, users[3].email, users[17].email)
 
     run = backfill.start(BackfillOptions(batch_size=10))
-    worker = start_worker({**crmify_for(crm, **FAST_SANDBOX), "TASK_BACKEND": "default"})
-    output = worker.communicate(timeout=120)[0]
-    assert worker.returncode == 0, output
+    finish(start_db_worker(crmify_for(crm, task_backend="default", **FAST_SANDBOX)))
 
     run.refresh_from_db()
     assert run.state == BackfillRun.State.FINISHED, run.last_error
@@ -263,10 +261,10 @@ def test_a_worker_killed_mid_chunk_resumes_from_its_checkpoint(
     users = [make_user() for _ in range(14)]
     users.append(make_user(email="crash@example.com"))  # the 15th row: in the second chunk
     users += [make_user() for _ in range(10)]
-    worker_settings = {**crmify_for(crm, **FAST_SANDBOX), "TASK_BACKEND": "default"}
+    worker_settings = crmify_for(crm, task_backend="default", **FAST_SANDBOX)
 
     run = backfill.start(BackfillOptions(batch_size=10))
-    doomed = start_worker(
+    doomed = start_db_worker(
         {**worker_settings, "LEAD_MODEL_FIELDMAPPER": "tests.testapp.mappers.CrashingUserMapper"}
     )
     doomed.communicate(timeout=120)
@@ -277,9 +275,7 @@ def test_a_worker_killed_mid_chunk_resumes_from_its_checkpoint(
     assert Lead.objects.count() == 10  # nothing of the second chunk was committed
 
     assert backfill.resume(run)
-    worker = start_worker(worker_settings)
-    output = worker.communicate(timeout=120)[0]
-    assert worker.returncode == 0, output
+    finish(start_db_worker(worker_settings))
 
     run.refresh_from_db()
     assert run.state == BackfillRun.State.FINISHED, run.last_error

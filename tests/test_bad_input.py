@@ -35,9 +35,7 @@ from crmify.worker import MAX_ERROR_LENGTH, process_lead
 from tests.conftest import FAST_SANDBOX
 from tests.doubles import Enqueued
 from tests.factories import lead_of, make_user
-from tests.scripted_crm import Answer, ScriptedCrm, scripted_crm
-
-__all__ = ["scripted_crm"]  # the fixture, imported to be found
+from tests.scripted_crm import Answer, ScriptedCrm
 
 #: Bounded and the same on every run: CI must not find a new example on its own one day.
 BOUNDED = settings(
@@ -190,13 +188,14 @@ API_URL = "http://127.0.0.1:9/v3.1/"  # never called: build_payload does no I/O
 def offline_insightly() -> InsightlyBackend:
     """An Insightly backend whose status and source tables are in the cache, as after the first sync."""
     cache.clear()
+    backend = InsightlyBackend({"API_URL": API_URL}, {"API_KEY": "not-used"})
     for collection, names in (
         ("LeadStatuses", ["Not Contacted", "Converted"]),
         ("LeadSources", ["Web"]),
     ):
         table = {normalise_name(name): (number, name) for number, name in enumerate(names, 1)}
-        cache.set(f"crmify:insightly:{collection}:{API_URL}", table)
-    return InsightlyBackend({"API_URL": API_URL}, {"API_KEY": "not-used"})
+        cache.set(backend.table_key(collection), table)
+    return backend
 
 
 def mapped_outcome(row: dict[str, Any], backend: InsightlyBackend) -> str:
@@ -427,10 +426,8 @@ def scripted(
         BACKEND_OPTIONS={"API_URL": scripted_crm.url, **FAST_SANDBOX, "STATUS_CACHE_SECONDS": 0},
     )
     # Statuses are looked up before the create: answer them well unless a test says otherwise.
-    cache.set(
-        f"crmify:insightly:LeadStatuses:{scripted_crm.url}",
-        {"notcontacted": (1, "Not Contacted")},
-    )
+    backend = InsightlyBackend({"API_URL": scripted_crm.url}, {"API_KEY": "scripted-key"})
+    cache.set(backend.table_key("LeadStatuses"), {"notcontacted": (1, "Not Contacted")})
     return scripted_crm
 
 

@@ -14,7 +14,7 @@ from django_tasks_db.models import DBTaskResult
 
 from crmify.models import Lead, LedgerEntry, SyncState
 from tests.factories import lead_of, make_user
-from tests.reliability.processes import start_db_worker as start_worker
+from tests.reliability.processes import finish, start_db_worker
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -32,9 +32,9 @@ def test_db_worker_processes_drain_queued_syncs_exactly_once(
     assert set(Lead.objects.values_list("sync_state", flat=True)) == {SyncState.PENDING}
 
     # Two workers race over the queue; the claim keeps them off each other's leads.
-    workers = [start_worker(), start_worker()]
-    outputs = [worker.communicate(timeout=120)[0] for worker in workers]
-    assert [worker.returncode for worker in workers] == [0, 0], outputs
+    workers = [start_db_worker(), start_db_worker()]
+    for worker in workers:
+        finish(worker)
 
     assert set(DBTaskResult.objects.values_list("status", flat=True)) == {"SUCCESSFUL"}
     for user in users:

@@ -17,7 +17,6 @@ import openpyxl
 import pytest
 import tablib
 from django.contrib.auth.models import User
-from django.contrib.messages import get_messages
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.urls import reverse
@@ -26,7 +25,7 @@ from django_tasks_db.models import DBTaskResult
 from crmify.admin.lead import LeadAdmin
 from crmify.backends import locmem
 from crmify.models import Lead, SyncState
-from tests.admin_fixtures import _staff, login, make_lead, people
+from tests.admin_fixtures import EXPORT, export, login, make_lead, make_staff, people, texts
 from tests.doubles import Enqueued
 
 __all__ = ["login", "people"]  # fixtures, imported for pytest
@@ -39,10 +38,8 @@ Capture = Callable[..., AbstractContextManager[list[Callable[[], Any]]]]
 CHANGELIST = reverse("admin:crmify_lead_changelist")
 IMPORT = reverse("admin:crmify_lead_import")
 PROCESS_IMPORT = reverse("admin:crmify_lead_process_import")
-EXPORT = reverse("admin:crmify_lead_export")
 #: The index of each format in the import form (LeadImportExportMixin.import_formats).
 IMPORT_FORMAT = {"csv": "0", "xlsx": "1", "json": "2"}
-EXPORT_FORMAT = {"csv": "0", "xlsx": "1"}
 HEADERS = ("email", "first_name", "last_name", "company", "status")
 
 
@@ -69,10 +66,6 @@ def confirm(client: Client, preview: Any) -> Any:
 
 def preview_rows(response: Any) -> list[tuple[int, str, list[str]]]:
     return [(row.number, row.kind, row.errors) for row in response.context["crmify_import"].rows]
-
-
-def texts(response: Any) -> list[str]:
-    return [str(message) for message in get_messages(response.wsgi_request)]
 
 
 def file_errors(response: Any) -> list[str]:
@@ -326,19 +319,6 @@ def test_xlsx_and_json_files_import_like_csv(login: Login) -> None:
 # -- export ----------------------------------------------------------------------------------------
 
 
-def export(client: Client, fmt: str, query: str = "") -> Any:
-    """Open the export page (with the changelist's filters in the URL) and submit it, every column on."""
-    page = client.get(EXPORT + query)
-    assert page.status_code == 200
-    form = page.context["form"]
-    data = {
-        name: "on"
-        for name, field in form.fields.items()
-        if getattr(field, "is_selectable_field", False)
-    }
-    return client.post(EXPORT + query, {**data, "resource": "0", "format": EXPORT_FORMAT[fmt]})
-
-
 def export_leads() -> tuple[Lead, Lead]:
     failed = make_lead(
         email="failed@example.com",
@@ -485,7 +465,7 @@ def test_a_file_in_the_wrong_format_or_encoding_gets_a_clear_message(
 
 def staff_with(username: str, *codenames: str) -> User:
     """Staff with only ``codenames``, and without the lead their creation made."""
-    user = _staff(username, *codenames)
+    user = make_staff(username, *codenames)
     Lead.objects.filter(source_id=str(user.pk)).delete()
     return user
 

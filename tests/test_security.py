@@ -33,7 +33,6 @@ from django.core.management import load_command_class
 from django.db.models import Model
 from django.test import Client
 from django.urls import URLPattern, reverse
-from django_tasks_db.management.commands.db_worker import Worker
 from django_tasks_db.models import DBTaskResult
 
 from crmify import backfill
@@ -46,12 +45,11 @@ from crmify.models import BackfillRun, Lead, LedgerEntry, SyncState
 from crmify.sandbox import SandboxServer
 from crmify.sandbox.cli import add_arguments, build_server
 from crmify.sandbox.faults import Faults
+from tests.admin_fixtures import export
 from tests.conftest import FAST_SANDBOX, calls, crmify_for
 from tests.factories import make_user
-from tests.scripted_crm import Answer, ScriptedCrm, scripted_crm
-from tests.test_import_export import export
-
-__all__ = ["scripted_crm"]  # the fixture, imported to be found
+from tests.reliability.processes import run_db_worker_here
+from tests.scripted_crm import Answer, ScriptedCrm
 
 # -- the secrets scan ----------------------------------------------------------------------------------
 
@@ -114,16 +112,7 @@ def drain(timeout: float = 60) -> int:
     number of rounds. In-process so that its log records reach the test's capture."""
     deadline = time.monotonic() + timeout
     for rounds in itertools.count(1):
-        Worker(
-            queue_names=["default"],
-            interval=0,
-            batch=True,
-            backend_name="default",
-            startup_delay=False,
-            max_tasks=None,
-            worker_id="security-scan",
-            excluded_queue_names=[],
-        ).run()
+        run_db_worker_here("security-scan")
         waiting = Lead.objects.filter(
             sync_state__in=[SyncState.PENDING, SyncState.RETRYING, SyncState.SYNCING]
         )
@@ -188,13 +177,10 @@ def test_the_api_key_is_nowhere_after_a_run_with_faults(
     root = User.objects.create_superuser("root", "root@example.com", None)
     keyed_sandbox.reset()
     configure(
-        **{
-            **crmify_for(keyed_sandbox, api_key=API_KEY, **FAST_SANDBOX),
-            "TASK_BACKEND": "default",
-            "MAX_ATTEMPTS": 4,
-            "RETRY_BACKOFF_BASE": 0.01,
-            "RETRY_BACKOFF_MAX": 0.05,
-        }
+        **crmify_for(keyed_sandbox, api_key=API_KEY, task_backend="default", **FAST_SANDBOX),
+        MAX_ATTEMPTS=4,
+        RETRY_BACKOFF_BASE=0.01,
+        RETRY_BACKOFF_MAX=0.05,
     )
     users = [make_user() for _ in range(30)]
     drain()
@@ -367,12 +353,17 @@ def test_staff_without_the_permission_get_403_on_every_custom_url(urls: dict[str
     assert unchanged_state() == before
 
 
+def csrf_checking_superuser() -> Client:
+    """A client logged in as a superuser that checks CSRF tokens, as a browser's requests are checked."""
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(User.objects.create_superuser("root", "root@example.com", None))
+    return client
+
+
 def test_a_post_without_a_csrf_token_is_refused_on_every_custom_url(
     urls: dict[str, str],
 ) -> None:
-    root = User.objects.create_superuser("root", "root@example.com", None)
-    client = Client(enforce_csrf_checks=True)
-    client.force_login(root)
+    client = csrf_checking_superuser()
     before = unchanged_state()
     for name, url in urls.items():
         response = client.post(url, {"batch_size": "5", "confirm": "yes"})
@@ -414,9 +405,7 @@ def test_every_action_is_refused_to_staff_without_its_permission_and_to_a_post_w
         response = staff_without(codename).post(changelist, data, follow=True)
         assert response.status_code == 200, action
         assert unchanged_state() == before, action
-    root = User.objects.create_superuser("root", "root@example.com", None)
-    client = Client(enforce_csrf_checks=True)
-    client.force_login(root)
+    client = csrf_checking_superuser()
     for action in lead_actions():
         data = {"action": action, "_selected_action": [lead.pk], "post": "yes"}
         assert client.post(changelist, data).status_code == 403, action

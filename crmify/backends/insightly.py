@@ -123,7 +123,7 @@ class InsightlyBackend(HttpBackend):
 
         With ``fetch=False`` (the preview) only the cache is read: no I/O.
         """
-        key = self._table_key(collection)
+        key = self.table_key(collection)
         table: dict[str, tuple[int, str]] | None = self.cache.get(key)
         if table is None and fetch:
             rows = self.records(self.request("lookup", "GET", collection), collection, id_key)
@@ -132,7 +132,7 @@ class InsightlyBackend(HttpBackend):
             self.cache.set(key, table, timeout=self.table_seconds)
         return table
 
-    def _table_key(self, collection: str) -> str:
+    def table_key(self, collection: str) -> str:
         """The shared-cache key of ``collection``'s table: per base URL, so two accounts never mix."""
         return f"crmify:insightly:{collection}:{self.base_url}"
 
@@ -359,7 +359,7 @@ class InsightlyBackend(HttpBackend):
             results.append(("base URL answers", False, f"{self.base_url}: {exc}"))
             return results
         results.append(("API key and base URL", True, self.base_url))
-        self.cache.delete(self._table_key("LeadStatuses"))
+        self.cache.delete(self.table_key("LeadStatuses"))
         for name in status_names:
             try:
                 status_id = self._resolve(

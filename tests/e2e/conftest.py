@@ -66,17 +66,13 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def browser_errors() -> Iterator[list[str]]:
-    """Console errors and uncaught page errors of every page the test opened (see ``open_page``)."""
+    """Console errors and uncaught page errors of every page the test opened (see ``open_page``); every
+    browser test fails on one, at teardown."""
     errors: list[str] = []
     yield errors
     assert not errors, "The browser reported errors:\n" + "\n".join(errors)
-
-
-@pytest.fixture(autouse=True)
-def _fail_on_browser_errors(browser_errors: list[str]) -> None:
-    """Every browser test fails on a console error: ``browser_errors`` asserts at teardown."""
 
 
 @pytest.fixture(scope="session")

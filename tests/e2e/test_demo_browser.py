@@ -102,9 +102,9 @@ def test_mark_converted_and_resync_from_the_changelist_reach_the_crm(
     eventually(lambda: crm_status(demo, "ada@example.com") == "Converted")
     eventually(lambda: "Synced" in row_text(page, "ada@example.com"), page=page)
 
-    updates = calls(demo, "PUT /Leads")  # type: ignore[arg-type]
+    updates = calls(demo, "PUT /Leads")
     assert "Re-sync: 1 queued" in run_action(page, "ada@example.com", "resync")
-    eventually(lambda: calls(demo, "PUT /Leads") > updates)  # type: ignore[arg-type]
+    eventually(lambda: calls(demo, "PUT /Leads") > updates)
 
     page.get_by_role("link", name="Ada Lovelace").click()
     ledger = page.locator("#ledger tbody tr")

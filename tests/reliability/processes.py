@@ -5,7 +5,8 @@ for the django-tasks-rq backend (Tasks alias ``"rq"`` in ``tests/settings.py``, 
 ``settings.REDIS_URL``). Both are ``manage.py`` commands on ``tests.settings`` in a child process, so a test
 can ``kill -9`` them like an operator's bad day. The child opens the test's database (``CRMIFY_WORKER_DB``)
 and gets ``CRMIFY`` keys on top of the test settings' own (``CRMIFY_WORKER_CRMIFY``), see
-``tests/settings.py``. Used by ``tests/reliability/`` and ``tests/test_db_worker.py``.
+``tests/settings.py``. Used by ``tests/reliability/``, ``tests/test_db_worker.py`` and
+``tests/test_backfill.py``; ``run_db_worker_here`` runs the same worker in the test process instead.
 
 A worker's output goes to a pipe read when it exits (``finish``, ``stop``, ``kill``): keep long-running
 workers quiet (``--verbosity=0`` logs warnings only) or the pipe fills. Tests that start workers need
@@ -29,6 +30,7 @@ from typing import Any
 import pytest
 from django.conf import settings
 from django.db import connection
+from django_tasks_db.management.commands.db_worker import Worker as DbWorker
 
 from tests.conftest import service_required
 
@@ -81,6 +83,26 @@ def start_db_worker(crmify: Mapping[str, Any] | None = None, *, batch: bool = Tr
     """
     arguments = ["db_worker", "--no-startup-delay", "--interval=0.1", "--queue-name=default"]
     return _start([*arguments, "--verbosity=0", *(["--batch"] if batch else [])], crmify)
+
+
+def run_db_worker_here(worker_id: str = "in-process") -> None:
+    """django-tasks-db's worker in this process, ``--batch``: every task due now on ``default``, then return.
+
+    Its ``Worker`` class rather than ``call_command("db_worker")``: the command also sets its loggers'
+    levels, adds log handlers and replaces SIGINT/SIGTERM handlers for the whole test process. In-process,
+    the worker shares the test's cache and its log records reach the test's capture. Used by
+    ``tests/reliability/test_quota.py`` and ``tests/test_security.py``.
+    """
+    DbWorker(
+        queue_names=["default"],
+        interval=0,
+        batch=True,
+        backend_name="default",
+        startup_delay=False,
+        max_tasks=None,
+        worker_id=worker_id,
+        excluded_queue_names=[],
+    ).run()
 
 
 def start_rq_worker(

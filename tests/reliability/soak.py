@@ -60,8 +60,9 @@ def soak_crmify(sandbox: SandboxServer) -> dict[str, Any]:
     proves that transient errors never fail a lead, so ``MAX_ATTEMPTS`` is set out of their reach.
     """
     return {
-        **crmify_for(sandbox, TIMEOUT=CALL_TIMEOUT, REQUESTS_PER_SECOND=1000),
-        "TASK_BACKEND": "default",
+        **crmify_for(
+            sandbox, task_backend="default", TIMEOUT=CALL_TIMEOUT, REQUESTS_PER_SECOND=1000
+        ),
         "MAX_ATTEMPTS": 60,
         "RETRY_BACKOFF_BASE": 0.2,
         "RETRY_BACKOFF_MAX": 2,
@@ -291,8 +292,9 @@ def check(soak: Soak, sandbox: SandboxServer, people: list[Person]) -> None:
         lead.source_id: lead for lead in Lead.objects.filter(source_type=user_type).order_by("pk")
     }
     soak.states = Counter(lead.sync_state for lead in leads.values())
-    if len(leads) != len(people) or Lead.objects.count() != len(people):
-        problems.append(f"{Lead.objects.count()} leads for {len(people)} users")
+    lead_count = Lead.objects.count()
+    if len(leads) != len(people) or lead_count != len(people):
+        problems.append(f"{lead_count} leads for {len(people)} users")
     expected_emails = set()
     for person in people:
         lead = leads.get(str(person.pk))
@@ -329,11 +331,10 @@ def check(soak: Soak, sandbox: SandboxServer, people: list[Person]) -> None:
                 f"{person.email}: lead {lead.sync_state} ({lead.last_error[:120]!r}); "
                 f"CRM {crm_now}, app {wanted}"
             )
-    soak.orphans = sum(1 for row in crm if row.get("EMAIL") not in expected_emails)
+    orphans = [row for row in crm if row.get("EMAIL") not in expected_emails]
+    soak.orphans = len(orphans)
     problems += [
-        f"{row.get('EMAIL')}: still in the CRM, CRM id {row['LEAD_ID']}"
-        for row in crm
-        if row.get("EMAIL") not in expected_emails
+        f"{row.get('EMAIL')}: still in the CRM, CRM id {row['LEAD_ID']}" for row in orphans
     ]
     for lead in Lead.objects.filter(sync_state=SyncState.FAILED):
         last = lead.ledger.order_by("-started_at", "-id").first()

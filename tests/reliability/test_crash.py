@@ -44,11 +44,6 @@ LEADS = 30
 SYNCED_BEFORE_KILL = 8
 
 
-def worker_crmify(sandbox: SandboxServer, task_backend: str = "default") -> dict[str, Any]:
-    """The workers' ``CRMIFY``: the sandbox over HTTP, the database (or ``"rq"``) Tasks backend."""
-    return {**crmify_for(sandbox, **FAST_SANDBOX), "TASK_BACKEND": task_backend}
-
-
 #: How each kind of worker starts (in batch or burst mode: it exits when the queue is empty), and the
 #: Tasks backend alias it serves.
 WORKERS: dict[str, tuple[Callable[[dict[str, Any]], Worker], str]] = {
@@ -96,7 +91,7 @@ def test_a_worker_killed_mid_work_loses_and_duplicates_nothing(
     start_worker, task_backend = WORKERS[kind]
     if kind == "rqworker":
         request.getfixturevalue("redis_db")
-    settings = worker_crmify(crm, task_backend)
+    settings = crmify_for(crm, task_backend=task_backend, **FAST_SANDBOX)
     configure(TASK_BACKEND=task_backend, AUTO_SYNC=work == "batch")
     # Each save queues its sync (batch); or the rows exist before crmify's backfill (backfill).
     users = [make_user(first_name=f"Crash {n}") for n in range(LEADS)]
@@ -148,7 +143,9 @@ def test_two_worker_processes_racing_for_one_lead_make_one_crm_call(
     # Each CRM call takes 3 s: the first worker holds the lead while the second reaches it.
     crm.set_faults(latency=3.0)
 
-    workers = [start_db_worker(worker_crmify(crm)) for _ in range(2)]
+    workers = [
+        start_db_worker(crmify_for(crm, task_backend="default", **FAST_SANDBOX)) for _ in range(2)
+    ]
     for worker in workers:
         finish(worker)
 

@@ -8,7 +8,6 @@ within the test.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -16,7 +15,6 @@ import pytest
 import requests
 from django.contrib.auth.models import User
 from django.core.cache import cache
-from django.core.management import call_command
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
@@ -28,7 +26,7 @@ from crmify.sandbox import SandboxServer
 from crmify.sweeper import sweep
 from tests.conftest import FAST_SANDBOX, crmify_for
 from tests.factories import make_user
-from tests.reliability.processes import wait_until
+from tests.reliability.processes import run_db_worker_here, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -50,29 +48,8 @@ def control(sandbox: SandboxServer, method: str, path: str, **body: Any) -> Any:
 
 
 def work() -> None:
-    """The in-process worker: runs every task that is due, then returns.
-
-    ``db_worker`` sets its loggers' levels for the process; they are put back, so later tests (the
-    secrets scan reads every log record) see the logs they would see without this one.
-    """
-    loggers = [
-        item
-        for item in logging.root.manager.loggerDict.values()
-        if isinstance(item, logging.Logger)
-    ]
-    levels = [(item, item.level) for item in loggers]
-    try:
-        call_command(
-            "db_worker",
-            "--batch",
-            "--no-startup-delay",
-            "--interval=0",
-            "--queue-name=default",
-            "--verbosity=0",
-        )
-    finally:
-        for item, level in levels:
-            item.setLevel(level)
+    """The in-process worker: runs every task that is due, then returns."""
+    run_db_worker_here()
 
 
 @pytest.fixture
@@ -89,7 +66,7 @@ def staff(client: Client) -> Iterator[Client]:
 def test_a_used_up_quota_stops_calls_until_its_reset_and_the_run_then_completes(
     staff: Client, sandbox: SandboxServer, configure: Callable[..., None]
 ) -> None:
-    configure(**{**crmify_for(sandbox, **FAST_SANDBOX), "TASK_BACKEND": "default"})
+    configure(**crmify_for(sandbox, task_backend="default", **FAST_SANDBOX))
     control(sandbox, "PUT", "faults", requests_per_second=None)
     control(sandbox, "PUT", "faults", daily_quota=QUOTA, quota_window_seconds=WINDOW)
     users = [make_user(first_name=f"Quota {n}") for n in range(USERS)]

@@ -42,7 +42,7 @@ def rq_crmify(
     """``CRMIFY`` of the site and of its RQ workers: the RQ Tasks backend, the limiter's state in
     ``cache`` (``"shared"``: Redis, one for every process; ``"default"``: each process its own)."""
     options = {"TIMEOUT": 5, "REQUESTS_PER_SECOND": per_second, "RATE_LIMIT_CACHE": cache}
-    return {**crmify_for(sandbox, **options), "TASK_BACKEND": "rq"}
+    return crmify_for(sandbox, task_backend="rq", **options)
 
 
 @pytest.mark.slow

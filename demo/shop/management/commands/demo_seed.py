@@ -101,8 +101,9 @@ class Command(BaseCommand):
     def create_historic(self, count: int) -> None:
         rng = random.Random(7)
         password = make_password(None)
-        # bulk_create on purpose: it sends no signals, so crmify does not sync these rows.
-        User.objects.bulk_create(
+        # bulk_create on purpose: it sends no signals, so crmify does not sync these rows. The users it
+        # returns have their pks (SQLite 3.35+ and PostgreSQL return them).
+        users = User.objects.bulk_create(
             User(
                 username=f"customer{i:04d}",
                 email=f"customer{i:04d}@example.com",
@@ -112,7 +113,6 @@ class Command(BaseCommand):
             )
             for i in range(count)
         )
-        users = User.objects.filter(username__startswith="customer").order_by("pk")
         UserProfile.objects.bulk_create(
             UserProfile(user=user, company=rng.choice(COMPANIES), signup_source="Legacy shop")
             for user in users
