@@ -15,7 +15,7 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from functools import cached_property
-from typing import Any
+from typing import Any, TypeAlias
 
 from django.contrib.contenttypes.fields import GenericForeignKey
 from django.contrib.contenttypes.models import ContentType
@@ -140,7 +140,8 @@ class MappingCheck:
 
 
 #: What a source path ends on: a field, a relation's reverse side, a generic foreign key, or an attribute.
-PathEnd = models.Field[Any, Any] | ForeignObjectRel | GenericForeignKey | None
+#: A string: Django's ``Field`` cannot be subscripted at run time (django-stubs types it generic).
+PathEnd: TypeAlias = "models.Field[Any, Any] | ForeignObjectRel | GenericForeignKey | None"
 
 
 @dataclass(frozen=True, slots=True)
