@@ -13,6 +13,7 @@ from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 
 from crmify.conf import DEFAULTS, ON_DELETE_CHOICES, crmify_settings
+from crmify.mappers import LeadModelFieldMapper
 from crmify.mixins import LeadStatusMixin
 from crmify.models import CUSTOM_FIELD_PREFIX, MAPPABLE_FIELDS
 
@@ -137,8 +138,9 @@ def _check_backend(*, build: bool = True) -> list[checks.CheckMessage]:
         return [
             _error(
                 f"CRMIFY['BACKEND'] {crmify_settings.BACKEND!r} could not be built: {exc}",
-                "Fix BACKEND_OPTIONS or BACKEND_AUTH; a plain backend class needs a constructor "
-                "without arguments.",
+                "Fix BACKEND_OPTIONS or BACKEND_AUTH; a plain backend class is built with no "
+                "arguments, or with BACKEND_AUTH as keyword arguments if its constructor takes "
+                "**kwargs.",
                 12,
             )
         ]
@@ -184,6 +186,7 @@ def _check_models_and_mapper() -> list[checks.CheckMessage]:
         mapper = get_mapper_class()()
     except ImproperlyConfigured as exc:
         return [*messages, _error(str(exc), "Subclass crmify.mappers.LeadModelFieldMapper.", 30)]
+    messages += _check_retired_mapper_methods(type(mapper))
     for source, target, _ in mapper.mappings():
         if target not in MAPPABLE_FIELDS and not target.startswith(CUSTOM_FIELD_PREFIX):
             messages.append(
@@ -205,6 +208,36 @@ def _check_models_and_mapper() -> list[checks.CheckMessage]:
                     )
                 )
     return messages
+
+
+#: Mapper methods 1.3.0 called and crmify no longer does, with what to override instead.
+RETIRED_MAPPER_METHODS = {
+    "apply_field_mapping": "crmify calls map(instance), which returns a MappedLead: override map() "
+    "(call super().map() and change its values) or give a callable taking the row as a source.",
+    "lookup_value": "crmify reads source paths itself: name a method or property of the model as the "
+    "source, give a callable taking the row as a source, or override map(instance).",
+    "create_lead": "crmify writes the Lead itself, and only when the mapped values changed: override "
+    "map(instance) to change what it writes.",
+    "update_lead": "crmify writes the Lead itself, and only when the mapped values changed: override "
+    "map(instance) to change what it writes.",
+}
+
+
+def _check_retired_mapper_methods(
+    mapper_class: type[LeadModelFieldMapper],
+) -> list[checks.CheckMessage]:
+    """``crmify.W030`` for each 1.3.0 mapper method the site's mapper defines: its code no longer runs."""
+    own = [klass for klass in mapper_class.__mro__ if klass not in LeadModelFieldMapper.__mro__]
+    return [
+        checks.Warning(
+            f"{mapper_class.__name__} overrides {name}(), which crmify no longer calls: "
+            "that code does not run.",
+            hint=hint,
+            id="crmify.W030",
+        )
+        for name, hint in RETIRED_MAPPER_METHODS.items()
+        if any(name in vars(klass) for klass in own)
+    ]
 
 
 def _check_tasks() -> list[checks.CheckMessage]:

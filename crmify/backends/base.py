@@ -191,3 +191,31 @@ class BaseBackend:
     def check(self) -> list[checks.CheckMessage]:
         """System-check messages about this backend's own options (called by ``crmify.checks``)."""
         return []
+
+
+#: The prefix 1.3.0 stripped from auth keys given under their environment variable's name.
+AUTH_ENV_PREFIX = "CRMIFY_BACKEND_AUTH_"
+
+
+class CRMBackend:
+    """The base class of 1.3.0, kept so that backends written against it run unchanged.
+
+    :func:`crmify.backends.get_backend` builds a subclass with ``BACKEND_AUTH`` as keyword arguments
+    (``API_KEY=...``), which land in ``self._auth_params`` (a key given as ``CRMIFY_BACKEND_AUTH_API_KEY``
+    reads ``API_KEY``). Subclasses implement :meth:`sync_lead` and :meth:`delete_lead`, called by the
+    engine's worker; they get none of :class:`BaseBackend`'s options or optional hooks. New backends
+    subclass :class:`BaseBackend` instead.
+    """
+
+    def __init__(self, **auth_params: Any) -> None:
+        self._auth_params: dict[str, Any] = {
+            key.removeprefix(AUTH_ENV_PREFIX): value for key, value in auth_params.items()
+        }
+
+    def sync_lead(self, lead: Lead) -> str:
+        """Create or update ``lead`` in the CRM and return its CRM id."""
+        raise NotImplementedError
+
+    def delete_lead(self, lead_id: str) -> bool:
+        """Delete the CRM's lead ``lead_id``; True when it is gone."""
+        raise NotImplementedError
