@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from django.apps import apps
 from django.conf import settings
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
@@ -45,6 +46,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
     messages += _check_backend(build=not any(m.id == "crmify.E005" for m in messages))
     messages += _check_models_and_mapper()
     messages += _check_tasks()
+    messages += _check_apps()
     return messages
 
 
@@ -238,6 +240,19 @@ def _check_retired_mapper_methods(
         for name, hint in RETIRED_MAPPER_METHODS.items()
         if any(name in vars(klass) for klass in own)
     ]
+
+
+def _check_apps() -> list[checks.CheckMessage]:
+    """crmify's admin renders django-import-export's templates: without its app the Lead list is a 500."""
+    if apps.is_installed("django.contrib.admin") and not apps.is_installed("import_export"):
+        return [
+            _error(
+                "crmify's admin needs 'import_export' in INSTALLED_APPS.",
+                "Add 'import_export' to INSTALLED_APPS (django-import-export is installed with crmify).",
+                6,
+            )
+        ]
+    return []
 
 
 def _check_tasks() -> list[checks.CheckMessage]:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+from django.apps import apps
 from django.test import override_settings
 
 from crmify.backends import get_backend
@@ -202,6 +203,20 @@ def test_a_mapper_that_wrote_the_lead_itself_gets_w030() -> None:
 def test_a_mapper_overriding_map_gets_no_w030() -> None:
     messages = crmify_messages(LEAD_MODEL_FIELDMAPPER="tests.test_upgrade_api.ModernMapper")
     assert "crmify.W030" not in ids(messages)
+
+
+# -- an upgraded site's INSTALLED_APPS --------------------------------------------------------------------
+
+
+def test_a_site_with_the_admin_but_without_import_export_is_e006(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    is_installed = apps.is_installed
+    monkeypatch.setattr(
+        apps, "is_installed", lambda name: name != "import_export" and is_installed(name)
+    )
+    error = only(crmify_messages(), "crmify.E006")
+    assert "'import_export'" in (error.hint or "")
 
 
 # -- no hidden start-up dependency on django_tasks_db ---------------------------------------------------
