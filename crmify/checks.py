@@ -212,7 +212,8 @@ def _check_models_and_mapper() -> list[checks.CheckMessage]:
     return messages
 
 
-#: Mapper methods 1.3.0 called and crmify no longer does, with what to override instead.
+#: Mapper methods 1.3.0 called and crmify does not (none is a method of ``LeadModelFieldMapper``, whose
+#: methods are the hooks crmify calls), with what to override instead.
 RETIRED_MAPPER_METHODS = {
     "apply_field_mapping": "crmify calls map(instance), which returns a MappedLead: override map() "
     "(call super().map() and change its values) or give a callable taking the row as a source.",
@@ -238,7 +239,7 @@ def _check_retired_mapper_methods(
             id="crmify.W030",
         )
         for name, hint in RETIRED_MAPPER_METHODS.items()
-        if any(name in vars(klass) for klass in own)
+        if not hasattr(LeadModelFieldMapper, name) and any(name in vars(klass) for klass in own)
     ]
 
 
