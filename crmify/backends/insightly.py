@@ -253,7 +253,7 @@ class InsightlyBackend(HttpBackend):
                 str(values["lead_source"]),
                 fetch=fetch,
             )
-        names = self.custom_field_names()
+        names: Mapping[str, str] = self.options.get("CUSTOM_FIELDS") or {}
         custom = [
             {"FIELD_NAME": names.get(key, key), "FIELD_VALUE": value}
             for key, value in sorted((values.get("custom_fields") or {}).items())
@@ -262,11 +262,6 @@ class InsightlyBackend(HttpBackend):
         if custom:
             fields["CUSTOMFIELDS"] = custom
         return fields
-
-    def custom_field_names(self) -> Mapping[str, str]:
-        """``CUSTOM_FIELDS``: lead custom-field key -> Insightly ``FIELD_NAME`` (empty: keys as they are)."""
-        names: Mapping[str, str] = self.options.get("CUSTOM_FIELDS") or {}
-        return names
 
     def last_name_for(self, lead: Lead) -> str:
         """The ``LAST_NAME`` sent for ``lead`` when it has none (the mapper preview warns with it)."""

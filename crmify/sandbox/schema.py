@@ -78,6 +78,7 @@ SEARCHABLE_FIELDS: Final = frozenset(RENDER_ORDER) - frozenset({*LIST_FIELDS, "L
 BRIEF_OMITS: Final = frozenset({*LIST_FIELDS, "LINKS"})
 # Longest text per field (the v2.2 Lead model, matching the v3.1 Prospect and Organisation; "likely" for
 # v3.1 Leads in the facts): a longer value is a 400, worded as ASP.NET's StringLength check words it.
+# Written here from the facts, not imported from the backend: the sandbox checks the client's reading.
 MAX_LENGTHS: Final[Mapping[str, int]] = MappingProxyType(
     {
         "SALUTATION": 50,
