@@ -151,7 +151,8 @@ class Dialect:
     create_status: Literal[200, 201] = 200
     custom_fields_on_put: Literal["merge", "replace"] = "merge"
     search_match: Literal["exact", "contains"] = "exact"
-    max_lengths: Mapping[str, int] = MAX_LENGTHS
+    # A factory: Python 3.11's dataclasses refuse a mappingproxy default (unhashable there).
+    max_lengths: Mapping[str, int] = field(default_factory=lambda: MAX_LENGTHS)
 
     def __post_init__(self) -> None:
         for name, allowed in (
