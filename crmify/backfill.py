@@ -41,7 +41,7 @@ from django.db.models.base import ModelState
 from django.db.models.functions import Cast, Coalesce
 from django.utils import timezone
 
-from crmify.backends.base import recording
+from crmify.backends.base import normalise_email, recording
 from crmify.compat import task_backends
 from crmify.conf import crmify_settings
 from crmify.exceptions import MappingError, QuotaExhausted
@@ -235,11 +235,6 @@ def format_duration(seconds: float) -> str:
     if minutes:
         return f"{minutes}m{secs:02d}s"
     return f"{secs}s"
-
-
-def normalise_email(email: str) -> str:
-    """How e-mails are matched against the CRM's: trimmed and case-folded."""
-    return email.strip().casefold()
 
 
 # -- the CRM listing ---------------------------------------------------------------------------------

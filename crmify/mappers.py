@@ -14,9 +14,10 @@ import math
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from django.db import models
+from django.utils import timezone
 
 from crmify.exceptions import MappingError
 from crmify.models import CUSTOM_FIELD_PREFIX, MAPPABLE_FIELDS, Lead
@@ -37,6 +38,35 @@ class MappedLead:
     values: dict[str, str] = field(default_factory=dict)
     custom_fields: dict[str, Any] = field(default_factory=dict)
     from_fallback: set[str] = field(default_factory=set)
+    #: The custom fields mapped from a date or datetime (datetimes in UTC), which
+    #: :func:`fit_to_crm` writes as the CRM wants; ``custom_fields`` holds them in ISO 8601 until then.
+    dates: dict[str, datetime.date] = field(default_factory=dict)
+    #: Where each lead value came from, as messages name it: ``"title (from get_full_name)"``.
+    origins: dict[str, str] = field(default_factory=dict)
+
+
+class CrmRules(Protocol):
+    """What mapping needs to know of the CRM: every ``crmify.backends.base.BaseBackend`` has it."""
+
+    def max_length(self, field: str) -> int | None: ...
+
+    def encode_date(self, value: datetime.date) -> Any: ...
+
+
+def fit_to_crm(mapped: MappedLead, crm: CrmRules) -> MappedLead:
+    """``mapped`` as the CRM takes it: dates written in its form, each lead value within its length.
+
+    Called by the engine (``crmify.tracking``) after the mapper, with the configured backend; raises
+    :class:`MappingError` for a value the CRM would refuse, so the lead fails before anything is sent.
+    """
+    for name, text in mapped.values.items():
+        limit = crm.max_length(name)
+        if limit is not None and len(text) > limit:
+            where = mapped.origins.get(name, name)
+            raise MappingError(f"{where} is {len(text)} characters long; the CRM accepts {limit}.")
+    for key, value in mapped.dates.items():
+        mapped.custom_fields[key] = crm.encode_date(value)
+    return mapped
 
 
 def source_label(source: SourcePath) -> str:
@@ -108,6 +138,18 @@ def _scalar_text(where: str, value: Any) -> str:
         raise MappingError(f"{where} is a number too long to write as text.") from None
 
 
+def _in_utc(where: str, value: datetime.date) -> datetime.date:
+    """A datetime in UTC, a naive one read in ``TIME_ZONE`` (as Django stores it); a date as it is."""
+    if not isinstance(value, datetime.datetime):
+        return value
+    try:
+        if timezone.is_naive(value):
+            value = timezone.make_aware(value, timezone.get_default_timezone())
+        return value.astimezone(datetime.UTC)
+    except (OverflowError, ValueError):  # a moment within hours of year 1 or 9999
+        raise MappingError(f"{where} is {value}, outside the dates a CRM can keep.") from None
+
+
 def _as_text(where: str, value: Any, max_length: int | None) -> str:
     if value is None:
         return ""
@@ -165,15 +207,19 @@ class LeadModelFieldMapper:
                 _check_scalar(where, value)
                 if isinstance(value, int) and abs(value) > MAX_CUSTOM_INT:
                     raise MappingError(f"{where} is too large for a CRM's number field.")
+                key = target.removeprefix(CUSTOM_FIELD_PREFIX)
+                if isinstance(value, datetime.date):
+                    value = mapped.dates[key] = _in_utc(where, value)
                 # JSON keeps text, numbers and booleans as they are; the rest becomes text.
                 keep = (
                     value
                     if value is None or isinstance(value, str | int | float | bool)
                     else _scalar_text(where, value)
                 )
-                mapped.custom_fields[target.removeprefix(CUSTOM_FIELD_PREFIX)] = keep
+                mapped.custom_fields[key] = keep
             elif target in MAPPABLE_FIELDS:
                 mapped.values[target] = _as_text(where, value, _max_length(target))
+                mapped.origins[target] = where
             else:
                 raise MappingError(f"{target!r} is not a lead field.")
         return mapped

@@ -25,6 +25,7 @@ from django.db import models, router
 from django.db.models import ForeignObjectRel, Q
 
 from crmify.api import fetch_from_crm
+from crmify.backends.base import length_problems
 from crmify.conf import crmify_settings
 from crmify.exceptions import BackendError, MappingError, PermanentBackendError
 from crmify.loading import get_lead_model, get_mapper, walk_path
@@ -421,15 +422,6 @@ def _last_name_warning(lead: Lead, backend: Any, payload: Mapping[str, Any] | No
     return "No last name, and none will be sent: a CRM that requires one will refuse this lead."
 
 
-def _length_warnings(backend: Any, payload: Mapping[str, Any]) -> list[str]:
-    lengths = crm_max_lengths(backend)
-    return [
-        f"{key} is {len(value)} characters long; the CRM accepts {lengths[key]}."
-        for key, value in payload.items()
-        if isinstance(value, str) and key in lengths and len(value) > lengths[key]
-    ]
-
-
 def preview_row(
     instance: models.Model,
     mapper: LeadModelFieldMapper,
@@ -482,7 +474,7 @@ def preview_row(
         except ValidationError:
             warnings.append(f"{lead.email!r} is not a valid e-mail address: the CRM may refuse it.")
     if payload is not None:
-        warnings += _length_warnings(backend, payload)
+        warnings += length_problems(payload, crm_max_lengths(backend))
     return replace(
         base, values=_lead_values(lead, mapped), payload=payload, warnings=tuple(warnings)
     )

@@ -19,12 +19,14 @@ from django.db import DatabaseError, IntegrityError, connections, models, router
 from django.db.models import Case, Exists, OuterRef, Value, When
 from django.utils import timezone
 
+from crmify.backends.base import BaseBackend
 from crmify.conf import crmify_settings
 from crmify.exceptions import MappingError
 from crmify.loading import get_mapper
-from crmify.mappers import LeadModelFieldMapper, MappedLead
+from crmify.mappers import LeadModelFieldMapper, MappedLead, fit_to_crm
 from crmify.models import Lead, LedgerEntry, SyncState
 from crmify.queue import enqueue_lead_on_commit
+from crmify.worker import current_backend
 
 logger = logging.getLogger("crmify")
 
@@ -87,10 +89,23 @@ def mapped_fingerprint(mapped: MappedLead) -> str:
     return fingerprint({"values": mapped.values, "custom_fields": mapped.custom_fields})
 
 
-def _map(instance: models.Model, mapper: LeadModelFieldMapper) -> MappedLead | MappingError:
-    """``mapper.map(instance)``, or the error to record on the lead; the site's save never fails here."""
+def _crm_rules() -> BaseBackend | None:
+    """The configured backend, whose hooks say what the CRM accepts; None for a plain backend class (it
+    has no hooks) or one that cannot be built (the worker reports why when it syncs)."""
     try:
-        return mapper.map(instance)
+        backend = current_backend()
+    except Exception:
+        return None
+    return backend if isinstance(backend, BaseBackend) else None
+
+
+def _map(instance: models.Model, mapper: LeadModelFieldMapper) -> MappedLead | MappingError:
+    """``mapper.map(instance)`` fitted to the CRM (:func:`crmify.mappers.fit_to_crm`), or the error to
+    record on the lead; the site's save never fails here."""
+    try:
+        mapped = mapper.map(instance)
+        rules = _crm_rules()
+        return mapped if rules is None else fit_to_crm(mapped, rules)
     except MappingError as exc:
         return exc
     except DatabaseError:

@@ -31,6 +31,17 @@ class FullNameTitleMapper(DjangoUserFieldMapper):
     field_mapping = {**DjangoUserFieldMapper.field_mapping, "get_full_name": "title"}
 
 
+def repeated_first_name(user: User) -> str:
+    """The first name 600 times: a description longer than Insightly's 4,000 characters."""
+    return user.first_name * 600
+
+
+class LongDescriptionMapper(DjangoUserFieldMapper):
+    """A description longer than Insightly accepts, though the lead (a text field) could keep it."""
+
+    field_mapping = {**DjangoUserFieldMapper.field_mapping, repeated_first_name: "description"}
+
+
 class BrokenMapper(LeadModelFieldMapper):
     """Mistakes a site can make: a missing path, a relation as a value, a target that is no lead field."""
 
@@ -223,6 +234,23 @@ def test_warns_about_a_value_longer_than_the_crm_accepts(admin_client, url, conf
     user = make_user(first_name="Augusta")
     (row,) = admin_client.get(url, {"q": str(user.pk)}).context["rows"]
     assert row.warnings == ("first_name is 7 characters long; the CRM accepts 5.",)
+
+
+def test_a_value_longer_than_insightly_takes_is_a_mapping_error_in_the_preview(
+    admin_client, url, configure
+):
+    configure(
+        LEAD_MODEL_FIELDMAPPER="tests.test_admin_preview.LongDescriptionMapper",
+        BACKEND="crmify.backends.insightly.InsightlyBackend",
+        BACKEND_OPTIONS={"API_URL": "http://127.0.0.1:9/v3.1/"},  # never called
+    )
+    user = make_user(first_name="Augusta")
+    (row,) = admin_client.get(url, {"q": str(user.pk)}).context["rows"]
+    assert row.warnings == (
+        "Mapping failed: description (from repeated_first_name) is 4200 characters long; "
+        "the CRM accepts 4000.",
+    )
+    assert row.payload is None
 
 
 def test_insightly_limits_are_read_from_its_module():

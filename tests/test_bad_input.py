@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from crmify import api
 from crmify.backends.insightly import FIELD_NAMES, MAX_LENGTHS, InsightlyBackend, normalise_name
 from crmify.exceptions import MappingError, PermanentBackendError, TransientBackendError
-from crmify.mappers import MAX_CUSTOM_INT, LeadModelFieldMapper
+from crmify.mappers import MAX_CUSTOM_INT, LeadModelFieldMapper, fit_to_crm
 from crmify.models import CUSTOM_FIELD_PREFIX, MAPPABLE_FIELDS, Lead, SyncState
 from crmify.sandbox import SandboxServer
 from crmify.tracking import fingerprint
@@ -201,7 +201,8 @@ def offline_insightly() -> InsightlyBackend:
 def mapped_outcome(row: dict[str, Any], backend: InsightlyBackend) -> str:
     """Map ``row`` and build its create and update payloads; say which way it went, assert it went well."""
     try:
-        mapped = AnyValueMapper().map(row)
+        # As the engine maps: the mapper, then the backend's limits and date format.
+        mapped = fit_to_crm(AnyValueMapper().map(row), backend)
     except MappingError as exc:
         assert_readable(str(exc), mentions=row)
         return "mapping error"

@@ -12,7 +12,9 @@ of the CRM in pages (``supports_listing``: the backfill finds CRM matches by e-m
 search per lead), finding a lead's record without its CRM id (``supports_lookup``: a deleted lead whose
 create timed out), and reporting each HTTP call for the ledger through :func:`record_call`. A backend may
 also announce the longest value the CRM accepts per payload key in ``max_lengths`` (the mapper preview
-warns about longer values).
+warns about longer values), and fill two hooks the engine calls when it maps a row: ``max_length(field)``
+(a longer value of that lead field is a mapping error, before anything is sent) and ``encode_date(value)``
+(how a date mapped to a custom field is written).
 
 A backend that looks a lead up by e-mail before creating it should skip that lookup when
 :func:`listing_says_absent` is true for the lead: the backfill has just listed the CRM and found no match.
@@ -27,6 +29,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import contextvars
+import datetime
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -67,6 +70,22 @@ class CrmLead:
 
     external_id: str
     email: str
+
+
+def normalise_email(email: str) -> str:
+    """How an e-mail is matched against the CRM's (the backfill's listing, a backend's lookup before a
+    create): trimmed and case-folded."""
+    return email.strip().casefold()
+
+
+def length_problems(payload: Mapping[str, Any], max_lengths: Mapping[str, int]) -> list[str]:
+    """What in ``payload`` is longer than the CRM accepts, one sentence per value: the mapper preview
+    warns with them, and a backend refuses to send such a payload."""
+    return [
+        f"{key} is {len(value)} characters long; the CRM accepts {max_lengths[key]}."
+        for key, value in payload.items()
+        if isinstance(value, str) and key in max_lengths and len(value) > max_lengths[key]
+    ]
 
 
 def listing_says_absent(lead: Lead) -> bool:
@@ -155,6 +174,22 @@ class BaseBackend:
     def delete_lead(self, lead_id: str) -> bool:
         """Delete the CRM's lead ``lead_id``; True when it is gone. Called by the engine's worker."""
         raise NotImplementedError
+
+    def max_length(self, field: str) -> int | None:
+        """The longest text the CRM keeps in lead field ``field`` (``"description"``), or None if unknown.
+
+        Called by the engine when it maps a row (:func:`crmify.mappers.fit_to_crm`): a longer value is a
+        mapping error on the lead, shown in the admin and the mapper preview, and nothing is sent.
+        """
+        return None
+
+    def encode_date(self, value: datetime.date) -> Any:
+        """A date mapped to a custom field as the CRM takes it in a request body: ``value`` is a ``date``,
+        or a ``datetime`` in UTC (the engine reads a naive one in ``TIME_ZONE``). ISO 8601 by default.
+
+        Called by the engine when it maps a row; the result is kept in ``Lead.custom_fields`` and sent.
+        """
+        return value.isoformat()
 
     def build_payload(self, lead: Lead) -> dict[str, Any]:
         """The exact JSON body :meth:`sync_lead` would send for ``lead``; pure (the mapper preview calls it)."""

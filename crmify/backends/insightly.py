@@ -13,15 +13,23 @@ Options (``CRMIFY['BACKEND_OPTIONS']``):
 ``CUSTOM_FIELDS``      lead custom-field key -> Insightly ``FIELD_NAME`` (empty: keys are sent as they are)
 ``MISSING_LAST_NAME``  ``LAST_NAME`` for a lead without one: ``"derive"`` (default; from the e-mail's
                        local part or the first name) or a fixed text such as ``"Unknown"``
-``LOOKUP_BY_EMAIL``    before creating, adopt an existing CRM lead with the same e-mail (True)
+``LOOKUP_BY_EMAIL``    before creating, adopt an existing CRM lead whose ``EMAIL`` equals the lead's,
+                       ignoring case and surrounding spaces (True)
 ``STATUS_CACHE_SECONDS`` how long status and source tables are cached (600)
 =====================  ==========================================================================
 
 Auth: ``CRMIFY_BACKEND_AUTH_API_KEY``, sent as HTTP Basic with the key as user name and no password.
+
+What is sent (``shared/insightly-api.md``): statuses are resolved from ``GET /LeadStatuses?include_converted=true``
+(without it the converted status is left out); a date mapped to a custom field is written
+``yyyy-MM-dd HH:mm:ss`` in UTC, the body format (ISO 8601 is for query strings only); a value longer than
+:data:`MAX_LENGTHS` is a mapping error and never sent; an update sends custom fields by ``FIELD_NAME``, each
+one the app cleared with ``"FIELD_VALUE": null``, never ``"CUSTOMFIELDS": null``.
 """
 
 from __future__ import annotations
 
+import datetime
 import re
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
@@ -30,7 +38,7 @@ from django.core import checks
 
 from crmify.exceptions import PermanentBackendError, TransientBackendError
 
-from .base import CrmLead, listing_says_absent
+from .base import CrmLead, length_problems, listing_says_absent, normalise_email
 from .http import HttpBackend
 
 if TYPE_CHECKING:
@@ -54,14 +62,35 @@ FIELD_NAMES: dict[str, str] = {
     "description": "LEAD_DESCRIPTION",
 }
 
-#: Longest values Insightly is reported to accept; the preview warns above them.
+#: Longest values of the v3.1 Lead (the v2.2 Lead model's, which the v3.1 Prospect and Organisation share).
+#: A longer mapped value is a mapping error; a longer value on the lead is refused before it is sent.
 MAX_LENGTHS: dict[str, int] = {
-    "FIRST_NAME": 255,
-    "LAST_NAME": 255,
-    "EMAIL": 255,
-    "TITLE": 255,
-    "ORGANISATION_NAME": 255,
+    "SALUTATION": 50,
+    **dict.fromkeys(
+        (
+            "FIRST_NAME",
+            "LAST_NAME",
+            "TITLE",
+            "ORGANISATION_NAME",
+            "PHONE",
+            "MOBILE",
+            "FAX",
+            "EMAIL",
+            "WEBSITE",
+            "ADDRESS_STREET",
+            "ADDRESS_CITY",
+            "ADDRESS_STATE",
+            "ADDRESS_COUNTRY",
+        ),
+        255,
+    ),
+    "INDUSTRY": 128,
+    "ADDRESS_POSTCODE": 128,
+    "LEAD_DESCRIPTION": 4000,
 }
+
+#: How many search results the lookup by e-mail reads: it adopts only an exact match among them.
+LOOKUP_PAGE = 20
 
 
 def normalise_name(name: str) -> str:
@@ -78,10 +107,37 @@ def crm_id(value: Any) -> int | None:
     return None
 
 
+def body_date(value: datetime.date) -> str:
+    """A date as Insightly takes it in a request body: ``yyyy-MM-dd HH:mm:ss`` (UTC; midnight for a date)."""
+    moment = (
+        value
+        if isinstance(value, datetime.datetime)
+        else datetime.datetime.combine(value, datetime.time())
+    )
+    return f"{moment.year:04d}-{moment:%m-%d %H:%M:%S}"
+
+
 def derived_last_name(email: str | None, first_name: str | None) -> str:
     """A sensible ``LAST_NAME`` for a sign-up that gave none: the e-mail's local part, else the first name."""
     local = email.split("@", 1)[0].strip() if email else ""
     return local or first_name or "Unknown"
+
+
+def custom_fields_update(
+    previous: list[dict[str, Any]], current: list[dict[str, Any]]
+) -> list[dict[str, Any]] | None:
+    """``CUSTOMFIELDS`` of an update: None when nothing changed, else every custom field the lead has and
+    each one the app cleared with ``"FIELD_VALUE": null``.
+
+    Insightly merges custom fields by ``FIELD_NAME`` on a PUT, so one left out keeps its value and only a
+    null clears it; sending the unchanged ones too keeps the lead right on an account that would replace
+    the whole list instead (not documented either way). ``"CUSTOMFIELDS": null`` is never sent.
+    """
+    if previous == current:
+        return None
+    kept = {item["FIELD_NAME"] for item in current}
+    cleared = sorted({item["FIELD_NAME"] for item in previous} - kept)
+    return [*current, *({"FIELD_NAME": name, "FIELD_VALUE": None} for name in cleared)]
 
 
 class InsightlyBackend(HttpBackend):
@@ -108,6 +164,12 @@ class InsightlyBackend(HttpBackend):
     def base_url(self) -> str:
         return str(self.options.get("API_URL") or f"https://api.{self.pod}.insightly.com/v3.1/")
 
+    def max_length(self, field: str) -> int | None:
+        return MAX_LENGTHS.get(FIELD_NAMES.get(field, ""))
+
+    def encode_date(self, value: datetime.date) -> str:
+        return body_date(value)
+
     def record_url(self, lead_id: str) -> str | None:
         template = str(
             self.options.get("RECORD_URL", "https://crm.{pod}.insightly.com/details/Lead/{id}")
@@ -126,7 +188,10 @@ class InsightlyBackend(HttpBackend):
         key = self.table_key(collection)
         table: dict[str, tuple[int, str]] | None = self.cache.get(key)
         if table is None and fetch:
-            rows = self.records(self.request("lookup", "GET", collection), collection, id_key)
+            # Without include_converted, /LeadStatuses leaves the converted status out (v3.1 spec).
+            params = {"include_converted": "true"} if collection == "LeadStatuses" else None
+            response = self.request("lookup", "GET", collection, params=params)
+            rows = self.records(response, collection, id_key)
             names = {int(row[id_key]): str(row.get(name_key) or "") for row in rows}
             table = {normalise_name(name): (number, name) for number, name in names.items()}
             self.cache.set(key, table, timeout=self.table_seconds)
@@ -206,10 +271,15 @@ class InsightlyBackend(HttpBackend):
         fallback = str(self.options.get("MISSING_LAST_NAME", "derive"))
         return derived_last_name(email, first_name) if fallback == "derive" else fallback
 
-    def payload_for(self, lead: Lead, *, fetch: bool) -> dict[str, Any]:
-        """The body of the next call for ``lead``: everything on create, only changes on update."""
+    def current_fields(self, lead: Lead, *, fetch: bool) -> dict[str, Any]:
+        """Every field ``lead`` has, ``LAST_NAME`` filled in: the body of a create."""
         current = self.fields_for(lead.crm_values(), fetch=fetch)
         current.setdefault("LAST_NAME", self.last_name_for(lead))
+        return current
+
+    def payload_for(self, lead: Lead, *, fetch: bool) -> dict[str, Any]:
+        """The body of the next call for ``lead``: everything on create, only changes on update."""
+        current = self.current_fields(lead, fetch=fetch)
         if not lead.external_id:
             return current
         payload: dict[str, Any] = {"LEAD_ID": int(lead.external_id)}
@@ -220,11 +290,16 @@ class InsightlyBackend(HttpBackend):
         previous.setdefault(
             "LAST_NAME", self._missing_last_name(sent.get("email", ""), sent.get("first_name", ""))
         )
+        custom = custom_fields_update(
+            previous.pop("CUSTOMFIELDS", []), current.pop("CUSTOMFIELDS", [])
+        )
         for name, value in current.items():
             if previous.get(name) != value:
                 payload[name] = value
         for name in previous.keys() - current.keys():
             payload[name] = None  # the app cleared it: v3.1 clears a field sent as null
+        if custom is not None:
+            payload["CUSTOMFIELDS"] = custom
         return payload
 
     def build_payload(self, lead: Lead) -> dict[str, Any]:
@@ -234,6 +309,12 @@ class InsightlyBackend(HttpBackend):
     # -- the contract -------------------------------------------------------------------------------
 
     def sync_lead(self, lead: Lead) -> str:
+        too_long = length_problems(self.current_fields(lead, fetch=False), MAX_LENGTHS)
+        if too_long:
+            # Insightly would answer 400; saying so here costs no call and names the field.
+            raise PermanentBackendError(
+                f"Not sent: {' '.join(too_long)} Shorten it on the lead or in the mapper."
+            )
         if (
             not lead.external_id
             and lead.email
@@ -271,15 +352,26 @@ class InsightlyBackend(HttpBackend):
         return True
 
     def find_by_email(self, email: str) -> str | None:
-        """The CRM id of a lead with this exact e-mail, if any."""
+        """The CRM id of a lead whose ``EMAIL`` is ``email`` (ignoring case and surrounding spaces), if any.
+
+        A search result with another e-mail (a looser match than documented) is never adopted.
+        """
         response = self.request(
             "lookup",
             "GET",
             "Leads/Search",
-            params={"field_name": "EMAIL", "field_value": email, "top": 1},
+            params={
+                "field_name": "EMAIL",
+                "field_value": email.strip(),
+                "top": LOOKUP_PAGE,
+                "brief": "true",
+            },
         )
-        rows = self.records(response, "the e-mail lookup")
-        return str(crm_id(rows[0]["LEAD_ID"])) if rows else None
+        wanted = normalise_email(email)
+        for row in self.records(response, "the e-mail lookup"):
+            if normalise_email(str(row.get("EMAIL") or "")) == wanted:
+                return str(crm_id(row["LEAD_ID"]))
+        return None
 
     def find_lead_id(self, lead: Lead) -> str | None:
         return self.find_by_email(lead.email) if lead.email else None

@@ -15,6 +15,7 @@ from .schema import (
     DEFAULT_SOURCE_NAMES,
     DEFAULT_STATUS_NAMES,
     CustomFieldDef,
+    Dialect,
 )
 from .server import DEFAULT_API_KEY, SandboxServer
 from .state import LeadNotFound, SandboxState
@@ -26,6 +27,7 @@ __all__ = [
     "DEFAULT_SOURCE_NAMES",
     "DEFAULT_STATUS_NAMES",
     "CustomFieldDef",
+    "Dialect",
     "Faults",
     "LeadNotFound",
     "SandboxServer",

@@ -93,8 +93,8 @@ def _get_lead(state: SandboxState, _request: Request, tail: str) -> Response:
 
 
 def _create_lead(state: SandboxState, request: Request, _tail: str) -> Response:
-    # Status 200 (the facts allow 200 or 201; clients must accept both).
-    return json_response(200, state.create_lead(_json_body(request)))
+    # 200 by default: the facts allow 200 or 201 (Dialect.create_status); clients must accept both.
+    return json_response(state.dialect.create_status, state.create_lead(_json_body(request)))
 
 
 def _update_lead(state: SandboxState, request: Request, _tail: str) -> Response:
@@ -124,8 +124,12 @@ def _search_leads(state: SandboxState, request: Request, _tail: str) -> Response
     return _render_page(leads[skip : skip + top], len(leads), brief, count_total)
 
 
-def _lead_statuses(state: SandboxState, _request: Request, _tail: str) -> Response:
-    return json_response(200, [status.to_json() for status in state.statuses])
+def _lead_statuses(state: SandboxState, request: Request, _tail: str) -> Response:
+    # Insightly's v3.1 spec: the converted status is left out unless include_converted=true.
+    skip, top, _brief, count_total = _check_paging(request)
+    rows = state.lead_statuses(include_converted=_bool_param(request, "include_converted"))
+    headers = {"X-Total-Count": str(len(rows))} if count_total else {}
+    return json_response(200, [row.to_json() for row in rows[skip : skip + top]], headers)
 
 
 def _lead_sources(state: SandboxState, _request: Request, _tail: str) -> Response:

@@ -17,11 +17,13 @@ from .schema import (
     DEFAULT_SOURCE_NAMES,
     DEFAULT_STATUS_NAMES,
     CustomFieldDef,
+    Dialect,
 )
 from .server import DEFAULT_API_KEY, SandboxServer
 
 DEFAULT_PORT = 8765
 _DEFAULTS = Faults()
+_DIALECT = Dialect()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -64,6 +66,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="NAME[:TYPE[:OPTION|OPTION...]] (repeat); TYPE one of "
         + ", ".join(sorted(CUSTOM_FIELD_TYPES)),
     )
+    # Where the facts leave Insightly open (crmify.sandbox.Dialect): try a client against each reading.
+    parser.add_argument(
+        "--create-status",
+        type=int,
+        choices=(200, 201),
+        default=_DIALECT.create_status,
+        help="status of a successful POST /Leads (default %(default)s)",
+    )
+    parser.add_argument(
+        "--custom-fields-on-put",
+        choices=("merge", "replace"),
+        default=_DIALECT.custom_fields_on_put,
+        help="how a PUT's CUSTOMFIELDS apply (default %(default)s)",
+    )
+    parser.add_argument(
+        "--search-match",
+        choices=("exact", "contains"),
+        default=_DIALECT.search_match,
+        help="how /Leads/Search matches text (default %(default)s)",
+    )
     parser.add_argument("--quiet", action="store_true", help="do not log each request")
 
 
@@ -92,6 +114,11 @@ def build_server(options: Mapping[str, Any]) -> SandboxServer:
         custom_fields=options["custom_field"] or DEFAULT_CUSTOM_FIELDS,
         state_file=options["state_file"],
         log_requests=not options["quiet"],
+        dialect=Dialect(
+            create_status=options["create_status"],
+            custom_fields_on_put=options["custom_fields_on_put"],
+            search_match=options["search_match"],
+        ),
     )
 
 

@@ -9,7 +9,7 @@ by default, which is what keeps that door private.
     PUT  /_sandbox/faults   change some Faults fields (others kept); answers the new Faults
     DELETE /_sandbox/faults back to the faults the server was built with
     POST /_sandbox/reset    forget leads, counters and used quota (faults stay)
-    GET  /_sandbox/leads    every lead, unpaged
+    GET  /_sandbox/leads    every lead, unpaged, with LEAD_STATUS and LEAD_SOURCE by name
     GET  /_sandbox/stats    request counts by route and status, 429s by cause, faults injected, quota
     GET  /_sandbox/health   liveness and the API base URL
 """

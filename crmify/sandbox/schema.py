@@ -7,13 +7,15 @@ the configured statuses/sources/custom fields, ``api`` renders them for the list
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from types import MappingProxyType
+from typing import Any, Final, Literal
 
 JsonDict = dict[str, Any]
 
-# The exact v3.1 lead field set from insightly-api.md, in the order the sandbox renders them.
+# The v3.1 lead field set (insightly-api.md, insightly-pull.md, a v3.1 client), in the order the
+# sandbox renders them.
 STRING_FIELDS: Final = (
     "SALUTATION",
     "FIRST_NAME",
@@ -32,6 +34,7 @@ STRING_FIELDS: Final = (
     "ADDRESS_STATE",
     "ADDRESS_POSTCODE",
     "ADDRESS_COUNTRY",
+    "IMAGE_URL",
 )
 INT_FIELDS: Final = (
     "EMPLOYEE_COUNT",
@@ -46,13 +49,17 @@ LIST_FIELDS: Final = ("CUSTOMFIELDS", "TAGS")
 # Set by the server only. A client may send them back (a GET body round-tripped into a PUT is
 # common), so they are accepted and ignored rather than rejected: see validation.py.
 READ_ONLY_FIELDS: Final = (
+    "CREATED_USER_ID",
     "DATE_CREATED_UTC",
     "DATE_UPDATED_UTC",
+    "LAST_ACTIVITY_DATE_UTC",
+    "NEXT_ACTIVITY_DATE_UTC",
     "CONVERTED",
     "CONVERTED_DATE_UTC",
     "CONVERTED_CONTACT_ID",
     "CONVERTED_ORGANISATION_ID",
     "CONVERTED_OPPORTUNITY_ID",
+    "LINKS",
 )
 WRITABLE_FIELDS: Final = frozenset(STRING_FIELDS + INT_FIELDS + BOOL_FIELDS + LIST_FIELDS)
 ALL_FIELDS: Final = frozenset({"LEAD_ID", *WRITABLE_FIELDS, *READ_ONLY_FIELDS})
@@ -65,10 +72,39 @@ RENDER_ORDER: Final = (
     *LIST_FIELDS,
 )
 # Fields ``GET /Leads/Search?field_name=`` accepts: any scalar field (lists cannot be matched).
-SEARCHABLE_FIELDS: Final = frozenset(RENDER_ORDER) - frozenset(LIST_FIELDS)
+SEARCHABLE_FIELDS: Final = frozenset(RENDER_ORDER) - frozenset({*LIST_FIELDS, "LINKS"})
 # Fields left out of a ``brief=true`` listing. Which fields Insightly drops is unknown; child
 # collections are the documented idea of "brief", so those go.
-BRIEF_OMITS: Final = frozenset(LIST_FIELDS)
+BRIEF_OMITS: Final = frozenset({*LIST_FIELDS, "LINKS"})
+# Longest text per field (the v2.2 Lead model, matching the v3.1 Prospect and Organisation; "likely" for
+# v3.1 Leads in the facts): a longer value is a 400, worded as ASP.NET's StringLength check words it.
+# Written here from the facts, not imported from the backend: the sandbox checks the client's reading.
+MAX_LENGTHS: Final[Mapping[str, int]] = MappingProxyType(
+    {
+        "SALUTATION": 50,
+        **dict.fromkeys(
+            (
+                "FIRST_NAME",
+                "LAST_NAME",
+                "TITLE",
+                "ORGANISATION_NAME",
+                "PHONE",
+                "MOBILE",
+                "FAX",
+                "EMAIL",
+                "WEBSITE",
+                "ADDRESS_STREET",
+                "ADDRESS_CITY",
+                "ADDRESS_STATE",
+                "ADDRESS_COUNTRY",
+            ),
+            255,
+        ),
+        "INDUSTRY": 128,
+        "ADDRESS_POSTCODE": 128,
+        "LEAD_DESCRIPTION": 4000,
+    }
+)
 
 # The user every sandbox lead belongs to (Insightly makes the API key's user the owner).
 SANDBOX_USER_ID: Final = 1_843_210
@@ -88,12 +124,44 @@ FIRST_SOURCE_ID: Final = 2_904_417
 ID_STEP: Final = 7
 # The custom field types the sandbox knows and checks values for; CustomFieldDef refuses any other.
 CUSTOM_FIELD_TYPES: Final = frozenset(
-    {"TEXT", "MULTILINETEXT", "NUMERIC", "BIT", "DATE", "DROPDOWN"}
+    {"TEXT", "MULTILINETEXT", "NUMERIC", "BIT", "DATE", "DATETIME", "DROPDOWN"}
 )
 # STATUS_TYPE values are unknown in the facts doc; chosen here: 1 = open, 2 = closed.
 OPEN_STATUS: Final = 1
 CLOSED_STATUS: Final = 2
 _CLOSED_NAMES: Final = frozenset({"converted", "disqualified"})
+# The status conversion sets, which ``GET /LeadStatuses`` leaves out unless ``include_converted=true``
+# (Insightly's v3.1 spec): matched by name, ignoring case and spaces.
+_CONVERTED_NAME: Final = "converted"
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """How the sandbox answers where the facts leave Insightly's behaviour open; clients should work
+    with every choice. The defaults are the documented or most likely reading.
+
+    ``create_status``: ``POST /Leads`` answers 200 or 201 (both reported; clients must accept both).
+    ``custom_fields_on_put``: ``"merge"`` (documented: custom fields merge by ``FIELD_NAME``, a null
+    ``FIELD_VALUE`` clears one) or ``"replace"`` (the listed ones become the lead's whole list).
+    ``search_match``: ``"exact"`` (documented; text ignores case as SQL Server does) or ``"contains"``
+    (a looser search, so a client that adopts the first hit without checking it is caught).
+    ``max_lengths``: longest text per field (:data:`MAX_LENGTHS`).
+    """
+
+    create_status: Literal[200, 201] = 200
+    custom_fields_on_put: Literal["merge", "replace"] = "merge"
+    search_match: Literal["exact", "contains"] = "exact"
+    # A factory: Python 3.11's dataclasses refuse a mappingproxy default (unhashable there).
+    max_lengths: Mapping[str, int] = field(default_factory=lambda: MAX_LENGTHS)
+
+    def __post_init__(self) -> None:
+        for name, allowed in (
+            ("create_status", (200, 201)),
+            ("custom_fields_on_put", ("merge", "replace")),
+            ("search_match", ("exact", "contains")),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, not {getattr(self, name)!r}")
 
 
 @dataclass(frozen=True)
@@ -105,6 +173,10 @@ class LeadStatus:
     is_default: bool
     status_type: int
     order: int
+
+    @property
+    def is_converted(self) -> bool:
+        return "".join(self.name.split()).casefold() == _CONVERTED_NAME
 
     def to_json(self) -> JsonDict:
         return {

@@ -41,6 +41,7 @@ from .schema import (
     DEFAULT_SOURCE_NAMES,
     DEFAULT_STATUS_NAMES,
     CustomFieldDef,
+    Dialect,
     JsonDict,
 )
 from .state import SandboxState
@@ -77,6 +78,7 @@ class SandboxServer:
         state_file: str | os.PathLike[str] | None = None,
         clock: Callable[[], datetime] = utc_now,
         log_requests: bool = False,
+        dialect: Dialect | None = None,
     ) -> None:
         self.api_key = api_key
         self.log_requests = log_requests
@@ -86,6 +88,7 @@ class SandboxServer:
             custom_fields=custom_fields,
             state_file=state_file,
             clock=clock,
+            dialect=dialect,
         )
         self.default_faults = faults if faults is not None else Faults()
         self._faults = self.default_faults
@@ -157,8 +160,9 @@ class SandboxServer:
             self._dice.reseed(self._faults.seed)
 
     def leads(self) -> list[JsonDict]:
-        """Every lead, ordered by id (what ``GET /_sandbox/leads`` answers)."""
-        return self.state.all_leads()
+        """Every lead, ordered by id, with its status and source by name (``LEAD_STATUS``,
+        ``LEAD_SOURCE``) beside their ids: what ``GET /_sandbox/leads`` answers."""
+        return self.state.readable_leads()
 
     def add_lead(self, fields: JsonDict) -> JsonDict:
         """Seed a lead in-process, validated like ``POST /Leads`` but free of limits/faults."""
@@ -283,7 +287,7 @@ class SandboxServer:
         response = route.handle(self.state, request)
         if (
             route.is_create
-            and response.status == 200
+            and response.status in (200, 201)
             and self._dice.happens(faults.create_timeout_rate)
         ):
             self._stats.inject("create_timeout")

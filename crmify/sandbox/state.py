@@ -31,6 +31,7 @@ from .schema import (
     SANDBOX_USER_ID,
     SEARCHABLE_FIELDS,
     CustomFieldDef,
+    Dialect,
     JsonDict,
     LeadSource,
     LeadStatus,
@@ -57,7 +58,9 @@ class SandboxState:
         custom_fields: Sequence[CustomFieldDef] = DEFAULT_CUSTOM_FIELDS,
         state_file: str | os.PathLike[str] | None = None,
         clock: Callable[[], datetime] = utc_now,
+        dialect: Dialect | None = None,
     ) -> None:
+        self.dialect = dialect if dialect is not None else Dialect()
         self.statuses: tuple[LeadStatus, ...] = build_statuses(lead_statuses)
         self.sources: tuple[LeadSource, ...] = build_sources(lead_sources)
         self.custom_fields: tuple[CustomFieldDef, ...] = tuple(custom_fields)
@@ -80,6 +83,27 @@ class SandboxState:
         return next(status.id for status in self.statuses if status.is_default)
 
     # --- reads -------------------------------------------------------------------------------
+
+    def lead_statuses(self, *, include_converted: bool) -> list[LeadStatus]:
+        """The rows of ``GET /LeadStatuses``: the converted status only when asked for (v3.1 spec)."""
+        return [s for s in self.statuses if include_converted or not s.is_converted]
+
+    def readable_leads(self) -> list[JsonDict]:
+        """Every lead as :meth:`all_leads`, with ``LEAD_STATUS`` and ``LEAD_SOURCE`` by name beside their
+        ids, for a person reading ``GET /_sandbox/leads``."""
+        statuses = {status.id: status.name for status in self.statuses}
+        sources = {source.id: source.name for source in self.sources}
+        readable = []
+        for lead in self.all_leads():
+            row: JsonDict = {}
+            for name, value in lead.items():
+                row[name] = value
+                if name == "LEAD_STATUS_ID":
+                    row["LEAD_STATUS"] = statuses.get(value)
+                elif name == "LEAD_SOURCE_ID":
+                    row["LEAD_SOURCE"] = sources.get(value)
+            readable.append(row)
+        return readable
 
     def get_lead(self, lead_id: int) -> JsonDict:
         with self._lock:
@@ -113,20 +137,25 @@ class SandboxState:
         """Leads matching an exact field value and/or updated at or after a moment.
 
         String fields match case-insensitively: Insightly sits on SQL Server, whose default
-        collation ignores case, so ``EMAIL`` lookups do too (unknown for certain; chosen).
+        collation ignores case, so ``EMAIL`` lookups do too (unknown for certain; chosen). With
+        ``Dialect.search_match="contains"`` a text field matches any value containing the text.
         ``updated_after`` is inclusive to the second so a poller never misses a change made
         in the same second as its last sync (unknown; clients must tolerate repeats).
         """
         if field_name is not None and field_name not in SEARCHABLE_FIELDS:
             raise ValidationError(f"field_name {field_name!r} is not a searchable Lead field.")
         cutoff = updated_after.replace(microsecond=0) if updated_after is not None else None
+        contains = self.dialect.search_match == "contains"
         # Copy only the matches: copying every lead made each e-mail lookup cost O(leads), which
         # held a 2,000-lead run (tests/reliability/test_scale_out.py) to a few leads a second.
         with self._lock:
             return [
                 copy.deepcopy(lead)
                 for _, lead in sorted(self._leads.items())
-                if (field_name is None or _matches(lead.get(field_name), field_value or ""))
+                if (
+                    field_name is None
+                    or _matches(lead.get(field_name), field_value or "", contains=contains)
+                )
                 and (cutoff is None or parse_body_date(lead["DATE_UPDATED_UTC"]) >= cutoff)
             ]
 
@@ -143,12 +172,14 @@ class SandboxState:
                 LEAD_ID=self._next_id,
                 LEAD_STATUS_ID=self.default_status_id,
                 OWNER_USER_ID=SANDBOX_USER_ID,
+                CREATED_USER_ID=SANDBOX_USER_ID,
                 EMAIL_OPTED_OUT=False,
                 CONVERTED=False,
                 DATE_CREATED_UTC=now,
                 DATE_UPDATED_UTC=now,
                 CUSTOMFIELDS=[],
                 TAGS=[],
+                LINKS=[],
             )
             self._apply(lead, changes)
             self._leads[self._next_id] = lead
@@ -198,15 +229,16 @@ class SandboxState:
             default_status_id=self.default_status_id,
             source_ids=self._source_ids,
             custom_fields=self._custom_fields_by_name,
+            max_lengths=self.dialect.max_lengths,
         )
 
-    @staticmethod
-    def _apply(lead: JsonDict, changes: JsonDict) -> None:
+    def _apply(self, lead: JsonDict, changes: JsonDict) -> None:
         for name, value in changes.items():
-            if name == "CUSTOMFIELDS" and value is not None:
-                # Listed custom fields are set, a null FIELD_VALUE removes one, others are kept:
-                # the field-level reading of "partial update" (unknown in the facts; chosen).
-                merged = {item["FIELD_NAME"]: item for item in lead["CUSTOMFIELDS"]}
+            if name == "CUSTOMFIELDS":
+                # Documented: listed custom fields are set, a null FIELD_VALUE removes one, others are
+                # kept. Dialect "replace": the listed ones (nulls dropped) are the whole list.
+                keep = self.dialect.custom_fields_on_put == "merge"
+                merged = {item["FIELD_NAME"]: item for item in lead["CUSTOMFIELDS"] if keep}
                 for item in value:
                     merged.pop(item["FIELD_NAME"], None)
                     if item["FIELD_VALUE"] is not None:
@@ -225,7 +257,11 @@ class SandboxState:
                 f"{path} is not a crmify sandbox state file (version {_FILE_VERSION})."
             )
         leads: list[JsonDict] = data["leads"]
-        self._leads = {int(lead["LEAD_ID"]): lead for lead in leads}
+        # A file written before the sandbox rendered a field has no key for it: the field is empty.
+        self._leads = {
+            int(lead["LEAD_ID"]): {**dict.fromkeys(RENDER_ORDER), "LINKS": [], **lead}
+            for lead in leads
+        }
         self._next_id = max(int(data["next_lead_id"]), max(self._leads, default=0) + 1)
 
     def _save(self) -> None:
@@ -250,11 +286,13 @@ class SandboxState:
             raise
 
 
-def _matches(stored: object, wanted: str) -> bool:
+def _matches(stored: object, wanted: str, *, contains: bool = False) -> bool:
     if stored is None:
         return False
     if isinstance(stored, bool):
         return str(stored).lower() == wanted.strip().lower()
     if isinstance(stored, int):
         return str(stored) == wanted.strip()
+    if contains:
+        return wanted.casefold() in str(stored).casefold()
     return str(stored).casefold() == wanted.casefold()

@@ -47,12 +47,14 @@ def check_lead_body(
     default_status_id: int,
     source_ids: Collection[int],
     custom_fields: Mapping[str, CustomFieldDef],
+    max_lengths: Mapping[str, int],
 ) -> JsonDict:
     """Validate a POST/PUT lead body and return the writable fields it sets, cleaned.
 
     ``LEAD_ID`` is returned too when present (the caller decides what it means). Read-only
     fields are dropped: Insightly is believed to ignore them and clients often echo a fetched
     lead back, so rejecting them would only punish a legitimate pattern (chosen; unknown).
+    Text longer than ``max_lengths`` allows is refused.
     """
     if not isinstance(body, dict):
         raise ValidationError("The request body must be a JSON object describing a Lead.")
@@ -64,7 +66,7 @@ def check_lead_body(
         if name == "LEAD_ID":
             cleaned[name] = _check_lead_id(value, creating=creating)
         elif name in STRING_FIELDS:
-            cleaned[name] = _check_string(name, value)
+            cleaned[name] = _check_string(name, value, max_lengths.get(name))
         elif name in INT_FIELDS:
             cleaned[name] = _check_int(name, value)
         elif name in BOOL_FIELDS:
@@ -108,11 +110,18 @@ def _check_lead_id(value: object, *, creating: bool) -> int | None:
     return lead_id
 
 
-def _check_string(name: str, value: object) -> str | None:
+def _check_string(name: str, value: object, max_length: int | None) -> str | None:
     # No coercion of numbers to text: a client sending 42 for PHONE has a bug worth seeing.
-    if value is None or isinstance(value, str):
+    if value is None:
         return value
-    raise ValidationError(f"{name} must be a string or null, not {_json_type(value)}.")
+    if not isinstance(value, str):
+        raise ValidationError(f"{name} must be a string or null, not {_json_type(value)}.")
+    if max_length is not None and len(value) > max_length:
+        # ASP.NET's StringLength wording (a .NET string counts UTF-16 units; characters here).
+        raise ValidationError(
+            f"The field {name} must be a string with a maximum length of {max_length}."
+        )
+    return value
 
 
 def _check_int(name: str, value: object) -> int | None:
@@ -148,10 +157,13 @@ def _check_references(
 
 def _check_custom_fields(
     value: object, definitions: Mapping[str, CustomFieldDef]
-) -> list[JsonDict] | None:
-    # null is kept as None so the store can tell "clear them all" from "change none" ([]).
+) -> list[JsonDict]:
     if value is None:
-        return None
+        # Custom fields merge by FIELD_NAME: one is cleared by a null FIELD_VALUE, never all at once.
+        raise ValidationError(
+            "CUSTOMFIELDS cannot be null: clear a custom field with "
+            '{"FIELD_NAME": ..., "FIELD_VALUE": null}.'
+        )
     if not isinstance(value, list):
         raise ValidationError("CUSTOMFIELDS must be a list of {FIELD_NAME, FIELD_VALUE} objects.")
     cleaned: list[JsonDict] = []
@@ -184,8 +196,14 @@ def _check_custom_value(definition: CustomFieldDef, value: object) -> None:
         ok = isinstance(value, int | float) and not isinstance(value, bool)
     elif kind == "BIT":
         ok = isinstance(value, bool)
-    elif kind == "DATE":
-        ok = isinstance(value, str) and _is_body_date(value)
+    elif kind in ("DATE", "DATETIME"):
+        if not (isinstance(value, str) and _is_body_date(value)):
+            # The usual 400 of a live account: an ISO 8601 date (a "T", an offset) in a body.
+            raise ValidationError(
+                f"Custom field {definition.name} ({kind}) cannot take the value {value!r}: "
+                "dates in a request body are yyyy-MM-dd HH:mm:ss (UTC)."
+            )
+        ok = True
     else:  # DROPDOWN
         ok = isinstance(value, str) and (not definition.options or value in definition.options)
     if not ok:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import pytest
 import requests
 
-from crmify.sandbox import CustomFieldDef, SandboxServer
+from crmify.sandbox import CustomFieldDef, Dialect, SandboxServer
 
 if TYPE_CHECKING:
     from tests.sandbox.conftest import Api
@@ -335,3 +335,59 @@ def test_paths_are_case_insensitive_like_aspnet(api: Api) -> None:
 def test_non_api_path_is_404(api: Api) -> None:
     response = requests.get(f"http://{api.server.host}:{api.server.port}/v2.2/Leads", timeout=5)
     assert response.status_code == 404
+
+
+def test_lead_statuses_leave_out_the_converted_status_unless_asked(api: Api) -> None:
+    names = [s["LEAD_STATUS"] for s in api.get("LeadStatuses").json()]
+    assert names == ["Not Contacted", "Attempted Contact", "Contacted", "Disqualified"]
+    every = api.get("LeadStatuses", params={"include_converted": "true", "count_total": "true"})
+    assert "Converted" in [s["LEAD_STATUS"] for s in every.json()]
+    assert every.headers["X-Total-Count"] == "5"
+    page = api.get("LeadStatuses", params={"include_converted": "true", "skip": 3, "top": 1})
+    assert [s["LEAD_STATUS"] for s in page.json()] == ["Converted"]
+
+
+def test_custom_fields_null_is_refused_and_a_null_value_clears_one(api: Api) -> None:
+    lead = api.post(
+        "Leads",
+        json={
+            "LAST_NAME": "X",
+            "CUSTOMFIELDS": [
+                {"FIELD_NAME": "Signup_Source__c", "FIELD_VALUE": "ads"},
+                {"FIELD_NAME": "Plan__c", "FIELD_VALUE": "Free"},
+            ],
+        },
+    ).json()
+    refused = api.put("Leads", json={"LEAD_ID": lead["LEAD_ID"], "CUSTOMFIELDS": None})
+    assert refused.status_code == 400 and "FIELD_VALUE" in refused.json()["Message"]
+    cleared = api.put(
+        "Leads",
+        json={
+            "LEAD_ID": lead["LEAD_ID"],
+            "CUSTOMFIELDS": [{"FIELD_NAME": "Plan__c", "FIELD_VALUE": None}],
+        },
+    ).json()
+    assert cleared["CUSTOMFIELDS"] == [{"FIELD_NAME": "Signup_Source__c", "FIELD_VALUE": "ads"}]
+
+
+def test_the_dialect_replaces_custom_fields_or_searches_loosely(client_for: type[Api]) -> None:
+    dialect = Dialect(custom_fields_on_put="replace", search_match="contains")
+    with SandboxServer(dialect=dialect) as server:
+        api = client_for(server)
+        lead = api.post(
+            "Leads",
+            json={"EMAIL": "mada@example.com", **with_custom("Signup_Source__c", "ads")},
+        ).json()
+        replaced = api.put(
+            "Leads", json={"LEAD_ID": lead["LEAD_ID"], **with_custom("Plan__c", "Pro")}
+        ).json()
+        assert replaced["CUSTOMFIELDS"] == [{"FIELD_NAME": "Plan__c", "FIELD_VALUE": "Pro"}]
+        found = api.get(
+            "Leads/Search", params={"field_name": "EMAIL", "field_value": "ada@example.com"}
+        ).json()
+        assert [row["EMAIL"] for row in found] == ["mada@example.com"]
+
+
+def test_a_dialect_outside_the_known_readings_is_refused() -> None:
+    with pytest.raises(ValueError, match="search_match"):
+        Dialect(search_match="fuzzy")  # type: ignore[arg-type]

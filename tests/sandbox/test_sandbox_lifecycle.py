@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import pytest
 import requests
 
-from crmify.sandbox import Faults, SandboxServer
+from crmify.sandbox import Dialect, Faults, SandboxServer
 from crmify.sandbox.cli import add_arguments, build_server
 
 if TYPE_CHECKING:
@@ -39,6 +39,18 @@ def test_state_file_survives_restart(tmp_path: Path, client_for: type[Api]) -> N
         new = api.post("Leads", json={"LAST_NAME": "New"}).json()
         # Ids keep counting from where the first run stopped, deleted ones are not reused.
         assert new["LEAD_ID"] > gone["LEAD_ID"]
+
+
+def test_a_state_file_from_before_a_field_was_rendered_loads_it_empty(
+    tmp_path: Path, client_for: type[Api]
+) -> None:
+    state_file = tmp_path / "sandbox.json"
+    old_lead = {"LEAD_ID": 71300001, "LAST_NAME": "Old", "DATE_UPDATED_UTC": "2026-01-01 00:00:00"}
+    state_file.write_text(json.dumps({"version": 1, "next_lead_id": 71300002, "leads": [old_lead]}))
+    with SandboxServer(state_file=state_file) as server:
+        lead = client_for(server).get("Leads/71300001").json()
+    assert lead["LAST_NAME"] == "Old"
+    assert lead["LINKS"] == [] and lead["IMAGE_URL"] is None and lead["CREATED_USER_ID"] is None
 
 
 def test_reset_empties_the_state_file_too(tmp_path: Path) -> None:
@@ -83,6 +95,9 @@ def test_cli_options_build_a_configured_server(tmp_path: Path) -> None:
             "--lead-status", "Won",
             "--custom-field", "Tier__c:DROPDOWN:Gold|Silver",
             "--state-file", str(tmp_path / "s.json"),
+            "--create-status", "201",
+            "--custom-fields-on-put", "replace",
+            "--search-match", "contains",
             "--quiet",
         ]
     )  # fmt: skip
@@ -94,6 +109,9 @@ def test_cli_options_build_a_configured_server(tmp_path: Path) -> None:
         )
         assert [s.name for s in server.state.statuses] == ["Open", "Won"]
         assert server.state.custom_fields[0].options == ("Gold", "Silver")
+        assert server.state.dialect == Dialect(
+            create_status=201, custom_fields_on_put="replace", search_match="contains"
+        )
     finally:
         server.stop()
 
