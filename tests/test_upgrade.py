@@ -12,7 +12,7 @@ import datetime
 import os
 import socket
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,8 @@ from django.core.management.base import SystemCheckError
 from django.db import connection
 from django.db.backends.sqlite3.base import DatabaseWrapper as SQLiteWrapper
 from django.db.migrations.recorder import MigrationRecorder
+from django.test import Client
+from django.urls import reverse
 
 import crmify.migrations
 from crmify.checks import check_tables
@@ -38,6 +40,7 @@ from crmify.upgrade import (
     schema_problems,
     table_columns,
 )
+from tests.admin_fixtures import login, make_lead, people
 from tests.conftest import calls, service_required
 from tests.doubles import Enqueued
 
@@ -55,6 +58,8 @@ APPLIED_1_3 = (
 LAST_SYNCED = datetime.datetime(2019, 3, 14, 9, 42, 17, tzinfo=datetime.UTC)
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+__all__ = ["login", "people"]  # fixtures, imported for pytest
 
 
 def run_sql_file(path: Path) -> None:
@@ -297,6 +302,23 @@ def test_on_the_current_schema_the_upgrade_migration_leaves_leads_as_they_are(
     fields = ("source_id", "email", "sync_state", "fingerprint", "source_fingerprint", "queued_at")
     assert [getattr(after, name) for name in fields] == [getattr(lead, name) for name in fields]
     assert after.legacy_values == {}
+
+
+@pytest.mark.django_db
+def test_the_lead_page_shows_what_1_3_kept_read_only_and_only_when_there_is_some(
+    login: Callable[[str], Client],
+) -> None:
+    kept = make_lead(legacy_values={"secondary_email": "ada@work.example.com", "dob": "1815-12-10"})
+    plain = make_lead()
+    client = login("root")
+
+    response = client.get(reverse("admin:crmify_lead_change", args=[kept.pk]))
+    html = response.content.decode()
+    assert "Kept from django-crmify 1.3" in html
+    assert "ada@work.example.com" in html and "1815-12-10" in html
+    assert "legacy_values" not in response.context["adminform"].form.fields
+    plain_page = client.get(reverse("admin:crmify_lead_change", args=[plain.pk]))
+    assert "Kept from django-crmify 1.3" not in plain_page.content.decode()
 
 
 @pytest.mark.django_db
