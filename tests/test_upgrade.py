@@ -30,7 +30,7 @@ from django.urls import reverse
 
 import crmify.migrations
 from crmify.checks import check_tables
-from crmify.models import Lead, SyncState
+from crmify.models import Lead, LedgerEntry, SyncState
 from crmify.sandbox import SandboxServer
 from crmify.tracking import fingerprint
 from crmify.upgrade import (
@@ -154,8 +154,9 @@ def ids(messages: list[checks.CheckMessage]) -> list[str]:
 
 
 def test_migrate_carries_every_1_3_lead_over_and_sends_or_queues_nothing(
-    db_1_3: None, site: Enqueued, insightly: SandboxServer
+    db_1_3: None, site: Enqueued, insightly: SandboxServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr("crmify.upgrade.CHUNK_SIZE", 2)  # three leads: two chunks
     ada, bob, cyd = users("ada", "bob", "cyd")
     ada_id = synced_1_3_lead(
         insightly,
@@ -231,6 +232,9 @@ def test_after_the_upgrade_an_unchanged_save_sends_nothing_and_a_rename_is_one_u
         "Old",
     )
     assert Lead.objects.get(pk=lead_id).external_id == str(crm_id)
+    # Only what changed: 1.3's values count as sent.
+    sent = LedgerEntry.objects.get(operation="update").request_summary
+    assert sent == f'PUT /Leads {{"LEAD_ID": {crm_id}, "FIRST_NAME": "Augusta"}}'
 
 
 def test_after_the_upgrade_a_new_user_is_one_create_numbered_after_the_old_leads(
