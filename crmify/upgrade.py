@@ -206,8 +206,8 @@ def _lead_from(row: dict[str, Any], lead_model: Any, source: _Source | None) -> 
         max_length = lead_model._meta.get_field(name).max_length
         if max_length is not None and len(value) > max_length:
             raise UpgradeError(
-                f"crmify 1.3 lead {row['id']} has a {column} of {len(value)} characters; crmify 2 "
-                f"keeps {max_length}. Shorten it in crmify_lead and run migrate again."
+                f"crmify 1.3 lead {row['id']}: its {column} is {len(value)} characters long and "
+                f"crmify 2 keeps {max_length}. Shorten it in crmify_lead and run migrate again."
             )
         setattr(lead, name, value)
     anchor = row.get("anchor_id")

@@ -279,7 +279,9 @@ def test_a_1_3_value_too_long_for_crmify_2_stops_migrate_and_keeps_the_old_table
     (ada,) = users("ada")
     bad = old_lead(ada, first_name="Ada", external_id="77", external_status="x" * 150)
 
-    with pytest.raises(UpgradeError, match=f"lead {bad} has a external_status of 150"):
+    with pytest.raises(
+        UpgradeError, match=f"lead {bad}: its external_status is 150 characters long"
+    ):
         call_command("migrate", verbosity=0)
 
     columns = table_columns(connection, "crmify_lead")
