@@ -291,7 +291,7 @@ def check_tables(
         messages.append(
             _error(
                 f"crmify's tables on database {alias!r} are not in the shape this version needs: "
-                f"{', '.join(problems)} missing.",
+                f"{', '.join(problems)}.",
                 hint,
                 60,
             )

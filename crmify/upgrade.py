@@ -256,9 +256,10 @@ def expected_columns() -> dict[str, set[str]]:
 
 
 def schema_problems(connection: BaseDatabaseWrapper) -> list[str]:
-    """What crmify's tables lack on ``connection`` ("crmify_lead.source_type_id", a missing table);
-    empty when none of them exists yet (not migrated: Django's own notice covers it) or when the
-    database cannot be reached (a check must not fail for that)."""
+    """What is wrong with crmify's tables on ``connection``: a 1.3 table, a missing table, missing
+    columns ("crmify_lead.legacy_values missing"). Empty when none of them exists yet (not migrated:
+    Django's own notice covers it) or when the database cannot be reached (a check must not fail for
+    that)."""
     # Opening a SQLite file that is not there would create it: a project before its first migrate.
     name = str(connection.settings_dict["NAME"] or "")
     if (
@@ -277,13 +278,16 @@ def schema_problems(connection: BaseDatabaseWrapper) -> list[str]:
             problems: list[str] = []
             for table, columns in expected.items():
                 if table not in present:
-                    problems.append(f"table {table}")
+                    problems.append(f"table {table} missing")
                     continue
                 found = {
                     column.name
                     for column in connection.introspection.get_table_description(cursor, table)
                 }
-                problems += [f"{table}.{column}" for column in sorted(columns - found)]
+                if table == CurrentLead._meta.db_table and is_1_3_lead_table(found):
+                    problems.append(f"{table} is django-crmify 1.3's, not converted yet")
+                else:
+                    problems += [f"{table}.{column} missing" for column in sorted(columns - found)]
             return problems
     except DatabaseError:
         return []

@@ -263,7 +263,8 @@ def test_check_reports_a_1_3_table_as_e060_and_migrate_still_runs(
 
     messages = [m for m in checks.run_checks() if m.id == "crmify.E060"]
     assert len(messages) == 1
-    assert "crmify_lead.source_type_id" in messages[0].msg
+    assert "crmify_lead is django-crmify 1.3's, not converted yet" in messages[0].msg
+    assert "table crmify_ledgerentry missing" in messages[0].msg
     assert "manage.py migrate" in str(messages[0].hint)
 
     # migrate runs every check first: E060 must not stop the command that fixes it.
@@ -301,6 +302,11 @@ def test_on_the_current_schema_the_upgrade_migration_leaves_leads_as_they_are(
     lead = Lead.objects.get()
     call_command("migrate", "crmify", "0001", verbosity=0)
     assert "legacy_values" not in (table_columns(connection, "crmify_lead") or set())
+    (message,) = check_tables(databases=["default"])
+    assert (message.id, message.msg.split(": ")[-1]) == (
+        "crmify.E060",
+        "crmify_lead.legacy_values missing.",
+    )
 
     call_command("migrate", "crmify", verbosity=0)
 
