@@ -1,3 +1,3 @@
 """django-crmify: keep a Django site's people in step with a third-party CRM."""
 
-__version__ = "0.2.0"
+__version__ = "2.0.0"

@@ -401,7 +401,7 @@ def _copy_of(blank: Lead, *, source_id: str) -> Lead:
     lead._state = ModelState()
     lead._state.fields_cache = dict(blank._state.fields_cache)  # the source type, already loaded
     lead.source_id = source_id
-    lead.custom_fields, lead.synced_values = {}, {}
+    lead.custom_fields, lead.synced_values, lead.legacy_values = {}, {}, {}
     return lead
 
 

@@ -114,6 +114,11 @@ class Lead(models.Model):
     absent_from_crm_at = models.DateTimeField(
         _("not in the CRM as of"), null=True, blank=True, editable=False
     )
+    # Values a django-crmify 1.3 lead held that this model has no field for (secondary_email, dob),
+    # kept by the upgrade migration (crmify.upgrade). Never sent: 1.3 never sent them either.
+    legacy_values = models.JSONField(
+        _("kept from django-crmify 1.3"), default=dict, blank=True, editable=False
+    )
     claim_token = models.CharField(max_length=32, blank=True, default="")
     claimed_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(_("created"), auto_now_add=True)

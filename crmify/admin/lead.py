@@ -113,7 +113,7 @@ class LeadAdmin(LeadImportExportMixin, LeadModelAdmin):
     list_select_related = False
     actions = actions.ACTIONS
     exclude = ("claim_token", "claimed_at", "source_type", "source_id", "source_fingerprint")
-    readonly_fields = (*SYNC_FIELDS, *INTERNAL_FIELDS)
+    readonly_fields = (*SYNC_FIELDS, *INTERNAL_FIELDS, "legacy_values")
 
     def has_delete_permission(self, request: HttpRequest, obj: Lead | None = None) -> bool:
         # Deleting the local row would orphan its CRM record: "Delete from CRM" (a tombstone) instead.
@@ -199,8 +199,15 @@ class LeadAdmin(LeadImportExportMixin, LeadModelAdmin):
                 source_link(self.admin_site, obj),
                 _("The fields it fills are read-only here: edit them there."),
             )
+        # Only a lead carried over from django-crmify 1.3 with values 1.3 kept and crmify 2 has no field for.
+        legacy = (
+            ((_("Kept from django-crmify 1.3"), {"fields": ("legacy_values",)}),)
+            if obj is not None and obj.legacy_values
+            else ()
+        )
         return (
             (_("Lead"), {"fields": EDITABLE_FIELDS, "description": description}),
+            *legacy,
             (_("Sync"), {"fields": SYNC_FIELDS}),
             (_("Internals"), {"fields": INTERNAL_FIELDS, "classes": ("collapse",)}),
         )
