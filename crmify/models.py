@@ -148,6 +148,17 @@ class Lead(models.Model):
         name = f"{self.first_name} {self.last_name}".strip()
         return name or self.email or f"Lead {self.pk}"
 
+    # django-crmify 1.3's names, read by backends written against it (``lead.external_status``).
+    @property
+    def external_status(self) -> str:
+        """1.3's name of :attr:`status`, kept for backends written against 1.3."""
+        return self.status
+
+    @property
+    def last_synced(self) -> Any:
+        """1.3's name of :attr:`last_synced_at`, kept for backends written against 1.3."""
+        return self.last_synced_at
+
     def crm_values(self) -> dict[str, Any]:
         """The values the CRM should hold: mappable fields and custom fields. Backends build from this."""
         values: dict[str, Any] = {name: getattr(self, name) for name in MAPPABLE_FIELDS}

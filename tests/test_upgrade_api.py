@@ -38,7 +38,8 @@ class LegacyCRM(CRMBackend):
     deleted: ClassVar[list[str]] = []
 
     def sync_lead(self, lead: Lead) -> str:
-        LegacyCRM.synced.append((lead.email, lead.status, self._auth_params["API_KEY"]))
+        # 1.3.0 backends read the status as ``external_status``.
+        LegacyCRM.synced.append((lead.email, lead.external_status, self._auth_params["API_KEY"]))
         return lead.external_id or f"legacy-{len(LegacyCRM.synced)}"
 
     def delete_lead(self, lead_id: str) -> bool:
