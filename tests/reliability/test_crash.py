@@ -61,20 +61,19 @@ def kill_while_a_create_is_held(sandbox: SandboxServer, worker: Any) -> Lead:
     )
     # The worker's TIMEOUT (5 s) is far shorter than the hold: it is still waiting when it dies.
     sandbox.set_faults(create_timeout_rate=1.0, create_timeout_delay=60)
-    held: list[Lead] = []
-
-    def create_held() -> bool:
-        in_crm = {lead["EMAIL"] for lead in sandbox.leads()}
-        held[:] = [
-            lead
-            for lead in Lead.objects.filter(sync_state=SyncState.SYNCING)
-            if lead.email in in_crm
-        ]
-        return bool(held)
-
-    wait_until(create_held, message="a create made in the CRM and held")
+    wait_until(
+        lambda: sandbox.stats()["injected"]["create_timeout"] >= 1,
+        message="a create made in the CRM and held",
+    )
     kill(worker)
     sandbox.set_faults(create_timeout_rate=0.0)
+    # Read after the kill, when nothing moves any more: a lead whose create was answered just before the
+    # hold began may still have looked "syncing" a moment earlier.
+    in_crm = {lead["EMAIL"] for lead in sandbox.leads()}
+    held = [
+        lead for lead in Lead.objects.filter(sync_state=SyncState.SYNCING) if lead.email in in_crm
+    ]
+    assert len(held) == 1, held
     return held[0]
 
 
