@@ -34,7 +34,14 @@ from crmify.tracking import (
     source_row,
     track,
 )
-from crmify.worker import classify, current_backend, process_lead, recorded_call, redact
+from crmify.worker import (
+    SyncOutcome,
+    classify,
+    current_backend,
+    process_lead,
+    recorded_call,
+    redact,
+)
 
 
 @dataclass
@@ -270,15 +277,15 @@ def delete_from_crm(leads: Iterable[Lead]) -> BulkResult:
     return result
 
 
-def sync_now(lead: Lead) -> str:
+def sync_now(lead: Lead) -> SyncOutcome:
     """Send ``lead`` to the CRM inside this request and say what happened (the admin's "Sync now").
 
     A lead whose mapping failed is mapped again first; if that still fails it is "failed", nothing sent.
     """
     if lead.sync_state == SyncState.SYNCING:
-        return "skipped"
+        return SyncOutcome.SKIPPED
     if mapping_failed(lead) and _remap(lead):
-        return "failed"
+        return SyncOutcome.FAILED
     if lead.tombstone and lead.sync_state != SyncState.DELETED:
         Lead.objects.filter(pk=lead.pk).update(sync_state=SyncState.DELETING, next_attempt_at=None)
     else:

@@ -8,6 +8,7 @@ by the sweeper (a worker that died) is never overwritten by a late finisher.
 
 from __future__ import annotations
 
+import enum
 import logging
 import random
 import threading
@@ -41,6 +42,26 @@ logger = logging.getLogger("crmify")
 MAX_ERROR_LENGTH = 2000
 
 _local = threading.local()
+
+
+class SyncOutcome(enum.StrEnum):
+    """What :func:`process_lead` (and ``crmify.api.sync_now``) did with a lead. Each member is its
+    value as a string too (``SyncOutcome.SYNCED == "synced"``), as these outcomes were before."""
+
+    #: Sent; the CRM has the lead's values.
+    SYNCED = "synced"
+    #: Nothing to send: the CRM already has what the lead holds.
+    UNCHANGED = "unchanged"
+    #: Deleted from the CRM (or it had no record of the lead).
+    DELETED = "deleted"
+    #: The CRM call failed and will be tried again (``next_attempt_at``).
+    RETRYING = "retrying"
+    #: Failed for good (or mapping failed); ``last_error`` says why.
+    FAILED = "failed"
+    #: Nothing done: a worker holds the lead, or it is not waiting for this work (or not due yet).
+    SKIPPED = "skipped"
+    #: No such lead.
+    MISSING = "missing"
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,11 +127,11 @@ def current_backend() -> Any:
     return cached[1]
 
 
-def process_lead(lead_id: int) -> str:
+def process_lead(lead_id: int) -> SyncOutcome:
     """Do whatever ``lead_id`` is waiting for (a sync or a delete) and say what happened."""
     state = Lead.objects.filter(pk=lead_id).values_list("sync_state", flat=True).first()
     if state is None:
-        return "missing"
+        return SyncOutcome.MISSING
     if state == SyncState.DELETING:
         return _run_delete(lead_id)
     return _run_sync(lead_id)
@@ -126,18 +147,18 @@ def _claim(lead_id: int, condition: Q, **changes: Any) -> str | None:
     return token if claimed else None
 
 
-def _run_sync(lead_id: int) -> str:
+def _run_sync(lead_id: int) -> SyncOutcome:
     token = _claim(
         lead_id,
         Q(sync_state__in=[SyncState.PENDING, SyncState.RETRYING]),
         sync_state=SyncState.SYNCING,
     )
     if token is None:
-        return "skipped"
+        return SyncOutcome.SKIPPED
     lead = Lead.objects.get(pk=lead_id)
     if lead.external_id and lead.fingerprint and lead.fingerprint == lead.synced_fingerprint:
         _finish_sync(lead, token, lead.external_id)
-        return "unchanged"
+        return SyncOutcome.UNCHANGED
     external_id, error = _call(lead, "sync", lambda backend: backend.sync_lead(lead))
     if error is not None:
         return _finish_failure(lead, token, error, retry_state=SyncState.RETRYING)
@@ -145,13 +166,13 @@ def _run_sync(lead_id: int) -> str:
         failure = PermanentBackendError("The backend's sync_lead returned no CRM id.")
         return _finish_failure(lead, token, failure, retry_state=SyncState.RETRYING)
     _finish_sync(lead, token, str(external_id))
-    return "synced"
+    return SyncOutcome.SYNCED
 
 
-def _run_delete(lead_id: int) -> str:
+def _run_delete(lead_id: int) -> SyncOutcome:
     token = _claim(lead_id, Q(sync_state=SyncState.DELETING))
     if token is None:
-        return "skipped"
+        return SyncOutcome.SKIPPED
     lead = Lead.objects.get(pk=lead_id)
     external_id = lead.external_id
     if not external_id and _may_be_in_crm(lead):
@@ -173,7 +194,7 @@ def _run_delete(lead_id: int) -> str:
         claimed_at=None,
         updated_at=timezone.now(),
     )
-    return "deleted"
+    return SyncOutcome.DELETED
 
 
 def _may_be_in_crm(lead: Lead) -> bool:
@@ -291,7 +312,9 @@ def _finish_sync(lead: Lead, token: str, external_id: str) -> None:
         enqueue_lead(lead.pk)
 
 
-def _finish_failure(lead: Lead, token: str, exc: BaseException, *, retry_state: SyncState) -> str:
+def _finish_failure(
+    lead: Lead, token: str, exc: BaseException, *, retry_state: SyncState
+) -> SyncOutcome:
     failure = classify(exc)
     # Waiting for the CRM's daily quota to reset is not a failed attempt.
     attempts = lead.attempts if failure.resets_at else lead.attempts + 1
@@ -327,7 +350,7 @@ def _finish_failure(lead: Lead, token: str, exc: BaseException, *, retry_state: 
         and retry_state == SyncState.RETRYING
         and _requeue_if_moved(claimed, lead, released)
     ):
-        return "failed"
+        return SyncOutcome.FAILED
     claimed.update(
         sync_state=next_state if next_state == SyncState.FAILED else _after_tombstone(next_state),
         attempts=attempts,
@@ -336,7 +359,7 @@ def _finish_failure(lead: Lead, token: str, exc: BaseException, *, retry_state: 
     )
     if next_state != SyncState.FAILED:
         enqueue_lead(lead.pk, run_after=next_attempt_at)
-    return "failed" if next_state == SyncState.FAILED else "retrying"
+    return SyncOutcome.FAILED if next_state == SyncState.FAILED else SyncOutcome.RETRYING
 
 
 def _requeue_if_moved(claimed: QuerySet[Lead], lead: Lead, released: dict[str, Any]) -> bool:
