@@ -20,6 +20,7 @@ from django.db import models, transaction
 from django.db.models import Case, Exists, F, OuterRef, Q, Subquery, Value, When
 from django.utils import timezone
 
+from crmify.backends.base import BaseBackend
 from crmify.conf import crmify_settings
 from crmify.exceptions import BackendError, PermanentBackendError
 from crmify.loading import get_lead_model
@@ -293,8 +294,9 @@ def sync_now(lead: Lead) -> SyncOutcome:
     return process_lead(lead.pk)
 
 
-def crm_backend() -> Any:
-    """The configured backend as the worker uses it: built once per thread, no I/O.
+def crm_backend() -> BaseBackend:
+    """The configured backend as the worker uses it (a plain class wrapped in the contract's defaults):
+    built once per thread, no I/O.
 
     For callers that read its documented, I/O-free parts (``record_url``, ``health``, the ``supports_*``
     flags; the admin's columns and banner). Raises ``ImproperlyConfigured`` if ``BACKEND`` cannot be built.
@@ -304,8 +306,7 @@ def crm_backend() -> Any:
 
 def crm_health() -> QuotaState | None:
     """What the CRM last said about its quota and our API key (no I/O), or None if the backend cannot say."""
-    health = getattr(crm_backend(), "health", None)
-    return health() if callable(health) else None
+    return crm_backend().health()
 
 
 def fetch_from_crm(lead: Lead) -> dict[str, Any] | None:
@@ -315,8 +316,7 @@ def fetch_from_crm(lead: Lead) -> dict[str, Any] | None:
     staff asked for, and it is kept in the ledger as a ``fetch``. Raises :class:`BackendError` (its text
     free of secrets) when the backend cannot fetch or the call fails.
     """
-    backend = crm_backend()
-    if not getattr(backend, "supports_fetch", False):
+    if not crm_backend().supports_fetch:
         raise PermanentBackendError("This CRM backend cannot fetch leads (supports_fetch is off).")
     if not lead.external_id:
         return None

@@ -23,8 +23,8 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db.models import Case, Q, QuerySet, Value, When
 from django.utils import timezone
 
-from crmify.backends import get_backend
-from crmify.backends.base import CallRecord, recording
+from crmify.backends import build_backend
+from crmify.backends.base import BaseBackend, CallRecord, recording
 from crmify.backends.base import redact as redact_secrets
 from crmify.conf import crmify_settings
 from crmify.exceptions import (
@@ -41,7 +41,13 @@ logger = logging.getLogger("crmify")
 #: How much of an error the lead keeps in ``last_error``.
 MAX_ERROR_LENGTH = 2000
 
-_local = threading.local()
+
+class _PerThread(threading.local):
+    #: The backend built for the settings keyed by the first item.
+    backend: tuple[tuple[str, str, str], BaseBackend] | None = None
+
+
+_local = _PerThread()
 
 
 class SyncOutcome(enum.StrEnum):
@@ -109,8 +115,9 @@ def redact(text: str) -> str:
     return redact_secrets(text, crmify_settings.BACKEND_AUTH.values()).replace("\x00", "\ufffd")
 
 
-def current_backend() -> Any:
-    """The configured backend, built once per thread for the current settings.
+def current_backend() -> BaseBackend:
+    """The configured backend as the engine holds it (``crmify.backends.build_backend``: a plain class
+    is wrapped), built once per thread for the current settings.
 
     Reusing it across leads keeps an HTTP backend's pooled session (and its connections) alive; a
     change of ``BACKEND``, ``BACKEND_OPTIONS`` or ``BACKEND_AUTH`` builds a new one.
@@ -120,9 +127,9 @@ def current_backend() -> Any:
         repr(crmify_settings.BACKEND_OPTIONS),
         repr(sorted(crmify_settings.BACKEND_AUTH.items())),
     )
-    cached: tuple[tuple[str, str, str], Any] | None = getattr(_local, "backend", None)
+    cached = _local.backend
     if cached is None or cached[0] != key:
-        cached = (key, get_backend())
+        cached = (key, build_backend())
         _local.backend = cached
     return cached[1]
 
@@ -200,11 +207,11 @@ def _run_delete(lead_id: int) -> SyncOutcome:
 def _may_be_in_crm(lead: Lead) -> bool:
     """Whether a lead without a CRM id was ever sent (a create that timed out may have made it) and the
     backend can look for it."""
-    return bool(getattr(current_backend(), "supports_lookup", False)) and lead.ledger.exists()
+    return current_backend().supports_lookup and lead.ledger.exists()
 
 
 def recorded_call(
-    lead: Lead, operation: str, call: Callable[[Any], Any]
+    lead: Lead, operation: str, call: Callable[[BaseBackend], Any]
 ) -> tuple[Any, Exception | None]:
     """Call the backend and keep a ledger of it; hand back (result, error). Also ``api.fetch_from_crm``."""
     started_at = timezone.now()
@@ -221,7 +228,7 @@ def recorded_call(
 
 
 def _call(
-    lead: Lead, operation: str, call: Callable[[Any], Any]
+    lead: Lead, operation: str, call: Callable[[BaseBackend], Any]
 ) -> tuple[Any, BaseException | None]:
     """:func:`recorded_call`, failing the lead and the task on a configuration error."""
     result, error = recorded_call(lead, operation, call)

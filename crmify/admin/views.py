@@ -98,7 +98,7 @@ def compare_view(model_admin: LeadAdmin, request: HttpRequest, object_id: str) -
         "error": error,
         "record_url": crm_record_url(backend, lead.external_id),
         "change_url": admin_url(model_admin, "change", lead.pk),
-        "can_fetch": bool(getattr(backend, "supports_fetch", False)),
+        "can_fetch": backend is not None and backend.supports_fetch,
     }
     request.current_app = model_admin.admin_site.name
     return TemplateResponse(request, "admin/crmify/lead/compare.html", context)
