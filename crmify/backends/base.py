@@ -396,8 +396,8 @@ class CRMBackend:
     :func:`crmify.backends.get_backend` builds a subclass with ``BACKEND_AUTH`` as keyword arguments
     (``API_KEY=...``), which land in ``self._auth_params`` (a key given as ``CRMIFY_BACKEND_AUTH_API_KEY``
     reads ``API_KEY``). Subclasses implement :meth:`sync_lead` and :meth:`delete_lead`, called by the
-    engine's worker; they get none of :class:`BaseBackend`'s options or optional hooks. New backends
-    subclass :class:`BaseBackend` instead.
+    engine's worker through a :class:`PlainBackend`; they get none of :class:`BaseBackend`'s options or
+    optional hooks. New backends subclass :class:`BaseBackend` instead.
     """
 
     def __init__(self, **auth_params: Any) -> None:
