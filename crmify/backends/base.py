@@ -45,10 +45,10 @@ import base64
 import contextlib
 import contextvars
 import datetime
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from django.core import checks
 
@@ -154,6 +154,9 @@ def record_call(record: CallRecord) -> None:
     log = _current_log.get()
     if log is not None:
         log.records.append(record)
+
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,7 +341,7 @@ class BaseBackend:
         return []
 
 
-def _batch_item(call: Any, argument: Any) -> BatchItem:
+def _batch_item(call: Callable[[_T], str | bool], argument: _T) -> BatchItem:
     """One lead of a batch sent one at a time: the call's result, or the error it raised."""
     try:
         return BatchItem(result=call(argument))
