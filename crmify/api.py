@@ -20,6 +20,7 @@ from django.db import models, transaction
 from django.db.models import Case, Exists, F, OuterRef, Q, Subquery, Value, When
 from django.utils import timezone
 
+from crmify.backends.base import BaseBackend
 from crmify.conf import crmify_settings
 from crmify.exceptions import BackendError, PermanentBackendError
 from crmify.loading import get_lead_model
@@ -34,7 +35,14 @@ from crmify.tracking import (
     source_row,
     track,
 )
-from crmify.worker import classify, current_backend, process_lead, recorded_call, redact
+from crmify.worker import (
+    SyncOutcome,
+    classify,
+    current_backend,
+    process_lead,
+    recorded_call,
+    redact,
+)
 
 
 @dataclass
@@ -270,15 +278,15 @@ def delete_from_crm(leads: Iterable[Lead]) -> BulkResult:
     return result
 
 
-def sync_now(lead: Lead) -> str:
+def sync_now(lead: Lead) -> SyncOutcome:
     """Send ``lead`` to the CRM inside this request and say what happened (the admin's "Sync now").
 
     A lead whose mapping failed is mapped again first; if that still fails it is "failed", nothing sent.
     """
     if lead.sync_state == SyncState.SYNCING:
-        return "skipped"
+        return SyncOutcome.SKIPPED
     if mapping_failed(lead) and _remap(lead):
-        return "failed"
+        return SyncOutcome.FAILED
     if lead.tombstone and lead.sync_state != SyncState.DELETED:
         Lead.objects.filter(pk=lead.pk).update(sync_state=SyncState.DELETING, next_attempt_at=None)
     else:
@@ -286,8 +294,9 @@ def sync_now(lead: Lead) -> str:
     return process_lead(lead.pk)
 
 
-def crm_backend() -> Any:
-    """The configured backend as the worker uses it: built once per thread, no I/O.
+def crm_backend() -> BaseBackend:
+    """The configured backend as the worker uses it (a plain class wrapped in the contract's defaults):
+    built once per thread, no I/O.
 
     For callers that read its documented, I/O-free parts (``record_url``, ``health``, the ``supports_*``
     flags; the admin's columns and banner). Raises ``ImproperlyConfigured`` if ``BACKEND`` cannot be built.
@@ -297,8 +306,7 @@ def crm_backend() -> Any:
 
 def crm_health() -> QuotaState | None:
     """What the CRM last said about its quota and our API key (no I/O), or None if the backend cannot say."""
-    health = getattr(crm_backend(), "health", None)
-    return health() if callable(health) else None
+    return crm_backend().health()
 
 
 def fetch_from_crm(lead: Lead) -> dict[str, Any] | None:
@@ -308,8 +316,7 @@ def fetch_from_crm(lead: Lead) -> dict[str, Any] | None:
     staff asked for, and it is kept in the ledger as a ``fetch``. Raises :class:`BackendError` (its text
     free of secrets) when the backend cannot fetch or the call fails.
     """
-    backend = crm_backend()
-    if not getattr(backend, "supports_fetch", False):
+    if not crm_backend().supports_fetch:
         raise PermanentBackendError("This CRM backend cannot fetch leads (supports_fetch is off).")
     if not lead.external_id:
         return None

@@ -41,7 +41,7 @@ from django.db.models.base import ModelState
 from django.db.models.functions import Cast, Coalesce
 from django.utils import timezone
 
-from crmify.backends.base import normalise_email, recording
+from crmify.backends.base import BaseBackend, normalise_email, recording
 from crmify.compat import task_backends
 from crmify.conf import crmify_settings
 from crmify.exceptions import MappingError, QuotaExhausted
@@ -240,7 +240,7 @@ def format_duration(seconds: float) -> str:
 # -- the CRM listing ---------------------------------------------------------------------------------
 
 
-def list_crm(backend: Any, *, ledger: bool) -> tuple[dict[str, str], int, int]:
+def list_crm(backend: BaseBackend, *, ledger: bool) -> tuple[dict[str, str], int, int]:
     """``(normalised e-mail -> CRM id, CRM leads seen, calls made)`` from listing the whole CRM.
 
     The first lead listed for an e-mail wins (the CRM's oldest). ``ledger`` writes a ledger row per
@@ -264,10 +264,6 @@ def list_crm(backend: Any, *, ledger: bool) -> tuple[dict[str, str], int, int]:
         if ledger:
             _write_ledger(None, records, "list", started_at, started, None)
     return matches, seen, calls
-
-
-def _can_list(backend: Any) -> bool:
-    return bool(getattr(backend, "supports_listing", False))
 
 
 # -- one chunk: what to do with each row -------------------------------------------------------------
@@ -419,7 +415,7 @@ def plan(options: BackfillOptions) -> BackfillPlan:
     backend = current_backend()
     result = BackfillPlan(options=options.to_json())
     matches: dict[str, str] | None = None
-    if _can_list(backend):
+    if backend.supports_listing:
         matches, result.crm_leads, result.listing_calls = list_crm(backend, ledger=False)
         result.in_crm = 0
     mapper = get_mapper()
@@ -443,21 +439,19 @@ def plan(options: BackfillOptions) -> BackfillPlan:
     return result
 
 
-def _add_costs(result: BackfillPlan, backend: Any) -> None:
+def _add_costs(result: BackfillPlan, backend: BaseBackend) -> None:
     """Fill in the quota and duration figures of ``result`` from the backend's last known quota."""
-    health = getattr(backend, "health", None)
-    state = health() if callable(health) else None
-    options = crmify_settings.BACKEND_OPTIONS
+    state = backend.health()
     if state is not None:
         result.quota_remaining = state.remaining
-    daily = options.get("DAILY_QUOTA") or (state.limit if state is not None else None)
+    daily = backend.daily_quota() or (state.limit if state is not None else None)
     result.daily_limit = int(daily) if daily else None
     if result.daily_limit:
         result.quota_days = result.api_calls / result.daily_limit
-    rate = options.get("REQUESTS_PER_SECOND") or getattr(backend, "default_rate", None)
+    rate = backend.requests_per_second()
     if rate:
-        result.requests_per_second = float(rate)
-        result.estimated_seconds = result.api_calls / float(rate)
+        result.requests_per_second = rate
+        result.estimated_seconds = result.api_calls / rate
 
 
 # -- runs --------------------------------------------------------------------------------------------
@@ -594,7 +588,7 @@ def run_chunk(run_id: int, checkpoint: str | None = None, *, chain: bool = True)
         return ChunkResult(0, False, run.state, run.checkpoint)
     try:
         backend = current_backend()
-        if run.crm_matches is None and _can_list(backend):
+        if run.crm_matches is None and backend.supports_listing:
             # Outside the chunk's transaction: listing a big CRM takes minutes at the rate limit, and
             # the database must not stay locked for them.
             try:

@@ -113,7 +113,7 @@ def _check_values() -> list[checks.CheckMessage]:
 
 
 def _check_backend(*, build: bool = True) -> list[checks.CheckMessage]:
-    from crmify.backends import get_backend, load_backend_class
+    from crmify.backends import build_backend, load_backend_class
 
     try:
         backend_class = load_backend_class()
@@ -123,6 +123,7 @@ def _check_backend(*, build: bool = True) -> list[checks.CheckMessage]:
                 str(exc), "Give the dotted path of a class with sync_lead() and delete_lead().", 10
             )
         ]
+    # E011 inspects the class the setting names, before it is built: user input, not the engine's backend.
     missing = [
         name
         for name in ("sync_lead", "delete_lead")
@@ -139,7 +140,7 @@ def _check_backend(*, build: bool = True) -> list[checks.CheckMessage]:
     if not build:
         return []
     try:
-        backend = get_backend()
+        backend = build_backend()
     except Exception as exc:  # a site's constructor may raise anything; a check must not crash
         return [
             _error(
@@ -150,8 +151,7 @@ def _check_backend(*, build: bool = True) -> list[checks.CheckMessage]:
                 12,
             )
         ]
-    check = getattr(backend, "check", None)
-    return list(check()) if callable(check) else []
+    return list(backend.check())
 
 
 def _check_models_and_mapper() -> list[checks.CheckMessage]:

@@ -25,7 +25,7 @@ from django.db import models, router
 from django.db.models import ForeignObjectRel, Q
 
 from crmify.api import fetch_from_crm
-from crmify.backends.base import length_problems
+from crmify.backends.base import BaseBackend, length_problems
 from crmify.conf import crmify_settings
 from crmify.exceptions import BackendError, MappingError, PermanentBackendError
 from crmify.loading import get_lead_model, get_mapper, walk_path
@@ -62,7 +62,7 @@ class Configuration:
     mapper_setting: str
     mapper: LeadModelFieldMapper | None
     backend_setting: str
-    backend: Any
+    backend: BaseBackend | None
     errors: tuple[str, ...] = ()
 
     @property
@@ -75,7 +75,7 @@ class Configuration:
 
     @property
     def backend_class(self) -> str:
-        return dotted_path(type(self.backend)) if self.backend is not None else ""
+        return dotted_path(self.backend.configured_class) if self.backend is not None else ""
 
     @property
     def can_preview_rows(self) -> bool:
@@ -90,7 +90,7 @@ def load_configuration() -> Configuration:
     errors: list[str] = []
     lead_model: type[models.Model] | None = None
     mapper: LeadModelFieldMapper | None = None
-    backend: Any = None
+    backend: BaseBackend | None = None
     try:
         lead_model = get_lead_model()
     except ImproperlyConfigured as exc:
@@ -389,14 +389,15 @@ def _lead_values(lead: Lead, mapped: MappedLead) -> tuple[LeadValue, ...]:
     return tuple(values)
 
 
-def crm_max_lengths(backend: Any) -> Mapping[str, int]:
-    """Longest values the CRM accepts, by payload key: the backend's ``max_lengths`` (part of the optional
-    contract of ``crmify.backends.base.BaseBackend``); none for a backend without it."""
-    lengths = getattr(backend, "max_lengths", {})
+def crm_max_lengths(backend: BaseBackend) -> Mapping[str, int]:
+    """Longest values the CRM accepts, by payload key: the backend's ``max_lengths`` (part of the
+    contract of ``crmify.backends.base.BaseBackend``, empty by default); none if a site's backend set it
+    to something that is not a mapping."""
+    lengths = backend.max_lengths
     return lengths if isinstance(lengths, Mapping) else {}
 
 
-def _build_payload(lead: Lead, backend: Any) -> tuple[dict[str, Any] | None, str]:
+def _build_payload(lead: Lead, backend: BaseBackend) -> tuple[dict[str, Any] | None, str]:
     """``backend.build_payload(lead)`` and an error to warn with (the message of an unknown status)."""
     try:
         return backend.build_payload(lead), ""
@@ -408,14 +409,16 @@ def _build_payload(lead: Lead, backend: Any) -> tuple[dict[str, Any] | None, str
         return None, redact(f"The backend cannot build the payload: {type(exc).__name__}: {exc}")
 
 
-def _last_name_warning(lead: Lead, backend: Any, payload: Mapping[str, Any] | None) -> str:
+def _last_name_warning(
+    lead: Lead, backend: BaseBackend | None, payload: Mapping[str, Any] | None
+) -> str:
     if lead.last_name:
         return ""
-    last_name_for = getattr(backend, "last_name_for", None)
-    if callable(last_name_for):
-        sent = str(last_name_for(lead))
+    filled = backend.missing_last_name(lead) if backend is not None else None
+    if filled is not None:
+        sent = str(filled)
     else:
-        # A generic backend: whatever its payload carries as the last name.
+        # A backend that does not say: whatever its payload carries as the last name.
         sent = str((payload or {}).get("LAST_NAME") or (payload or {}).get("last_name") or "")
     if sent:
         return f"No last name: {sent!r} will be sent as the last name instead."
@@ -425,7 +428,7 @@ def _last_name_warning(lead: Lead, backend: Any, payload: Mapping[str, Any] | No
 def preview_row(
     instance: models.Model,
     mapper: LeadModelFieldMapper,
-    backend: Any,
+    backend: BaseBackend | None,
     lead: Lead | None = None,
 ) -> RowPreview:
     """What ``instance`` maps to and what ``backend`` would send for it, with warnings.
@@ -439,7 +442,7 @@ def preview_row(
         label=str(instance),
         lead_pk=lead.pk,
         external_id=lead.external_id,
-        can_compare=bool(lead.external_id and getattr(backend, "supports_fetch", False)),
+        can_compare=bool(lead.external_id and backend is not None and backend.supports_fetch),
         notes=(
             ("Deleted from the CRM (a tombstone): saves do not send it until staff re-sync it.",)
             if lead.tombstone
@@ -454,7 +457,7 @@ def preview_row(
     payload: dict[str, Any] | None = None
     if backend is None:
         pass  # the configuration error is shown at the top of the page
-    elif getattr(backend, "supports_payload_preview", False):
+    elif backend.supports_payload_preview:
         payload, error = _build_payload(lead, backend)
         if error:
             warnings.append(error)
@@ -463,7 +466,7 @@ def preview_row(
             base,
             notes=(
                 *base.notes,
-                f"{type(backend).__name__} cannot show its payload (supports_payload_preview is off).",
+                f"{backend.display_name} cannot show its payload (supports_payload_preview is off).",
             ),
         )
     if last_name := _last_name_warning(lead, backend, payload):
@@ -473,7 +476,7 @@ def preview_row(
             validate_email(lead.email)
         except ValidationError:
             warnings.append(f"{lead.email!r} is not a valid e-mail address: the CRM may refuse it.")
-    if payload is not None:
+    if payload is not None and backend is not None:
         warnings += length_problems(payload, crm_max_lengths(backend))
     return replace(
         base, values=_lead_values(lead, mapped), payload=payload, warnings=tuple(warnings)

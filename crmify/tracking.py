@@ -90,13 +90,12 @@ def mapped_fingerprint(mapped: MappedLead) -> str:
 
 
 def _crm_rules() -> BaseBackend | None:
-    """The configured backend, whose hooks say what the CRM accepts; None for a plain backend class (it
-    has no hooks) or one that cannot be built (the worker reports why when it syncs)."""
+    """The configured backend, whose hooks say what the CRM accepts (a plain class's are the defaults:
+    no limits, ISO 8601 dates); None if it cannot be built (the worker reports why when it syncs)."""
     try:
-        backend = current_backend()
+        return current_backend()
     except Exception:
         return None
-    return backend if isinstance(backend, BaseBackend) else None
 
 
 def _map(instance: models.Model, mapper: LeadModelFieldMapper) -> MappedLead | MappingError:

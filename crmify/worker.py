@@ -8,6 +8,7 @@ by the sweeper (a worker that died) is never overwritten by a late finisher.
 
 from __future__ import annotations
 
+import enum
 import logging
 import random
 import threading
@@ -22,8 +23,8 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db.models import Case, Q, QuerySet, Value, When
 from django.utils import timezone
 
-from crmify.backends import get_backend
-from crmify.backends.base import CallRecord, recording
+from crmify.backends import build_backend
+from crmify.backends.base import BaseBackend, CallRecord, recording
 from crmify.backends.base import redact as redact_secrets
 from crmify.conf import crmify_settings
 from crmify.exceptions import (
@@ -40,7 +41,33 @@ logger = logging.getLogger("crmify")
 #: How much of an error the lead keeps in ``last_error``.
 MAX_ERROR_LENGTH = 2000
 
-_local = threading.local()
+
+class _PerThread(threading.local):
+    #: The backend built for the settings keyed by the first item.
+    backend: tuple[tuple[str, str, str], BaseBackend] | None = None
+
+
+_local = _PerThread()
+
+
+class SyncOutcome(enum.StrEnum):
+    """What :func:`process_lead` (and ``crmify.api.sync_now``) did with a lead. Each member is its
+    value as a string too (``SyncOutcome.SYNCED == "synced"``), as these outcomes were before."""
+
+    #: Sent; the CRM has the lead's values.
+    SYNCED = "synced"
+    #: Nothing to send: the CRM already has what the lead holds.
+    UNCHANGED = "unchanged"
+    #: Deleted from the CRM (or it had no record of the lead).
+    DELETED = "deleted"
+    #: The CRM call failed and will be tried again (``next_attempt_at``).
+    RETRYING = "retrying"
+    #: Failed for good (or mapping failed); ``last_error`` says why.
+    FAILED = "failed"
+    #: Nothing done: a worker holds the lead, or it is not waiting for this work (or not due yet).
+    SKIPPED = "skipped"
+    #: No such lead.
+    MISSING = "missing"
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,8 +115,9 @@ def redact(text: str) -> str:
     return redact_secrets(text, crmify_settings.BACKEND_AUTH.values()).replace("\x00", "\ufffd")
 
 
-def current_backend() -> Any:
-    """The configured backend, built once per thread for the current settings.
+def current_backend() -> BaseBackend:
+    """The configured backend as the engine holds it (``crmify.backends.build_backend``: a plain class
+    is wrapped), built once per thread for the current settings.
 
     Reusing it across leads keeps an HTTP backend's pooled session (and its connections) alive; a
     change of ``BACKEND``, ``BACKEND_OPTIONS`` or ``BACKEND_AUTH`` builds a new one.
@@ -99,18 +127,18 @@ def current_backend() -> Any:
         repr(crmify_settings.BACKEND_OPTIONS),
         repr(sorted(crmify_settings.BACKEND_AUTH.items())),
     )
-    cached: tuple[tuple[str, str, str], Any] | None = getattr(_local, "backend", None)
+    cached = _local.backend
     if cached is None or cached[0] != key:
-        cached = (key, get_backend())
+        cached = (key, build_backend())
         _local.backend = cached
     return cached[1]
 
 
-def process_lead(lead_id: int) -> str:
+def process_lead(lead_id: int) -> SyncOutcome:
     """Do whatever ``lead_id`` is waiting for (a sync or a delete) and say what happened."""
     state = Lead.objects.filter(pk=lead_id).values_list("sync_state", flat=True).first()
     if state is None:
-        return "missing"
+        return SyncOutcome.MISSING
     if state == SyncState.DELETING:
         return _run_delete(lead_id)
     return _run_sync(lead_id)
@@ -126,18 +154,18 @@ def _claim(lead_id: int, condition: Q, **changes: Any) -> str | None:
     return token if claimed else None
 
 
-def _run_sync(lead_id: int) -> str:
+def _run_sync(lead_id: int) -> SyncOutcome:
     token = _claim(
         lead_id,
         Q(sync_state__in=[SyncState.PENDING, SyncState.RETRYING]),
         sync_state=SyncState.SYNCING,
     )
     if token is None:
-        return "skipped"
+        return SyncOutcome.SKIPPED
     lead = Lead.objects.get(pk=lead_id)
     if lead.external_id and lead.fingerprint and lead.fingerprint == lead.synced_fingerprint:
         _finish_sync(lead, token, lead.external_id)
-        return "unchanged"
+        return SyncOutcome.UNCHANGED
     external_id, error = _call(lead, "sync", lambda backend: backend.sync_lead(lead))
     if error is not None:
         return _finish_failure(lead, token, error, retry_state=SyncState.RETRYING)
@@ -145,13 +173,13 @@ def _run_sync(lead_id: int) -> str:
         failure = PermanentBackendError("The backend's sync_lead returned no CRM id.")
         return _finish_failure(lead, token, failure, retry_state=SyncState.RETRYING)
     _finish_sync(lead, token, str(external_id))
-    return "synced"
+    return SyncOutcome.SYNCED
 
 
-def _run_delete(lead_id: int) -> str:
+def _run_delete(lead_id: int) -> SyncOutcome:
     token = _claim(lead_id, Q(sync_state=SyncState.DELETING))
     if token is None:
-        return "skipped"
+        return SyncOutcome.SKIPPED
     lead = Lead.objects.get(pk=lead_id)
     external_id = lead.external_id
     if not external_id and _may_be_in_crm(lead):
@@ -173,17 +201,17 @@ def _run_delete(lead_id: int) -> str:
         claimed_at=None,
         updated_at=timezone.now(),
     )
-    return "deleted"
+    return SyncOutcome.DELETED
 
 
 def _may_be_in_crm(lead: Lead) -> bool:
     """Whether a lead without a CRM id was ever sent (a create that timed out may have made it) and the
     backend can look for it."""
-    return bool(getattr(current_backend(), "supports_lookup", False)) and lead.ledger.exists()
+    return current_backend().supports_lookup and lead.ledger.exists()
 
 
 def recorded_call(
-    lead: Lead, operation: str, call: Callable[[Any], Any]
+    lead: Lead, operation: str, call: Callable[[BaseBackend], Any]
 ) -> tuple[Any, Exception | None]:
     """Call the backend and keep a ledger of it; hand back (result, error). Also ``api.fetch_from_crm``."""
     started_at = timezone.now()
@@ -200,7 +228,7 @@ def recorded_call(
 
 
 def _call(
-    lead: Lead, operation: str, call: Callable[[Any], Any]
+    lead: Lead, operation: str, call: Callable[[BaseBackend], Any]
 ) -> tuple[Any, BaseException | None]:
     """:func:`recorded_call`, failing the lead and the task on a configuration error."""
     result, error = recorded_call(lead, operation, call)
@@ -291,7 +319,9 @@ def _finish_sync(lead: Lead, token: str, external_id: str) -> None:
         enqueue_lead(lead.pk)
 
 
-def _finish_failure(lead: Lead, token: str, exc: BaseException, *, retry_state: SyncState) -> str:
+def _finish_failure(
+    lead: Lead, token: str, exc: BaseException, *, retry_state: SyncState
+) -> SyncOutcome:
     failure = classify(exc)
     # Waiting for the CRM's daily quota to reset is not a failed attempt.
     attempts = lead.attempts if failure.resets_at else lead.attempts + 1
@@ -327,7 +357,7 @@ def _finish_failure(lead: Lead, token: str, exc: BaseException, *, retry_state: 
         and retry_state == SyncState.RETRYING
         and _requeue_if_moved(claimed, lead, released)
     ):
-        return "failed"
+        return SyncOutcome.FAILED
     claimed.update(
         sync_state=next_state if next_state == SyncState.FAILED else _after_tombstone(next_state),
         attempts=attempts,
@@ -336,7 +366,7 @@ def _finish_failure(lead: Lead, token: str, exc: BaseException, *, retry_state: 
     )
     if next_state != SyncState.FAILED:
         enqueue_lead(lead.pk, run_after=next_attempt_at)
-    return "failed" if next_state == SyncState.FAILED else "retrying"
+    return SyncOutcome.FAILED if next_state == SyncState.FAILED else SyncOutcome.RETRYING
 
 
 def _requeue_if_moved(claimed: QuerySet[Lead], lead: Lead, released: dict[str, Any]) -> bool:

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from crmify.backends.base import BaseBackend
 from crmify.models import MAPPABLE_FIELDS, Lead
 
 _MARKER = "\x00crmify-compare:"
@@ -21,10 +22,10 @@ _NOT_PROBED = frozenset({"status", "lead_source"})
 _ALL_FIELDS = (*MAPPABLE_FIELDS, "custom_fields")
 
 
-def crm_keys(backend: Any) -> dict[str, str]:
+def crm_keys(backend: BaseBackend | None) -> dict[str, str]:
     """Lead field -> the key the backend sends it under; a field's own name where that cannot be learnt."""
     keys = {name: name for name in _ALL_FIELDS}
-    if not getattr(backend, "supports_payload_preview", False):
+    if backend is None or not backend.supports_payload_preview:
         return keys
     probe = Lead(**{name: _MARKER + name for name in MAPPABLE_FIELDS if name not in _NOT_PROBED})
     try:
@@ -73,7 +74,9 @@ class Comparison:
     crm_only: list[tuple[str, str]]
 
 
-def compare(lead: Lead, crm_record: Mapping[str, Any] | None, backend: Any) -> Comparison:
+def compare(
+    lead: Lead, crm_record: Mapping[str, Any] | None, backend: BaseBackend | None
+) -> Comparison:
     """The rows of the comparison; ``crm_record`` None means the CRM was not asked (or has no such lead)."""
     keys = crm_keys(backend)
     record = crm_record or {}

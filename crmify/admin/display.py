@@ -28,6 +28,7 @@ from django.utils.timesince import timesince
 from django.utils.translation import gettext as _
 
 from crmify import api
+from crmify.backends.base import BaseBackend
 from crmify.models import Lead, SyncState
 
 #: How much of the last error the changelist shows; the whole message is on the lead's page.
@@ -88,7 +89,7 @@ def error_excerpt(text: str) -> SafeString | str:
     )
 
 
-def configured_backend() -> Any | None:
+def configured_backend() -> BaseBackend | None:
     """The CRM backend for links and the banner, or None when ``BACKEND`` cannot be built (the system
     checks and the banner say why; a page listing leads must still render)."""
     try:
@@ -97,16 +98,15 @@ def configured_backend() -> Any | None:
         return None
 
 
-def crm_record_url(backend: Any | None, external_id: str) -> str | None:
+def crm_record_url(backend: BaseBackend | None, external_id: str) -> str | None:
     """The CRM's own page for a lead, if the backend offers one (``record_url`` is pure, no I/O)."""
-    record_url = getattr(backend, "record_url", None)
-    if not external_id or not callable(record_url):
+    if backend is None or not external_id:
         return None
-    url = record_url(external_id)
+    url = backend.record_url(external_id)
     return str(url) if url else None
 
 
-def crm_id_link(backend: Any | None, external_id: str) -> SafeString | str:
+def crm_id_link(backend: BaseBackend | None, external_id: str) -> SafeString | str:
     """The CRM id, linked to the CRM's page in a new tab when the backend gives one."""
     url = crm_record_url(backend, external_id)
     if url is None:

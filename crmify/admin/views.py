@@ -22,6 +22,7 @@ from crmify.admin.compare import compare
 from crmify.admin.display import admin_url, configured_backend, crm_record_url, exact_time
 from crmify.exceptions import BackendError
 from crmify.models import Lead
+from crmify.worker import SyncOutcome
 
 if TYPE_CHECKING:
     from crmify.admin.lead import LeadAdmin
@@ -34,21 +35,21 @@ def _lead_or_404(model_admin: LeadAdmin, request: HttpRequest, object_id: str) -
     return lead
 
 
-def sync_outcome_message(outcome: str, lead: Lead) -> tuple[int, str]:
+def sync_outcome_message(outcome: SyncOutcome, lead: Lead) -> tuple[int, str]:
     """The message level and text for what ``api.sync_now`` answered, with the lead as it is after."""
-    if outcome in ("synced", "unchanged"):
+    if outcome in (SyncOutcome.SYNCED, SyncOutcome.UNCHANGED):
         return messages.SUCCESS, _("Synced with the CRM (CRM id %s).") % lead.external_id
-    if outcome == "deleted":
+    if outcome == SyncOutcome.DELETED:
         return messages.SUCCESS, _("Deleted from the CRM.")
-    if outcome == "retrying":
+    if outcome == SyncOutcome.RETRYING:
         when = exact_time(lead.next_attempt_at) if lead.next_attempt_at else _("soon")
         return messages.WARNING, _("Not synced; it will be retried at %(when)s: %(error)s") % {
             "when": when,
             "error": lead.last_error,
         }
-    if outcome == "skipped":
+    if outcome == SyncOutcome.SKIPPED:
         return messages.WARNING, _("A worker is syncing this lead right now; look again shortly.")
-    if outcome == "missing":
+    if outcome == SyncOutcome.MISSING:
         return messages.ERROR, _("The lead no longer exists.")
     return messages.ERROR, _("The sync failed: %s") % lead.last_error
 
@@ -63,7 +64,7 @@ def sync_now_view(model_admin: LeadAdmin, request: HttpRequest, object_id: str) 
     try:
         outcome = api.sync_now(lead)
     except ImproperlyConfigured:
-        outcome = "failed"  # the engine failed the lead and kept the reason in last_error
+        outcome = SyncOutcome.FAILED  # the engine failed the lead and kept the reason in last_error
     lead.refresh_from_db()
     level, text = sync_outcome_message(outcome, lead)
     model_admin.message_user(request, text, level)
@@ -97,7 +98,7 @@ def compare_view(model_admin: LeadAdmin, request: HttpRequest, object_id: str) -
         "error": error,
         "record_url": crm_record_url(backend, lead.external_id),
         "change_url": admin_url(model_admin, "change", lead.pk),
-        "can_fetch": bool(getattr(backend, "supports_fetch", False)),
+        "can_fetch": backend is not None and backend.supports_fetch,
     }
     request.current_app = model_admin.admin_site.name
     return TemplateResponse(request, "admin/crmify/lead/compare.html", context)

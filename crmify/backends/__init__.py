@@ -10,7 +10,7 @@ from django.utils.module_loading import import_string
 
 from crmify.conf import AUTH_ENV_VARS, crmify_settings
 
-from .base import BaseBackend
+from .base import BaseBackend, PlainBackend
 
 
 def load_backend_class(path: str | None = None) -> type[Any]:
@@ -47,10 +47,12 @@ def auth_keywords() -> dict[str, str | None]:
 
 
 def get_backend(path: str | None = None) -> Any:
-    """A new instance of the configured backend; the one place that decides how a backend is built.
+    """A new instance of the configured backend, the site's own object; the one place that decides how a
+    backend is built. The engine holds it as :func:`build_backend` gives it.
 
-    Called by the worker (:func:`crmify.worker.current_backend`), ``crmify_check`` and the system check
-    ``crmify.E012``, so a backend that check passes is one the worker can build. Subclasses of
+    Called through :func:`build_backend` by the worker (:func:`crmify.worker.current_backend`),
+    ``crmify_check`` and the system check ``crmify.E012``, so a backend that check passes is one the
+    worker can build. Subclasses of
     :class:`BaseBackend` get ``options`` (``BACKEND_OPTIONS``) and ``auth`` (``BACKEND_AUTH``). A plain
     class whose constructor takes ``**kwargs`` (1.3.0's ``CRMBackend`` and its subclasses) gets
     :func:`auth_keywords` as keyword arguments; any other plain class is built with no arguments, as the
@@ -64,3 +66,15 @@ def get_backend(path: str | None = None) -> Any:
     if takes_auth_keywords(backend_class):
         return backend_class(**auth_keywords())
     return backend_class()
+
+
+def as_base_backend(backend: Any) -> BaseBackend:
+    """``backend`` as the engine holds it: itself if it is a :class:`BaseBackend`, else wrapped in a
+    :class:`~crmify.backends.base.PlainBackend` (a plain class, a 1.3.0 ``CRMBackend`` subclass)."""
+    return backend if isinstance(backend, BaseBackend) else PlainBackend(backend)
+
+
+def build_backend(path: str | None = None) -> BaseBackend:
+    """A new instance of the configured backend as the engine holds it (:func:`get_backend`, then
+    :func:`as_base_backend`). Raises whatever the constructor raises."""
+    return as_base_backend(get_backend(path))

@@ -1,20 +1,35 @@
 """The contract between crmify's engine and a CRM backend.
 
-Required (the original README's promise; a plain class with only these two and a no-argument constructor
-works as ``BACKEND``)::
+The engine always holds a :class:`BaseBackend` (``crmify.worker.current_backend``). Required of every
+backend (the original README's promise)::
 
     def sync_lead(self, lead) -> str      # create or update; return the CRM's id of the lead
     def delete_lead(self, lead_id) -> bool  # True if deleted (or already gone), False otherwise
 
-Optional, announced by capability flags on :class:`BaseBackend`: building the exact payload without sending it
-(``supports_payload_preview``), fetching the CRM's current record (``supports_fetch``), listing every lead
-of the CRM in pages (``supports_listing``: the backfill finds CRM matches by e-mail with it instead of one
-search per lead), finding a lead's record without its CRM id (``supports_lookup``: a deleted lead whose
-create timed out), and reporting each HTTP call for the ledger through :func:`record_call`. A backend may
-also announce the longest value the CRM accepts per payload key in ``max_lengths`` (the mapper preview
-warns about longer values), and fill two hooks the engine calls when it maps a row: ``max_length(field)``
-(a longer value of that lead field is a mapping error, before anything is sent) and ``encode_date(value)``
-(how a date mapped to a custom field is written).
+A plain class with only these two (built with no arguments, or with ``BACKEND_AUTH`` as keyword arguments
+if its constructor takes ``**kwargs``, as 1.3.0's :class:`CRMBackend` does) works as ``BACKEND``: the
+engine wraps it in a :class:`PlainBackend`, which calls those two methods and nothing else of it.
+
+Everything else is optional: a method of :class:`BaseBackend` with a safe default, announced by a
+capability flag where the default cannot do the work (``supports_*``, as ``django.tasks`` does). Generic
+code reads the flags and calls the hooks; it never probes a backend for attributes nor reads its options.
+
+- ``supports_payload_preview``: :meth:`BaseBackend.build_payload`, the exact body without I/O.
+- ``supports_fetch``: :meth:`BaseBackend.fetch_lead`, the CRM's current record.
+- ``supports_listing``: :meth:`BaseBackend.iter_leads`, every CRM lead in pages (the backfill finds CRM
+  matches by e-mail with it instead of one search per lead).
+- ``supports_lookup``: :meth:`BaseBackend.find_lead_id`, a lead's record without its CRM id (a deleted
+  lead whose create timed out).
+- ``supports_connection_check``: :meth:`BaseBackend.check_connection` (``manage.py crmify_check``).
+- ``supports_batch``: :meth:`BaseBackend.sync_leads` / :meth:`BaseBackend.delete_leads` send many leads in
+  one call (the defaults call :meth:`BaseBackend.sync_lead` / :meth:`BaseBackend.delete_lead` in turn).
+  Part of the contract for CRMs with batch calls; the engine does not call them yet.
+
+Hooks without a flag, with defaults that do no harm: ``max_lengths`` and :meth:`BaseBackend.max_length`
+(what the CRM accepts), :meth:`BaseBackend.encode_date`, :meth:`BaseBackend.missing_last_name`,
+:meth:`BaseBackend.record_url`, :meth:`BaseBackend.health`, :meth:`BaseBackend.daily_quota`,
+:meth:`BaseBackend.requests_per_second` and :meth:`BaseBackend.check`. A backend reports each HTTP call for
+the ledger through :func:`record_call`.
 
 A backend that looks a lead up by e-mail before creating it should skip that lookup when
 :func:`listing_says_absent` is true for the lead: the backfill has just listed the CRM and found no match.
@@ -30,10 +45,10 @@ import base64
 import contextlib
 import contextvars
 import datetime
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from django.core import checks
 
@@ -141,11 +156,36 @@ def record_call(record: CallRecord) -> None:
         log.records.append(record)
 
 
-class BaseBackend:
-    """Base class for crmify backends: optional hooks with safe defaults.
+_T = TypeVar("_T")
 
-    The engine builds a backend with ``options`` (``CRMIFY['BACKEND_OPTIONS']``) and ``auth`` (the resolved
-    ``BACKEND_AUTH``). Subclasses implement :meth:`sync_lead` and :meth:`delete_lead` and may set the flags.
+
+@dataclass(frozen=True, slots=True)
+class ConnectionCheck:
+    """One line of a connection check (:meth:`BaseBackend.check_connection`), as ``manage.py
+    crmify_check`` prints it: what was checked, whether it is fine, and what was found."""
+
+    what: str
+    ok: bool
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class BatchItem:
+    """What a batch call (:meth:`BaseBackend.sync_leads`, :meth:`BaseBackend.delete_leads`) did for one
+    lead: its CRM id (a sync), True (a delete), or the error that lead got, read as the worker reads an
+    error of :meth:`BaseBackend.sync_lead`."""
+
+    result: str | bool | None = None
+    error: Exception | None = None
+
+
+class BaseBackend:
+    """Base class for crmify backends: the hooks the engine calls, optional ones with safe defaults.
+
+    :func:`crmify.backends.get_backend` builds a subclass with ``options`` (``CRMIFY['BACKEND_OPTIONS']``)
+    and ``auth`` (the resolved ``BACKEND_AUTH``). Subclasses implement :meth:`sync_lead` and
+    :meth:`delete_lead`, set the flags of what else they do, and override the matching hooks. See the
+    module docstring for who calls what.
     """
 
     #: ``build_payload(lead)`` returns the exact body the CRM would get, without any I/O.
@@ -158,14 +198,39 @@ class BaseBackend:
     supports_listing: bool = False
     #: ``find_lead_id(lead)`` finds the CRM's lead for a lead without a CRM id (by e-mail, say).
     supports_lookup: bool = False
+    #: ``check_connection(status_names)`` calls the CRM to check the key, the URL and the statuses.
+    #: Set for you on a subclass that defines ``verify()``, the hook's name before it.
+    supports_connection_check: bool = False
+    #: ``sync_leads(leads)`` and ``delete_leads(lead_ids)`` send up to ``max_batch_size`` leads per call.
+    supports_batch: bool = False
+    #: The most leads one batch call takes (read only when ``supports_batch`` is set).
+    max_batch_size: int = 1
     #: Longest value the CRM accepts, by payload key; the mapper preview warns above it. Empty: no limits known.
     max_lengths: Mapping[str, int] = MappingProxyType({})
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "verify" in vars(cls) and "supports_connection_check" not in vars(cls):
+            # A backend written when the connection check was called verify() keeps its check.
+            cls.supports_connection_check = True
 
     def __init__(
         self, options: Mapping[str, Any] | None = None, auth: Mapping[str, str] | None = None
     ) -> None:
         self.options: dict[str, Any] = dict(options or {})
         self.auth: dict[str, str] = dict(auth or {})
+
+    @property
+    def configured_class(self) -> type[Any]:
+        """The class ``BACKEND`` names (for a :class:`PlainBackend`, the wrapped object's)."""
+        return type(self)
+
+    @property
+    def display_name(self) -> str:
+        """The backend's name in messages to staff: the configured class's name."""
+        return self.configured_class.__name__
+
+    # -- required ---------------------------------------------------------------------------------
 
     def sync_lead(self, lead: Lead) -> str:
         """Create or update ``lead`` in the CRM and return its CRM id. Called by the engine's worker."""
@@ -174,6 +239,24 @@ class BaseBackend:
     def delete_lead(self, lead_id: str) -> bool:
         """Delete the CRM's lead ``lead_id``; True when it is gone. Called by the engine's worker."""
         raise NotImplementedError
+
+    # -- batches (supports_batch) -------------------------------------------------------------------
+
+    def sync_leads(self, leads: Sequence[Lead]) -> list[BatchItem]:
+        """Create or update each of ``leads`` (at most ``max_batch_size``); one :class:`BatchItem` per
+        lead, in order, its ``result`` the CRM id. An error that fails the whole call may be raised instead.
+
+        The default calls :meth:`sync_lead` for each lead, so every backend answers it; a CRM with batch
+        calls overrides it and sets ``supports_batch``. Not called by the engine yet.
+        """
+        return [_batch_item(self.sync_lead, lead) for lead in leads]
+
+    def delete_leads(self, lead_ids: Sequence[str]) -> list[BatchItem]:
+        """Delete each of ``lead_ids``; one :class:`BatchItem` per id, in order, its ``result`` what
+        :meth:`delete_lead` returns. The default calls :meth:`delete_lead` for each. Not called yet."""
+        return [_batch_item(self.delete_lead, lead_id) for lead_id in lead_ids]
+
+    # -- what mapping needs -------------------------------------------------------------------------
 
     def max_length(self, field: str) -> int | None:
         """The longest text the CRM keeps in lead field ``field`` (``"description"``), or None if unknown.
@@ -190,6 +273,13 @@ class BaseBackend:
         Called by the engine when it maps a row; the result is kept in ``Lead.custom_fields`` and sent.
         """
         return value.isoformat()
+
+    def missing_last_name(self, lead: Lead) -> str | None:
+        """What is sent as the last name of ``lead``, which has none (a CRM that requires one), or None
+        when the backend sends none. Called by the mapper preview to warn; pure. None by default."""
+        return None
+
+    # -- optional features (their flags above) ------------------------------------------------------
 
     def build_payload(self, lead: Lead) -> dict[str, Any]:
         """The exact JSON body :meth:`sync_lead` would send for ``lead``; pure (the mapper preview calls it)."""
@@ -215,8 +305,31 @@ class BaseBackend:
         """
         raise NotImplementedError
 
+    def check_connection(self, status_names: Sequence[str]) -> list[ConnectionCheck]:
+        """Call the CRM to check the credentials, the URL and that it knows ``status_names`` (the three
+        configured statuses); one :class:`ConnectionCheck` per thing checked. Called by ``manage.py
+        crmify_check`` when ``supports_connection_check`` is set. Default: the rows of ``verify()``."""
+        return [ConnectionCheck(*row) for row in self.verify(list(status_names))]
+
+    def verify(self, status_names: list[str]) -> list[tuple[str, bool, str]]:
+        """The connection check's name before :meth:`check_connection`, as ``(what, ok, detail)`` rows:
+        still called for a backend that defines it. None by default."""
+        return []
+
+    # -- what staff see and the estimates (no I/O) --------------------------------------------------
+
     def health(self) -> QuotaState | None:
         """What the CRM last said about quota and auth, from shared state (no I/O; the admin's banner)."""
+        return None
+
+    def daily_quota(self) -> int | None:
+        """The daily call limit the site configured, known before the CRM reports one in :meth:`health`;
+        None if not configured. The backfill's dry run divides its calls by it."""
+        return None
+
+    def requests_per_second(self) -> float | None:
+        """The pace the backend keeps (calls per second, shared by every worker), or None if it keeps
+        none. The backfill's dry run estimates a run's duration with it."""
         return None
 
     def record_url(self, lead_id: str) -> str | None:
@@ -226,6 +339,54 @@ class BaseBackend:
     def check(self) -> list[checks.CheckMessage]:
         """System-check messages about this backend's own options (called by ``crmify.checks``)."""
         return []
+
+
+def _batch_item(call: Callable[[_T], str | bool], argument: _T) -> BatchItem:
+    """One lead of a batch sent one at a time: the call's result, or the error it raised."""
+    try:
+        return BatchItem(result=call(argument))
+    except Exception as exc:  # one lead's error is that lead's, as the worker reads it
+        return BatchItem(error=exc)
+
+
+class SeedBackend(Protocol):
+    """A backend class as the original README describes it: the two methods, and nothing else."""
+
+    def sync_lead(self, lead: Lead) -> str: ...
+
+    def delete_lead(self, lead_id: str) -> bool: ...
+
+
+class PlainBackend(BaseBackend):
+    """The engine's :class:`BaseBackend` for a site backend that is not one: a plain class with
+    ``sync_lead`` and ``delete_lead`` only (the original README), or a 1.3.0 :class:`CRMBackend` subclass.
+
+    Built by :func:`crmify.backends.as_base_backend`. Calls the wrapped object's two methods and nothing
+    else of it (its other attributes, whatever they are, are never read), so every optional hook has
+    its default. ``wrapped`` is the site's object; ``isinstance(backend, SiteCRM)`` stays true, as it
+    is for the object itself, because ``__class__`` answers the wrapped object's class (the way Django's
+    ``SimpleLazyObject`` does).
+    """
+
+    def __init__(self, wrapped: SeedBackend) -> None:
+        super().__init__()
+        self.wrapped = wrapped
+
+    # isinstance() falls back to __class__ when the real type does not match: site code (and tests)
+    # that check the backend's class see their own class, and BaseBackend checks still see this one.
+    @property  # type: ignore[misc]
+    def __class__(self) -> type[Any]:
+        return type(self.wrapped)
+
+    @property
+    def configured_class(self) -> type[Any]:
+        return type(self.wrapped)
+
+    def sync_lead(self, lead: Lead) -> str:
+        return self.wrapped.sync_lead(lead)
+
+    def delete_lead(self, lead_id: str) -> bool:
+        return self.wrapped.delete_lead(lead_id)
 
 
 #: The prefix 1.3.0 stripped from auth keys given under their environment variable's name.
@@ -238,8 +399,8 @@ class CRMBackend:
     :func:`crmify.backends.get_backend` builds a subclass with ``BACKEND_AUTH`` as keyword arguments
     (``API_KEY=...``), which land in ``self._auth_params`` (a key given as ``CRMIFY_BACKEND_AUTH_API_KEY``
     reads ``API_KEY``). Subclasses implement :meth:`sync_lead` and :meth:`delete_lead`, called by the
-    engine's worker; they get none of :class:`BaseBackend`'s options or optional hooks. New backends
-    subclass :class:`BaseBackend` instead.
+    engine's worker through a :class:`PlainBackend`; they get none of :class:`BaseBackend`'s options or
+    optional hooks. New backends subclass :class:`BaseBackend` instead.
     """
 
     def __init__(self, **auth_params: Any) -> None:

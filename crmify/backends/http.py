@@ -106,6 +106,15 @@ class HttpBackend(BaseBackend):
     def health(self) -> QuotaState:
         return self.quota.state()
 
+    def daily_quota(self) -> int | None:
+        """``BACKEND_OPTIONS['DAILY_QUOTA']``: the plan's limit, before the CRM reports it."""
+        value = self.options.get("DAILY_QUOTA")
+        return int(value) if value else None
+
+    def requests_per_second(self) -> float:
+        """``BACKEND_OPTIONS['REQUESTS_PER_SECOND']``, else :attr:`default_rate`: the shared pace."""
+        return float(self.options.get("REQUESTS_PER_SECOND") or self.default_rate)
+
     def scrub(self, text: str) -> str:
         """``text`` without the credentials: for everything recorded or raised."""
         return redact(text, self.auth.values())

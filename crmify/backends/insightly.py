@@ -31,14 +31,20 @@ from __future__ import annotations
 
 import datetime
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from django.core import checks
 
 from crmify.exceptions import PermanentBackendError, TransientBackendError
 
-from .base import CrmLead, length_problems, listing_says_absent, normalise_email
+from .base import (
+    ConnectionCheck,
+    CrmLead,
+    length_problems,
+    listing_says_absent,
+    normalise_email,
+)
 from .http import HttpBackend
 
 if TYPE_CHECKING:
@@ -149,6 +155,7 @@ class InsightlyBackend(HttpBackend):
     supports_partial_update = True
     supports_listing = True
     supports_lookup = True
+    supports_connection_check = True
     max_lengths: Mapping[str, int] = MAX_LENGTHS
 
     def __init__(
@@ -263,8 +270,8 @@ class InsightlyBackend(HttpBackend):
             fields["CUSTOMFIELDS"] = custom
         return fields
 
-    def last_name_for(self, lead: Lead) -> str:
-        """The ``LAST_NAME`` sent for ``lead`` when it has none (the mapper preview warns with it)."""
+    def missing_last_name(self, lead: Lead) -> str:
+        """The ``LAST_NAME`` sent for ``lead``, which has none (``MISSING_LAST_NAME``)."""
         return self._missing_last_name(lead.email, lead.first_name)
 
     def _missing_last_name(self, email: str | None, first_name: str | None) -> str:
@@ -274,7 +281,7 @@ class InsightlyBackend(HttpBackend):
     def current_fields(self, lead: Lead, *, fetch: bool) -> dict[str, Any]:
         """Every field ``lead`` has, ``LAST_NAME`` filled in: the body of a create."""
         current = self.fields_for(lead.crm_values(), fetch=fetch)
-        current.setdefault("LAST_NAME", self.last_name_for(lead))
+        current.setdefault("LAST_NAME", self.missing_last_name(lead))
         return current
 
     def payload_for(self, lead: Lead, *, fetch: bool) -> dict[str, Any]:
@@ -439,28 +446,32 @@ class InsightlyBackend(HttpBackend):
             )
         return messages
 
-    def verify(self, status_names: list[str]) -> list[tuple[str, bool, str]]:
-        """Check the connection for ``manage.py crmify_check``: (what, ok, detail) rows."""
-        results: list[tuple[str, bool, str]] = []
+    def check_connection(self, status_names: Sequence[str]) -> list[ConnectionCheck]:
+        """One ``GET /Leads`` for the key and the URL, the status table read afresh for each name, and
+        the quota left (``manage.py crmify_check``)."""
         try:
             self.request("check", "GET", "Leads", params={"top": 1})
         except PermanentBackendError as exc:
-            results.append(("API key and base URL", False, str(exc)))
-            return results
+            return [ConnectionCheck("API key and base URL", False, str(exc))]
         except TransientBackendError as exc:
-            results.append(("base URL answers", False, f"{self.base_url}: {exc}"))
-            return results
-        results.append(("API key and base URL", True, self.base_url))
+            return [ConnectionCheck("base URL answers", False, f"{self.base_url}: {exc}")]
+        results = [ConnectionCheck("API key and base URL", True, self.base_url)]
         self.cache.delete(self.table_key("LeadStatuses"))
         for name in status_names:
             try:
                 status_id = self._resolve(
                     "LeadStatuses", "LEAD_STATUS_ID", "LEAD_STATUS", name, fetch=True
                 )
-                results.append((f"status {name!r}", True, f"LEAD_STATUS_ID {status_id}"))
+                results.append(
+                    ConnectionCheck(f"status {name!r}", True, f"LEAD_STATUS_ID {status_id}")
+                )
             except PermanentBackendError as exc:
-                results.append((f"status {name!r}", False, str(exc)))
+                results.append(ConnectionCheck(f"status {name!r}", False, str(exc)))
         state = self.quota.state()
         remaining = "unknown" if state.remaining is None else f"{state.remaining} of {state.limit}"
-        results.append(("daily quota remaining", not state.exhausted, remaining))
+        results.append(ConnectionCheck("daily quota remaining", not state.exhausted, remaining))
         return results
+
+    def verify(self, status_names: list[str]) -> list[tuple[str, bool, str]]:
+        """:meth:`check_connection` as ``(what, ok, detail)`` rows, under the hook's earlier name."""
+        return [(c.what, c.ok, c.detail) for c in self.check_connection(status_names)]
