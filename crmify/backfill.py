@@ -47,7 +47,7 @@ from crmify.conf import crmify_settings
 from crmify.exceptions import MappingError, QuotaExhausted
 from crmify.loading import get_lead_model, get_mapper
 from crmify.mappers import LeadModelFieldMapper
-from crmify.models import MAPPABLE_FIELDS, BackfillRun, Lead, SyncState
+from crmify.models import MAPPABLE_FIELDS, BackfillRun, Lead
 from crmify.queue import enqueue_on_commit, enqueue_task
 from crmify.sweeper import iterate_source_rows
 from crmify.tracking import (
@@ -56,9 +56,9 @@ from crmify.tracking import (
     fingerprint,
     mapped_fingerprint,
     new_lead,
-    pending_unless_syncing,
     track,
 )
+from crmify.transitions import prepare_insert
 from crmify.worker import MAX_ERROR_LENGTH, _write_ledger, current_backend, redact
 
 logger = logging.getLogger("crmify")
@@ -69,7 +69,8 @@ LISTING_PAGE_SIZE = 500
 #: A chunk whose first new lead collides with one a site save just created is read again this often.
 CHUNK_ATTEMPTS = 3
 
-#: What a changed lead's bulk update writes: its values, its fingerprints, its CRM match, its queue state.
+#: What a changed lead's bulk update writes besides its queue state: its values, its fingerprints, its CRM
+#: match.
 _UPDATE_FIELDS: tuple[str, ...] = (
     *MAPPABLE_FIELDS,
     "custom_fields",
@@ -78,11 +79,6 @@ _UPDATE_FIELDS: tuple[str, ...] = (
     "external_id",
     "synced_values",
     "absent_from_crm_at",
-    "sync_state",
-    "queued_at",
-    "attempts",
-    "next_attempt_at",
-    "updated_at",
 )
 
 
@@ -751,23 +747,17 @@ def insert_leads(leads: list[Lead], using: str, now: datetime) -> None:
 def _save(chunk: _Chunk, now: datetime, using: str) -> None:
     """Write a chunk's leads in bulk and queue each new or changed one for the worker."""
     for lead in chunk.creates:
-        lead.sync_state = SyncState.PENDING
-        lead.queued_at = now
+        prepare_insert(lead, now)
     if chunk.creates:
         try:
             with transaction.atomic(using=using):
                 insert_leads(chunk.creates, using, now)
         except IntegrityError:
             raise _Collision from None
-    for lead in chunk.updates:
+    if chunk.updates:
         # As save_if_changed: a lead a worker is sending stays with it (the worker sees the new
         # fingerprint and queues it again); any other becomes pending with a fresh count of attempts.
-        lead.sync_state = pending_unless_syncing()
-        lead.queued_at = lead.updated_at = now
-        lead.attempts = 0
-        lead.next_attempt_at = None
-    if chunk.updates:
-        Lead.objects.using(using).bulk_update(chunk.updates, _UPDATE_FIELDS)
+        Lead.objects.using(using).mark_changed_in_bulk(chunk.updates, _UPDATE_FIELDS, now)
     if chunk.refingerprint:
         Lead.objects.using(using).bulk_update(chunk.refingerprint, ["source_fingerprint"])
     lead_ids = [lead.pk for lead in chunk.updates]

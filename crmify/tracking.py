@@ -16,7 +16,6 @@ from typing import Any
 
 from django.contrib.contenttypes.models import ContentType
 from django.db import DatabaseError, IntegrityError, connections, models, router, transaction
-from django.db.models import Case, Exists, OuterRef, Value, When
 from django.utils import timezone
 
 from crmify.backends.base import BaseBackend
@@ -24,8 +23,9 @@ from crmify.conf import crmify_settings
 from crmify.exceptions import MappingError
 from crmify.loading import get_mapper
 from crmify.mappers import LeadModelFieldMapper, MappedLead, fit_to_crm
-from crmify.models import Lead, LedgerEntry, SyncState
+from crmify.models import Lead
 from crmify.queue import enqueue_lead_on_commit
+from crmify.transitions import note_changed, note_mapping_failed, note_tombstone, prepare_insert
 from crmify.worker import current_backend
 
 logger = logging.getLogger("crmify")
@@ -37,14 +37,6 @@ def fingerprint(values: Mapping[str, Any]) -> str:
         values, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str
     )
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def pending_unless_syncing() -> Case:
-    """The new ``sync_state`` for a changed lead: pending, unless a worker holds it (it re-queues itself)."""
-    return Case(
-        When(sync_state=SyncState.SYNCING, then=Value(SyncState.SYNCING)),
-        default=Value(SyncState.PENDING),
-    )
 
 
 def find_lead(instance: models.Model, using: str | None = None) -> Lead | None:
@@ -242,7 +234,7 @@ def save_if_changed(lead: Lead, *, using: str | None = None, source_moved: bool 
     if lead.pk is None:
         # Raises IntegrityError, the savepoint rolled back, if the row got a lead since we looked.
         with transaction.atomic(using=using):
-            _insert(lead, now, using, SyncState.PENDING)
+            _insert(lead, now, using)
             enqueue_lead_on_commit(lead.pk, using)
         return lead
     values = {
@@ -250,20 +242,15 @@ def save_if_changed(lead: Lead, *, using: str | None = None, source_moved: bool 
         for name in (*lead.crm_values(), "fingerprint", "source_fingerprint")
     }
     queryset = Lead.objects.using(using).filter(pk=lead.pk)
-    if lead.tombstone:
-        queryset.update(**values, updated_at=now)
-        return lead
-    with transaction.atomic(using=using):
-        queryset.update(
-            **values,
-            sync_state=pending_unless_syncing(),
-            queued_at=now,
-            attempts=0,
-            next_attempt_at=None,
-            updated_at=now,
-        )
-        enqueue_lead_on_commit(lead.pk, using)
-    lead.sync_state = SyncState.PENDING
+    if not lead.tombstone:
+        with transaction.atomic(using=using):
+            if queryset.mark_changed(now, **values):
+                enqueue_lead_on_commit(lead.pk, using)
+                note_changed(lead)
+                return lead
+    # A tombstone (mark_changed refuses it, even when this copy was loaded before it became one)
+    # keeps its new values, unqueued.
+    queryset.update(**values, updated_at=now)
     return lead
 
 
@@ -277,10 +264,10 @@ def _remember_source_fingerprint(lead: Lead, using: str) -> None:
     ).update(source_fingerprint=lead.source_fingerprint)
 
 
-def _insert(lead: Lead, now: Any, using: str, state: SyncState) -> None:
-    """Insert a new lead in ``state``; raises ``IntegrityError`` if the row already has one."""
-    lead.sync_state = state
-    lead.queued_at = now
+def _insert(lead: Lead, now: Any, using: str, *, failed: str = "") -> None:
+    """Insert a new lead, pending (or ``failed`` with a mapping error); raises ``IntegrityError`` if the row
+    already has one."""
+    prepare_insert(lead, now, failed=failed)
     lead.save(using=using, force_insert=True)
 
 
@@ -290,15 +277,15 @@ def _record_mapping_error(lead: Lead, exc: MappingError, using: str) -> None:
     A tombstone keeps its state (it has nothing to send); the message is still shown.
     """
     logger.warning("crmify: mapping lead for %s failed: %s", lead.source_id, exc)
-    state = SyncState(lead.sync_state) if lead.tombstone else SyncState.FAILED
-    lead.last_error = f"Mapping failed: {exc}"
+    message = f"Mapping failed: {exc}"
     # Empty fingerprints make the next successful mapping count as a change (and tell
     # api.retry_failed to map the row again rather than send what the lead holds).
     lead.fingerprint = lead.source_fingerprint = ""
+    now = timezone.now()
     if lead.pk is None:
         try:
             with transaction.atomic(using=using):
-                _insert(lead, timezone.now(), using, state)
+                _insert(lead, now, using, failed=message)
             return
         except IntegrityError:
             lead.pk = (
@@ -306,14 +293,8 @@ def _record_mapping_error(lead: Lead, exc: MappingError, using: str) -> None:
                 .get(source_type=lead.source_type, source_id=lead.source_id)
                 .pk
             )
-    lead.sync_state = state
-    Lead.objects.using(using).filter(pk=lead.pk).update(
-        sync_state=state,
-        last_error=lead.last_error,
-        fingerprint="",
-        source_fingerprint="",
-        updated_at=timezone.now(),
-    )
+    note_mapping_failed(lead, message)
+    Lead.objects.using(using).filter(pk=lead.pk).fail_mapping(message, now)
 
 
 def source_deleted(instance: models.Model) -> None:
@@ -333,34 +314,10 @@ def request_crm_delete(lead: Lead, *, using: str | None = None) -> bool:
     lead read before a worker gave it a CRM id, and that record must still be deleted.
     """
     using = using or router.db_for_write(Lead, instance=lead)
-    now = timezone.now()
-    tombstone = {
-        "tombstone": True,
-        "attempts": 0,
-        "next_attempt_at": None,
-        "queued_at": now,
-        "updated_at": now,
-    }
-    live = Lead.objects.using(using).filter(pk=lead.pk, tombstone=False)
-    # Never sent and not being sent: there is nothing in the CRM to delete. A lead without a CRM id that
-    # was sent (its create timed out, say) may be there all the same: the worker looks for it.
-    never_sent = (
-        live.filter(external_id="")
-        .exclude(sync_state=SyncState.SYNCING)
-        .exclude(Exists(LedgerEntry.objects.using(using).filter(lead=OuterRef("pk"))))
-        .update(sync_state=SyncState.DELETED, **tombstone)
-    )
-    # A lead being synced stays with its worker, which hands it to the delete when it finishes.
-    queued = never_sent or live.update(
-        sync_state=Case(
-            When(sync_state=SyncState.SYNCING, then=Value(SyncState.SYNCING)),
-            default=Value(SyncState.DELETING),
-        ),
-        **tombstone,
-    )
-    if not queued:
+    deleted, queued = Lead.objects.using(using).filter(pk=lead.pk).request_delete()
+    if not (deleted or queued):
         return False
-    lead.tombstone = True
-    if not never_sent:
+    note_tombstone(lead)
+    if queued:
         enqueue_lead_on_commit(lead.pk, using)
     return True
