@@ -746,8 +746,7 @@ def insert_leads(leads: list[Lead], using: str, now: datetime) -> None:
 
 def _save(chunk: _Chunk, now: datetime, using: str) -> None:
     """Write a chunk's leads in bulk and queue each new or changed one for the worker."""
-    for lead in chunk.creates:
-        prepare_insert(lead, now)
+    prepare_insert(chunk.creates, now)
     if chunk.creates:
         try:
             with transaction.atomic(using=using):

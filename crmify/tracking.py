@@ -267,7 +267,7 @@ def _remember_source_fingerprint(lead: Lead, using: str) -> None:
 def _insert(lead: Lead, now: Any, using: str, *, failed: str = "") -> None:
     """Insert a new lead, pending (or ``failed`` with a mapping error); raises ``IntegrityError`` if the row
     already has one."""
-    prepare_insert(lead, now, failed=failed)
+    prepare_insert([lead], now, failed=failed)
     lead.save(using=using, force_insert=True)
 
 

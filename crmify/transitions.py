@@ -395,13 +395,15 @@ class LeadQuerySet(models.QuerySet["Lead"]):
         return deleted, queued
 
 
-def prepare_insert(lead: Lead, now: datetime, *, failed: str = "") -> None:
-    """Set a new, unsaved lead's state before its INSERT (``crmify.tracking``, the backfill): pending and
-    queued at ``now``, or failed with the mapper's message ``failed``."""
-    lead.sync_state = SyncState.FAILED if failed else SyncState.PENDING
-    lead.queued_at = now
-    if failed:
-        lead.last_error = failed
+def prepare_insert(leads: Iterable[Lead], now: datetime, *, failed: str = "") -> None:
+    """Set the state of new, unsaved leads before their INSERT (``crmify.tracking``, the backfill's whole
+    chunk at once): pending and queued at ``now``, or failed with the mapper's message ``failed``."""
+    state = SyncState.FAILED if failed else SyncState.PENDING
+    for lead in leads:
+        lead.sync_state = state
+        lead.queued_at = now
+        if failed:
+            lead.last_error = failed
 
 
 def note_changed(lead: Lead) -> None:
