@@ -50,14 +50,7 @@ from crmify.mappers import LeadModelFieldMapper
 from crmify.models import MAPPABLE_FIELDS, BackfillRun, Lead
 from crmify.queue import enqueue_on_commit, enqueue_task
 from crmify.sweeper import iterate_source_rows
-from crmify.tracking import (
-    _map,
-    assign_values,
-    fingerprint,
-    mapped_fingerprint,
-    new_lead,
-    track,
-)
+from crmify.tracking import RowChange, _map, decide, new_lead, track
 from crmify.transitions import prepare_insert
 from crmify.worker import MAX_ERROR_LENGTH, _write_ledger, current_backend, redact
 
@@ -313,32 +306,26 @@ def _decide(
     for row in rows:
         lead = leads.get(str(row.pk))
         if lead is not None and lead.tombstone:
-            chunk.tombstones += 1  # deleted from the CRM: only staff bring it back
+            # Deleted from the CRM: only staff bring it back. Unlike a save (which keeps a tombstone's new
+            # values), the backfill and the import leave it as it is, unmapped.
+            chunk.tombstones += 1
             continue
         mapped = _map(row, mapper)
-        if isinstance(mapped, MappingError):
-            chunk.failures.append((row, lead, mapped))
+        adding = lead is None
+        if lead is None:
+            lead = _copy_of(blank, source_id=str(row.pk))
+        change = decide(lead, mapped, quick=True)
+        if isinstance(mapped, MappingError):  # change is MAPPING_FAILED
+            chunk.failures.append((row, None if adding else lead, mapped))
             continue
         email = normalise_email(mapped.values.get("email", ""))
         crm_id = matches.get(email) if matches is not None and email else None
         chunk.in_crm += crm_id is not None
-        if (
-            lead is not None
-            and lead.fingerprint
-            and lead.source_fingerprint == mapped_fingerprint(mapped)
-        ):
-            chunk.unchanged += 1  # the receivers' cheap check: same mapper output as last time
-            continue
-        adding = lead is None
-        if lead is None:
-            lead = _copy_of(blank, source_id=str(row.pk))
-        assign_values(lead, mapped)
-        new_fingerprint = fingerprint(lead.crm_values())
-        if not adding and new_fingerprint == lead.fingerprint:
-            chunk.refingerprint.append(lead)
+        if change in (RowChange.UNCHANGED, RowChange.SOURCE_MOVED):
+            if change is RowChange.SOURCE_MOVED:
+                chunk.refingerprint.append(lead)
             chunk.unchanged += 1
             continue
-        lead.fingerprint = new_fingerprint
         if not lead.external_id and matches is not None:
             if crm_id is not None:
                 lead.external_id = crm_id

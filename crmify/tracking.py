@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Mapping
+from enum import StrEnum
 from typing import Any
 
 from django.contrib.contenttypes.models import ContentType
@@ -175,22 +176,25 @@ def track(
         lead = find_lead(instance, using) or new_lead(instance, using)
     if mapped is None:
         mapped = _map(instance, mapper or get_mapper())
-    if isinstance(mapped, MappingError):
-        _record_mapping_error(lead, mapped, using)
-        return lead
     return apply_values(lead, mapped, status=status, using=using)
 
 
 def apply_values(
-    lead: Lead, mapped: MappedLead, *, status: str | None = None, using: str | None = None
+    lead: Lead,
+    mapped: MappedLead | MappingError,
+    *,
+    status: str | None = None,
+    using: str | None = None,
 ) -> Lead:
-    """Write mapped values onto ``lead`` and queue a sync if what the CRM should hold changed."""
-    recorded_source = lead.source_fingerprint
-    assign_values(lead, mapped, status=status)
+    """Record what ``mapped`` means for ``lead`` (:func:`decide`): write its values and queue a sync if what
+    the CRM should hold changed, or fail the lead with the mapper's message."""
+    using = using or router.db_for_write(Lead, instance=lead)
+    change = decide(lead, mapped, status=status)
+    if change is RowChange.MAPPING_FAILED:
+        _record_mapping_error(lead, str(mapped), using)
+        return lead
     try:
-        return save_if_changed(
-            lead, using=using, source_moved=lead.source_fingerprint != recorded_source
-        )
+        return _record(lead, change, using)
     except IntegrityError:
         if not lead._state.adding:
             raise
@@ -216,22 +220,87 @@ def assign_values(lead: Lead, mapped: MappedLead, *, status: str | None = None) 
     lead.source_fingerprint = mapped_fingerprint(mapped)
 
 
-def save_if_changed(lead: Lead, *, using: str | None = None, source_moved: bool = False) -> Lead:
-    """Persist ``lead``'s values when their fingerprint changed, and queue it.
+class RowChange(StrEnum):
+    """What a source row's mapped values mean for its lead (:func:`decide`)."""
+
+    #: The row has no lead yet: insert one, pending.
+    NEW = "new"
+    #: What the CRM should hold moved: the lead is marked changed and queued.
+    CHANGED = "changed"
+    #: Nothing to write.
+    UNCHANGED = "unchanged"
+    #: The mapper's output moved but what the CRM should hold did not: only its fingerprint is recorded.
+    SOURCE_MOVED = "source moved"
+    #: Deleted from the CRM and its values moved: never queued (staff re-sync it). The save path keeps the
+    #: new values on it; the backfill and the import leave a tombstone alone.
+    TOMBSTONED = "tombstoned"
+    #: The mapper raised: the lead is failed with its message, nothing is sent.
+    MAPPING_FAILED = "mapping failed"
+
+
+def decide(
+    lead: Lead,
+    mapped: MappedLead | MappingError | None = None,
+    *,
+    status: str | None = None,
+    quick: bool = False,
+) -> RowChange:
+    """What ``mapped`` (the mapper's output for ``lead``'s source row) means for ``lead``: the one decision
+    behind the receivers and the drift scan (through :func:`track`), the public API and the import
+    (through :func:`save_if_changed`) and the backfill, which writes the leads itself in bulk.
+
+    ``lead`` unsaved means the row has no lead yet. Unless the answer is ``UNCHANGED`` (found by ``quick``)
+    or ``MAPPING_FAILED``, ``mapped``'s values and ``status`` are assigned to ``lead`` and, when it is
+    ``NEW``, ``CHANGED`` or ``TOMBSTONED``, its new fingerprint: the caller writes what it decided.
+    ``mapped`` None: the values are on ``lead`` already (staff's edits, an imported row). ``quick`` (the
+    backfill): the same mapper output as recorded last time is unchanged without mapping it onto the lead,
+    as the receivers' cheap check in :func:`track_saved` does.
+    """
+    if isinstance(mapped, MappingError):
+        return RowChange.MAPPING_FAILED
+    adding = lead.pk is None
+    source_moved = False
+    if mapped is not None:
+        if (
+            quick
+            and not adding
+            and lead.fingerprint
+            and lead.source_fingerprint == mapped_fingerprint(mapped)
+        ):
+            return RowChange.UNCHANGED
+        recorded_source = lead.source_fingerprint
+        assign_values(lead, mapped, status=status)
+        source_moved = lead.source_fingerprint != recorded_source
+    new_fingerprint = fingerprint(lead.crm_values())
+    if not adding and new_fingerprint == lead.fingerprint:
+        return RowChange.SOURCE_MOVED if source_moved else RowChange.UNCHANGED
+    lead.fingerprint = new_fingerprint
+    if adding:
+        return RowChange.NEW
+    return RowChange.TOMBSTONED if lead.tombstone else RowChange.CHANGED
+
+
+def save_if_changed(lead: Lead, *, using: str | None = None) -> Lead:
+    """Persist ``lead``'s values (set on it by the caller: staff's edits, an import) when their fingerprint
+    changed, and queue it; see :func:`decide` and :func:`_record`."""
+    using = using or router.db_for_write(Lead, instance=lead)
+    return _record(lead, decide(lead), using)
+
+
+def _record(lead: Lead, change: RowChange, using: str) -> Lead:
+    """Write what :func:`decide` found for ``lead`` and queue it when it is new or changed.
 
     The lead's write and (on the database Tasks backend) its task commit together, in the site's
     transaction or in one of their own: a rollback leaves neither. A tombstone keeps its new values but
     is not queued: staff must re-sync it to bring it back.
     """
-    using = using or router.db_for_write(Lead, instance=lead)
-    new_fingerprint = fingerprint(lead.crm_values())
-    if lead.pk is not None and new_fingerprint == lead.fingerprint:
-        if source_moved:
-            _remember_source_fingerprint(lead, using)
+    if change is RowChange.UNCHANGED:
         return lead
-    lead.fingerprint = new_fingerprint
+    if change is RowChange.SOURCE_MOVED:
+        _remember_source_fingerprint(lead, using)
+        return lead
     now = timezone.now()
-    if lead.pk is None:
+    if change is RowChange.NEW:
         # Raises IntegrityError, the savepoint rolled back, if the row got a lead since we looked.
         with transaction.atomic(using=using):
             _insert(lead, now, using)
@@ -242,7 +311,7 @@ def save_if_changed(lead: Lead, *, using: str | None = None, source_moved: bool 
         for name in (*lead.crm_values(), "fingerprint", "source_fingerprint")
     }
     queryset = Lead.objects.using(using).filter(pk=lead.pk)
-    if not lead.tombstone:
+    if change is RowChange.CHANGED:
         with transaction.atomic(using=using):
             if queryset.mark_changed(now, **values):
                 enqueue_lead_on_commit(lead.pk, using)
@@ -271,13 +340,13 @@ def _insert(lead: Lead, now: Any, using: str, *, failed: str = "") -> None:
     lead.save(using=using, force_insert=True)
 
 
-def _record_mapping_error(lead: Lead, exc: MappingError, using: str) -> None:
-    """Fail the lead with the mapper's message; the site's own save goes on.
+def _record_mapping_error(lead: Lead, error: str, using: str) -> None:
+    """Fail the lead with the mapper's message ``error``; the site's own save goes on.
 
     A tombstone keeps its state (it has nothing to send); the message is still shown.
     """
-    logger.warning("crmify: mapping lead for %s failed: %s", lead.source_id, exc)
-    message = f"Mapping failed: {exc}"
+    logger.warning("crmify: mapping lead for %s failed: %s", lead.source_id, error)
+    message = f"Mapping failed: {error}"
     # Empty fingerprints make the next successful mapping count as a change (and tell
     # api.retry_failed to map the row again rather than send what the lead holds).
     lead.fingerprint = lead.source_fingerprint = ""
