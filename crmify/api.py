@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import models, transaction
-from django.db.models import Case, Exists, F, OuterRef, Q, Subquery, Value, When
+from django.db.models import Exists, OuterRef, Q, Subquery
 from django.utils import timezone
 
 from crmify.backends.base import BaseBackend
@@ -29,7 +29,6 @@ from crmify.queue import enqueue_lead_on_commit
 from crmify.ratelimit import QuotaState
 from crmify.tracking import (
     find_lead,
-    pending_unless_syncing,
     request_crm_delete,
     save_if_changed,
     source_row,
@@ -183,25 +182,6 @@ def gone_from_crm() -> Q:
     return Q(sync_state=SyncState.DELETED) | (Q(sync_state=SyncState.FAILED) & Q(said_404))
 
 
-def _force_pending(leads: models.QuerySet[Lead]) -> None:
-    """Make ``lead`` send everything again, even if nothing changed; a tombstone comes back to life.
-
-    Called by "Re-sync" and "Sync now". A lead whose CRM record is gone (:func:`gone_from_crm`) drops
-    its stale CRM id, so the send creates a new record instead of updating the missing one again.
-    """
-    leads.update(
-        synced_fingerprint="",
-        synced_values={},
-        tombstone=False,
-        attempts=0,
-        next_attempt_at=None,
-        queued_at=timezone.now(),
-        sync_state=pending_unless_syncing(),
-        # Decided on the row, not a stale copy; evaluated before the sync_state above is written.
-        external_id=Case(When(gone_from_crm(), then=Value("")), default=F("external_id")),
-    )
-
-
 def resync(leads: Iterable[Lead]) -> BulkResult:
     """Queue a full sync of each lead, changed or not (the admin's "Re-sync").
 
@@ -220,7 +200,8 @@ def resync(leads: Iterable[Lead]) -> BulkResult:
                 result.skipped[reason] += 1
                 continue
             ids.append(lead.pk)
-        _force_pending(Lead.objects.filter(pk__in=ids))
+        # A lead whose CRM record is gone drops its stale CRM id: the send creates a new record.
+        Lead.objects.filter(pk__in=ids).force_pending(gone_from_crm())
         for lead_id in ids:
             enqueue_lead_on_commit(lead_id)
         result.queued = len(ids)
@@ -246,10 +227,7 @@ def retry_failed(leads: Iterable[Lead]) -> BulkResult:
                 else:
                     result.queued += 1
                 continue
-            state = SyncState.DELETING if lead.tombstone else SyncState.PENDING
-            if not Lead.objects.filter(pk=lead.pk, sync_state=SyncState.FAILED).update(
-                sync_state=state, attempts=0, next_attempt_at=None, queued_at=timezone.now()
-            ):
+            if not Lead.objects.filter(pk=lead.pk).retry_failed():
                 result.skipped["not failed"] += 1  # it moved on since it was loaded
                 continue
             enqueue_lead_on_commit(lead.pk)
@@ -288,9 +266,9 @@ def sync_now(lead: Lead) -> SyncOutcome:
     if mapping_failed(lead) and _remap(lead):
         return SyncOutcome.FAILED
     if lead.tombstone and lead.sync_state != SyncState.DELETED:
-        Lead.objects.filter(pk=lead.pk).update(sync_state=SyncState.DELETING, next_attempt_at=None)
+        Lead.objects.filter(pk=lead.pk).delete_now()
     else:
-        _force_pending(Lead.objects.filter(pk=lead.pk))
+        Lead.objects.filter(pk=lead.pk).force_pending(gone_from_crm())
     return process_lead(lead.pk)
 
 

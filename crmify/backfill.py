@@ -47,18 +47,11 @@ from crmify.conf import crmify_settings
 from crmify.exceptions import MappingError, QuotaExhausted
 from crmify.loading import get_lead_model, get_mapper
 from crmify.mappers import LeadModelFieldMapper
-from crmify.models import MAPPABLE_FIELDS, BackfillRun, Lead, SyncState
+from crmify.models import MAPPABLE_FIELDS, BackfillRun, Lead
 from crmify.queue import enqueue_on_commit, enqueue_task
 from crmify.sweeper import iterate_source_rows
-from crmify.tracking import (
-    _map,
-    assign_values,
-    fingerprint,
-    mapped_fingerprint,
-    new_lead,
-    pending_unless_syncing,
-    track,
-)
+from crmify.tracking import RowChange, _map, decide, new_lead, track
+from crmify.transitions import prepare_insert
 from crmify.worker import MAX_ERROR_LENGTH, _write_ledger, current_backend, redact
 
 logger = logging.getLogger("crmify")
@@ -69,7 +62,8 @@ LISTING_PAGE_SIZE = 500
 #: A chunk whose first new lead collides with one a site save just created is read again this often.
 CHUNK_ATTEMPTS = 3
 
-#: What a changed lead's bulk update writes: its values, its fingerprints, its CRM match, its queue state.
+#: What a changed lead's bulk update writes besides its queue state: its values, its fingerprints, its CRM
+#: match.
 _UPDATE_FIELDS: tuple[str, ...] = (
     *MAPPABLE_FIELDS,
     "custom_fields",
@@ -78,11 +72,6 @@ _UPDATE_FIELDS: tuple[str, ...] = (
     "external_id",
     "synced_values",
     "absent_from_crm_at",
-    "sync_state",
-    "queued_at",
-    "attempts",
-    "next_attempt_at",
-    "updated_at",
 )
 
 
@@ -313,32 +302,26 @@ def _decide(
     for row in rows:
         lead = leads.get(str(row.pk))
         if lead is not None and lead.tombstone:
-            chunk.tombstones += 1  # deleted from the CRM: only staff bring it back
+            # Deleted from the CRM: only staff bring it back. Unlike a save (which keeps a tombstone's new
+            # values), the backfill and the import leave it as it is, unmapped.
+            chunk.tombstones += 1
             continue
         mapped = _map(row, mapper)
-        if isinstance(mapped, MappingError):
-            chunk.failures.append((row, lead, mapped))
+        adding = lead is None
+        if lead is None:
+            lead = _copy_of(blank, source_id=str(row.pk))
+        change = decide(lead, mapped, quick=True)
+        if isinstance(mapped, MappingError):  # change is MAPPING_FAILED
+            chunk.failures.append((row, None if adding else lead, mapped))
             continue
         email = normalise_email(mapped.values.get("email", ""))
         crm_id = matches.get(email) if matches is not None and email else None
         chunk.in_crm += crm_id is not None
-        if (
-            lead is not None
-            and lead.fingerprint
-            and lead.source_fingerprint == mapped_fingerprint(mapped)
-        ):
-            chunk.unchanged += 1  # the receivers' cheap check: same mapper output as last time
-            continue
-        adding = lead is None
-        if lead is None:
-            lead = _copy_of(blank, source_id=str(row.pk))
-        assign_values(lead, mapped)
-        new_fingerprint = fingerprint(lead.crm_values())
-        if not adding and new_fingerprint == lead.fingerprint:
-            chunk.refingerprint.append(lead)
+        if change in (RowChange.UNCHANGED, RowChange.SOURCE_MOVED):
+            if change is RowChange.SOURCE_MOVED:
+                chunk.refingerprint.append(lead)
             chunk.unchanged += 1
             continue
-        lead.fingerprint = new_fingerprint
         if not lead.external_id and matches is not None:
             if crm_id is not None:
                 lead.external_id = crm_id
@@ -744,24 +727,17 @@ def insert_leads(leads: list[Lead], using: str, now: datetime) -> None:
 
 def _save(chunk: _Chunk, now: datetime, using: str) -> None:
     """Write a chunk's leads in bulk and queue each new or changed one for the worker."""
-    for lead in chunk.creates:
-        lead.sync_state = SyncState.PENDING
-        lead.queued_at = now
+    prepare_insert(chunk.creates, now)
     if chunk.creates:
         try:
             with transaction.atomic(using=using):
                 insert_leads(chunk.creates, using, now)
         except IntegrityError:
             raise _Collision from None
-    for lead in chunk.updates:
+    if chunk.updates:
         # As save_if_changed: a lead a worker is sending stays with it (the worker sees the new
         # fingerprint and queues it again); any other becomes pending with a fresh count of attempts.
-        lead.sync_state = pending_unless_syncing()
-        lead.queued_at = lead.updated_at = now
-        lead.attempts = 0
-        lead.next_attempt_at = None
-    if chunk.updates:
-        Lead.objects.using(using).bulk_update(chunk.updates, _UPDATE_FIELDS)
+        Lead.objects.using(using).mark_changed_in_bulk(chunk.updates, _UPDATE_FIELDS, now)
     if chunk.refingerprint:
         Lead.objects.using(using).bulk_update(chunk.refingerprint, ["source_fingerprint"])
     lead_ids = [lead.pk for lead in chunk.updates]

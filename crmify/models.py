@@ -15,6 +15,17 @@ from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from crmify.transitions import LeadQuerySet, SyncState
+
+__all__ = [
+    "CUSTOM_FIELD_PREFIX",
+    "MAPPABLE_FIELDS",
+    "BackfillRun",
+    "Lead",
+    "LedgerEntry",
+    "SyncState",
+]
+
 #: Lead fields a mapper may fill, in the order the admin shows them.
 MAPPABLE_FIELDS: tuple[str, ...] = (
     "first_name",
@@ -39,20 +50,11 @@ MAPPABLE_FIELDS: tuple[str, ...] = (
 CUSTOM_FIELD_PREFIX = "custom_fields__"
 
 
-class SyncState(models.TextChoices):
-    """Where a lead stands with the CRM. Every transition is shown in the admin."""
-
-    PENDING = "pending", _("Pending")
-    SYNCING = "syncing", _("Syncing")
-    SYNCED = "synced", _("Synced")
-    RETRYING = "retrying", _("Retrying")
-    FAILED = "failed", _("Failed")
-    DELETING = "deleting", _("Deleting")
-    DELETED = "deleted", _("Deleted")
-
-
 class Lead(models.Model):
-    """One person as the CRM should know them, with the state of getting them there."""
+    """One person as the CRM should know them, with the state of getting them there.
+
+    Its state moves only through the operations of :class:`crmify.transitions.LeadQuerySet`.
+    """
 
     # No index of its own: the unique (source_type, source_id) index below starts with it.
     source_type = models.ForeignKey(
@@ -123,6 +125,9 @@ class Lead(models.Model):
     claimed_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(_("created"), auto_now_add=True)
     updated_at = models.DateTimeField(_("updated"), auto_now=True)
+
+    # Every change of sync_state and its companion fields goes through these operations.
+    objects = LeadQuerySet.as_manager()
 
     class Meta:
         verbose_name = _("lead")

@@ -99,7 +99,8 @@ def leads_by_email(keys: Iterable[str]) -> dict[str, list[Lead]]:
             .order_by("pk")
         )
         for lead in queryset:
-            found[lead.email_key].append(lead)
+            # The annotation above; LeadQuerySet's stubs do not carry annotations.
+            found[lead.email_key].append(lead)  # type: ignore[attr-defined]
     return found
 
 

@@ -17,7 +17,6 @@ from typing import Any
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import FieldError
 from django.db import models
-from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 
 from crmify.conf import crmify_settings
@@ -59,16 +58,8 @@ def sweep(*, drift: bool = False) -> SweepReport:
     lost_before = now - timedelta(seconds=crmify_settings.SWEEP_PENDING_AFTER)
     # A backend that can defer already holds a task for each retry; only long-overdue ones were lost.
     due_before = lost_before if backend_supports_defer() else now
-    due = Q(
-        sync_state__in=[SyncState.RETRYING, SyncState.DELETING], next_attempt_at__lte=due_before
-    )
-    lost = Q(
-        sync_state__in=[SyncState.PENDING, SyncState.DELETING],
-        next_attempt_at__isnull=True,
-        queued_at__lt=lost_before,
-    )
-    due_ids = list(Lead.objects.filter(due, claim_token="").values_list("pk", flat=True))
-    lost_ids = list(Lead.objects.filter(lost, claim_token="").values_list("pk", flat=True))
+    due_ids = list(Lead.objects.retry_due(due_before).values_list("pk", flat=True))
+    lost_ids = list(Lead.objects.lost(lost_before).values_list("pk", flat=True))
     waiting = waiting_in_queue([*due_ids, *lost_ids])
     report.queued_retries = _requeue(due_ids, waiting, now)
     report.queued_lost = _requeue(lost_ids, waiting, now)
@@ -82,23 +73,7 @@ def sweep(*, drift: bool = False) -> SweepReport:
 
 def release_stale_claims(before: Any) -> int:
     """Give back claims older than ``before``: their worker died (``kill -9``, a lost machine)."""
-    return (
-        Lead.objects.filter(claimed_at__lt=before)
-        .exclude(claim_token="")
-        .update(
-            sync_state=Case(
-                When(tombstone=True, then=Value(SyncState.DELETING)),
-                When(sync_state=SyncState.SYNCING, then=Value(SyncState.PENDING)),
-                default=F("sync_state"),
-            ),
-            claim_token="",
-            claimed_at=None,
-            next_attempt_at=None,
-            # The dead worker's create may have reached the CRM: the next attempt looks it up by e-mail.
-            absent_from_crm_at=None,
-            queued_at=timezone.now() - timedelta(days=1),
-        )
-    )
+    return Lead.objects.release_stale_claims(before)
 
 
 #: Ledger rows deleted per statement, and statements per sweep: each delete stays short (no long lock,
@@ -128,7 +103,7 @@ def prune_ledger(before: Any) -> int:
 
 def _requeue(ids: list[int], waiting: set[int], now: Any) -> int:
     ids = [lead_id for lead_id in ids if lead_id not in waiting]
-    Lead.objects.filter(pk__in=ids).update(queued_at=now)
+    Lead.objects.filter(pk__in=ids).mark_queued(now)
     return sum(1 for lead_id in ids if enqueue_lead(lead_id))
 
 

@@ -12,11 +12,11 @@ import hashlib
 import json
 import logging
 from collections.abc import Mapping
+from enum import StrEnum
 from typing import Any
 
 from django.contrib.contenttypes.models import ContentType
 from django.db import DatabaseError, IntegrityError, connections, models, router, transaction
-from django.db.models import Case, Exists, OuterRef, Value, When
 from django.utils import timezone
 
 from crmify.backends.base import BaseBackend
@@ -24,8 +24,9 @@ from crmify.conf import crmify_settings
 from crmify.exceptions import MappingError
 from crmify.loading import get_mapper
 from crmify.mappers import LeadModelFieldMapper, MappedLead, fit_to_crm
-from crmify.models import Lead, LedgerEntry, SyncState
+from crmify.models import Lead
 from crmify.queue import enqueue_lead_on_commit
+from crmify.transitions import note_changed, note_mapping_failed, note_tombstone, prepare_insert
 from crmify.worker import current_backend
 
 logger = logging.getLogger("crmify")
@@ -37,14 +38,6 @@ def fingerprint(values: Mapping[str, Any]) -> str:
         values, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str
     )
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def pending_unless_syncing() -> Case:
-    """The new ``sync_state`` for a changed lead: pending, unless a worker holds it (it re-queues itself)."""
-    return Case(
-        When(sync_state=SyncState.SYNCING, then=Value(SyncState.SYNCING)),
-        default=Value(SyncState.PENDING),
-    )
 
 
 def find_lead(instance: models.Model, using: str | None = None) -> Lead | None:
@@ -182,22 +175,25 @@ def track(
         lead = find_lead(instance, using) or new_lead(instance, using)
     if mapped is None:
         mapped = _map(instance, mapper or get_mapper())
-    if isinstance(mapped, MappingError):
-        _record_mapping_error(lead, mapped, using)
-        return lead
     return apply_values(lead, mapped, status=status, using=using)
 
 
 def apply_values(
-    lead: Lead, mapped: MappedLead, *, status: str | None = None, using: str | None = None
+    lead: Lead,
+    mapped: MappedLead | MappingError,
+    *,
+    status: str | None = None,
+    using: str | None = None,
 ) -> Lead:
-    """Write mapped values onto ``lead`` and queue a sync if what the CRM should hold changed."""
-    recorded_source = lead.source_fingerprint
-    assign_values(lead, mapped, status=status)
+    """Record what ``mapped`` means for ``lead`` (:func:`decide`): write its values and queue a sync if what
+    the CRM should hold changed, or fail the lead with the mapper's message."""
+    using = using or router.db_for_write(Lead, instance=lead)
+    change = decide(lead, mapped, status=status)
+    if change is RowChange.MAPPING_FAILED:
+        _record_mapping_error(lead, str(mapped), using)
+        return lead
     try:
-        return save_if_changed(
-            lead, using=using, source_moved=lead.source_fingerprint != recorded_source
-        )
+        return _record(lead, change, using)
     except IntegrityError:
         if not lead._state.adding:
             raise
@@ -223,25 +219,90 @@ def assign_values(lead: Lead, mapped: MappedLead, *, status: str | None = None) 
     lead.source_fingerprint = mapped_fingerprint(mapped)
 
 
-def save_if_changed(lead: Lead, *, using: str | None = None, source_moved: bool = False) -> Lead:
-    """Persist ``lead``'s values when their fingerprint changed, and queue it.
+class RowChange(StrEnum):
+    """What a source row's mapped values mean for its lead (:func:`decide`)."""
+
+    #: The row has no lead yet: insert one, pending.
+    NEW = "new"
+    #: What the CRM should hold moved: the lead is marked changed and queued.
+    CHANGED = "changed"
+    #: Nothing to write.
+    UNCHANGED = "unchanged"
+    #: The mapper's output moved but what the CRM should hold did not: only its fingerprint is recorded.
+    SOURCE_MOVED = "source moved"
+    #: Deleted from the CRM and its values moved: never queued (staff re-sync it). The save path keeps the
+    #: new values on it; the backfill and the import leave a tombstone alone.
+    TOMBSTONED = "tombstoned"
+    #: The mapper raised: the lead is failed with its message, nothing is sent.
+    MAPPING_FAILED = "mapping failed"
+
+
+def decide(
+    lead: Lead,
+    mapped: MappedLead | MappingError | None = None,
+    *,
+    status: str | None = None,
+    quick: bool = False,
+) -> RowChange:
+    """What ``mapped`` (the mapper's output for ``lead``'s source row) means for ``lead``: the one decision
+    behind the receivers and the drift scan (through :func:`track`), the public API and the import
+    (through :func:`save_if_changed`) and the backfill, which writes the leads itself in bulk.
+
+    ``lead`` unsaved means the row has no lead yet. Unless the answer is ``UNCHANGED`` (found by ``quick``)
+    or ``MAPPING_FAILED``, ``mapped``'s values and ``status`` are assigned to ``lead`` and, when it is
+    ``NEW``, ``CHANGED`` or ``TOMBSTONED``, its new fingerprint: the caller writes what it decided.
+    ``mapped`` None: the values are on ``lead`` already (staff's edits, an imported row). ``quick`` (the
+    backfill): the same mapper output as recorded last time is unchanged without mapping it onto the lead,
+    as the receivers' cheap check in :func:`track_saved` does.
+    """
+    if isinstance(mapped, MappingError):
+        return RowChange.MAPPING_FAILED
+    adding = lead.pk is None
+    source_moved = False
+    if mapped is not None:
+        if (
+            quick
+            and not adding
+            and lead.fingerprint
+            and lead.source_fingerprint == mapped_fingerprint(mapped)
+        ):
+            return RowChange.UNCHANGED
+        recorded_source = lead.source_fingerprint
+        assign_values(lead, mapped, status=status)
+        source_moved = lead.source_fingerprint != recorded_source
+    new_fingerprint = fingerprint(lead.crm_values())
+    if not adding and new_fingerprint == lead.fingerprint:
+        return RowChange.SOURCE_MOVED if source_moved else RowChange.UNCHANGED
+    lead.fingerprint = new_fingerprint
+    if adding:
+        return RowChange.NEW
+    return RowChange.TOMBSTONED if lead.tombstone else RowChange.CHANGED
+
+
+def save_if_changed(lead: Lead, *, using: str | None = None) -> Lead:
+    """Persist ``lead``'s values (set on it by the caller: staff's edits, an import) when their fingerprint
+    changed, and queue it; see :func:`decide` and :func:`_record`."""
+    using = using or router.db_for_write(Lead, instance=lead)
+    return _record(lead, decide(lead), using)
+
+
+def _record(lead: Lead, change: RowChange, using: str) -> Lead:
+    """Write what :func:`decide` found for ``lead`` and queue it when it is new or changed.
 
     The lead's write and (on the database Tasks backend) its task commit together, in the site's
     transaction or in one of their own: a rollback leaves neither. A tombstone keeps its new values but
     is not queued: staff must re-sync it to bring it back.
     """
-    using = using or router.db_for_write(Lead, instance=lead)
-    new_fingerprint = fingerprint(lead.crm_values())
-    if lead.pk is not None and new_fingerprint == lead.fingerprint:
-        if source_moved:
-            _remember_source_fingerprint(lead, using)
+    if change is RowChange.UNCHANGED:
         return lead
-    lead.fingerprint = new_fingerprint
+    if change is RowChange.SOURCE_MOVED:
+        _remember_source_fingerprint(lead, using)
+        return lead
     now = timezone.now()
-    if lead.pk is None:
+    if change is RowChange.NEW:
         # Raises IntegrityError, the savepoint rolled back, if the row got a lead since we looked.
         with transaction.atomic(using=using):
-            _insert(lead, now, using, SyncState.PENDING)
+            _insert(lead, now, using)
             enqueue_lead_on_commit(lead.pk, using)
         return lead
     values = {
@@ -249,20 +310,15 @@ def save_if_changed(lead: Lead, *, using: str | None = None, source_moved: bool 
         for name in (*lead.crm_values(), "fingerprint", "source_fingerprint")
     }
     queryset = Lead.objects.using(using).filter(pk=lead.pk)
-    if lead.tombstone:
-        queryset.update(**values, updated_at=now)
-        return lead
-    with transaction.atomic(using=using):
-        queryset.update(
-            **values,
-            sync_state=pending_unless_syncing(),
-            queued_at=now,
-            attempts=0,
-            next_attempt_at=None,
-            updated_at=now,
-        )
-        enqueue_lead_on_commit(lead.pk, using)
-    lead.sync_state = SyncState.PENDING
+    if change is RowChange.CHANGED:
+        with transaction.atomic(using=using):
+            if queryset.mark_changed(now, **values):
+                enqueue_lead_on_commit(lead.pk, using)
+                note_changed(lead)
+                return lead
+    # A tombstone (mark_changed refuses it, even when this copy was loaded before it became one)
+    # keeps its new values, unqueued.
+    queryset.update(**values, updated_at=now)
     return lead
 
 
@@ -276,28 +332,28 @@ def _remember_source_fingerprint(lead: Lead, using: str) -> None:
     ).update(source_fingerprint=lead.source_fingerprint)
 
 
-def _insert(lead: Lead, now: Any, using: str, state: SyncState) -> None:
-    """Insert a new lead in ``state``; raises ``IntegrityError`` if the row already has one."""
-    lead.sync_state = state
-    lead.queued_at = now
+def _insert(lead: Lead, now: Any, using: str, *, failed: str = "") -> None:
+    """Insert a new lead, pending (or ``failed`` with a mapping error); raises ``IntegrityError`` if the row
+    already has one."""
+    prepare_insert([lead], now, failed=failed)
     lead.save(using=using, force_insert=True)
 
 
-def _record_mapping_error(lead: Lead, exc: MappingError, using: str) -> None:
-    """Fail the lead with the mapper's message; the site's own save goes on.
+def _record_mapping_error(lead: Lead, error: str, using: str) -> None:
+    """Fail the lead with the mapper's message ``error``; the site's own save goes on.
 
     A tombstone keeps its state (it has nothing to send); the message is still shown.
     """
-    logger.warning("crmify: mapping lead for %s failed: %s", lead.source_id, exc)
-    state = SyncState(lead.sync_state) if lead.tombstone else SyncState.FAILED
-    lead.last_error = f"Mapping failed: {exc}"
+    logger.warning("crmify: mapping lead for %s failed: %s", lead.source_id, error)
+    message = f"Mapping failed: {error}"
     # Empty fingerprints make the next successful mapping count as a change (and tell
     # api.retry_failed to map the row again rather than send what the lead holds).
     lead.fingerprint = lead.source_fingerprint = ""
+    now = timezone.now()
     if lead.pk is None:
         try:
             with transaction.atomic(using=using):
-                _insert(lead, timezone.now(), using, state)
+                _insert(lead, now, using, failed=message)
             return
         except IntegrityError:
             lead.pk = (
@@ -305,14 +361,8 @@ def _record_mapping_error(lead: Lead, exc: MappingError, using: str) -> None:
                 .get(source_type=lead.source_type, source_id=lead.source_id)
                 .pk
             )
-    lead.sync_state = state
-    Lead.objects.using(using).filter(pk=lead.pk).update(
-        sync_state=state,
-        last_error=lead.last_error,
-        fingerprint="",
-        source_fingerprint="",
-        updated_at=timezone.now(),
-    )
+    note_mapping_failed(lead, message)
+    Lead.objects.using(using).filter(pk=lead.pk).fail_mapping(message, now)
 
 
 def source_deleted(instance: models.Model) -> None:
@@ -332,34 +382,10 @@ def request_crm_delete(lead: Lead, *, using: str | None = None) -> bool:
     lead read before a worker gave it a CRM id, and that record must still be deleted.
     """
     using = using or router.db_for_write(Lead, instance=lead)
-    now = timezone.now()
-    tombstone = {
-        "tombstone": True,
-        "attempts": 0,
-        "next_attempt_at": None,
-        "queued_at": now,
-        "updated_at": now,
-    }
-    live = Lead.objects.using(using).filter(pk=lead.pk, tombstone=False)
-    # Never sent and not being sent: there is nothing in the CRM to delete. A lead without a CRM id that
-    # was sent (its create timed out, say) may be there all the same: the worker looks for it.
-    never_sent = (
-        live.filter(external_id="")
-        .exclude(sync_state=SyncState.SYNCING)
-        .exclude(Exists(LedgerEntry.objects.using(using).filter(lead=OuterRef("pk"))))
-        .update(sync_state=SyncState.DELETED, **tombstone)
-    )
-    # A lead being synced stays with its worker, which hands it to the delete when it finishes.
-    queued = never_sent or live.update(
-        sync_state=Case(
-            When(sync_state=SyncState.SYNCING, then=Value(SyncState.SYNCING)),
-            default=Value(SyncState.DELETING),
-        ),
-        **tombstone,
-    )
-    if not queued:
+    deleted, queued = Lead.objects.using(using).filter(pk=lead.pk).request_delete()
+    if not (deleted or queued):
         return False
-    lead.tombstone = True
-    if not never_sent:
+    note_tombstone(lead)
+    if queued:
         enqueue_lead_on_commit(lead.pk, using)
     return True

@@ -13,14 +13,12 @@ import logging
 import random
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
-from django.db.models import Case, Q, QuerySet, Value, When
 from django.utils import timezone
 
 from crmify.backends import build_backend
@@ -144,22 +142,8 @@ def process_lead(lead_id: int) -> SyncOutcome:
     return _run_sync(lead_id)
 
 
-def _claim(lead_id: int, condition: Q, **changes: Any) -> str | None:
-    now = timezone.now()
-    token = uuid.uuid4().hex
-    due = Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
-    claimed = Lead.objects.filter(condition, due, pk=lead_id, claim_token="").update(
-        claim_token=token, claimed_at=now, **changes
-    )
-    return token if claimed else None
-
-
 def _run_sync(lead_id: int) -> SyncOutcome:
-    token = _claim(
-        lead_id,
-        Q(sync_state__in=[SyncState.PENDING, SyncState.RETRYING]),
-        sync_state=SyncState.SYNCING,
-    )
+    token = Lead.objects.filter(pk=lead_id).claim_for_sync()
     if token is None:
         return SyncOutcome.SKIPPED
     lead = Lead.objects.get(pk=lead_id)
@@ -177,7 +161,7 @@ def _run_sync(lead_id: int) -> SyncOutcome:
 
 
 def _run_delete(lead_id: int) -> SyncOutcome:
-    token = _claim(lead_id, Q(sync_state=SyncState.DELETING))
+    token = Lead.objects.filter(pk=lead_id).claim_for_delete()
     if token is None:
         return SyncOutcome.SKIPPED
     lead = Lead.objects.get(pk=lead_id)
@@ -192,15 +176,7 @@ def _run_delete(lead_id: int) -> SyncOutcome:
             error = PermanentBackendError(f"The CRM did not delete lead {lead.external_id}.")
         if error is not None:
             return _finish_failure(lead, token, error, retry_state=SyncState.DELETING)
-    Lead.objects.filter(pk=lead_id, claim_token=token).update(
-        sync_state=SyncState.DELETED,
-        attempts=0,
-        last_error="",
-        next_attempt_at=None,
-        claim_token="",
-        claimed_at=None,
-        updated_at=timezone.now(),
-    )
+    Lead.objects.filter(pk=lead_id).held(token).finish_deleted()
     return SyncOutcome.DELETED
 
 
@@ -234,11 +210,8 @@ def _call(
     result, error = recorded_call(lead, operation, call)
     if isinstance(error, ImproperlyConfigured):
         # A configuration mistake is never retried: fail the lead loudly and let the task fail too.
-        Lead.objects.filter(pk=lead.pk).update(
-            sync_state=SyncState.FAILED,
-            last_error=redact(f"Configuration error: {error}")[:MAX_ERROR_LENGTH],
-            claim_token="",
-            claimed_at=None,
+        Lead.objects.filter(pk=lead.pk).fail_configuration(
+            redact(f"Configuration error: {error}")[:MAX_ERROR_LENGTH]
         )
         # The task framework logs this and stores its traceback: the same error, minus the key.
         raise ImproperlyConfigured(redact(str(error))) from None
@@ -287,35 +260,16 @@ def _write_ledger(
     )
 
 
-def _after_tombstone(default: str) -> Case:
-    """``default``, unless the lead became a tombstone while we worked: then its deletion is next."""
-    return Case(When(tombstone=True, then=Value(SyncState.DELETING)), default=Value(default))
-
-
 def _finish_sync(lead: Lead, token: str, external_id: str) -> None:
-    now = timezone.now()
-    done = {
+    claimed = Lead.objects.filter(pk=lead.pk).held(token)
+    sent: dict[str, Any] = {
+        "fingerprint": lead.fingerprint,
         "external_id": external_id,
-        "synced_fingerprint": lead.fingerprint,
         "synced_values": lead.crm_values(),
-        "last_synced_at": now,
-        "attempts": 0,
-        "last_error": "",
-        "next_attempt_at": None,
-        "claim_token": "",
-        "claimed_at": None,
-        "updated_at": now,
+        "now": timezone.now(),
     }
-    unchanged = Lead.objects.filter(
-        pk=lead.pk, claim_token=token, fingerprint=lead.fingerprint, tombstone=False
-    ).update(sync_state=SyncState.SYNCED, **done)
-    if unchanged:
-        return
     # The site changed the lead (or deleted its source) while we were sending: go again.
-    moved = Lead.objects.filter(pk=lead.pk, claim_token=token).update(
-        sync_state=_after_tombstone(SyncState.PENDING), queued_at=now, **done
-    )
-    if moved:
+    if not claimed.finish_synced(**sent) and claimed.send_again(**sent):
         enqueue_lead(lead.pk)
 
 
@@ -342,38 +296,23 @@ def _finish_failure(
         message = failure.message
     message = redact(message)
     logger.info("crmify: lead %s %s: %s", lead.pk, next_state, message)
-    claimed = Lead.objects.filter(pk=lead.pk, claim_token=token)
-    released = {
-        "last_error": message[:MAX_ERROR_LENGTH],
-        "claim_token": "",
-        "claimed_at": None,
-        "queued_at": now,
-        "updated_at": now,
-    }
-    # A sync that failed for good while the site changed or deleted the lead: the new values (an
-    # e-mail address fixed after a 400) or the delete are what to send next, not a dead end.
-    if (
-        next_state == SyncState.FAILED
-        and retry_state == SyncState.RETRYING
-        and _requeue_if_moved(claimed, lead, released)
-    ):
+    claimed = Lead.objects.filter(pk=lead.pk).held(token)
+    error = message[:MAX_ERROR_LENGTH]
+    if next_state == SyncState.FAILED:
+        # A sync that failed for good while the site changed or deleted the lead: the new values (an
+        # e-mail address fixed after a 400) or the delete are what to send next, not a dead end.
+        if retry_state == SyncState.RETRYING and claimed.requeue_if_moved(
+            fingerprint=lead.fingerprint, error=error, now=now
+        ):
+            enqueue_lead(lead.pk)
+            return SyncOutcome.FAILED
+        claimed.fail(attempts=attempts, error=error, now=now)
         return SyncOutcome.FAILED
-    claimed.update(
-        sync_state=next_state if next_state == SyncState.FAILED else _after_tombstone(next_state),
-        attempts=attempts,
-        next_attempt_at=next_attempt_at,
-        **released,
-    )
-    if next_state != SyncState.FAILED:
-        enqueue_lead(lead.pk, run_after=next_attempt_at)
-    return SyncOutcome.FAILED if next_state == SyncState.FAILED else SyncOutcome.RETRYING
-
-
-def _requeue_if_moved(claimed: QuerySet[Lead], lead: Lead, released: dict[str, Any]) -> bool:
-    """Queue ``lead`` again at once if it changed or became a tombstone since ``lead`` was read."""
-    moved = claimed.filter(Q(tombstone=True) | ~Q(fingerprint=lead.fingerprint)).update(
-        sync_state=_after_tombstone(SyncState.PENDING), attempts=0, next_attempt_at=None, **released
-    )
-    if moved:
-        enqueue_lead(lead.pk)
-    return bool(moved)
+    if failure.resets_at:
+        claimed.wait_for_quota(state=retry_state, until=failure.resets_at, error=error, now=now)
+    else:
+        claimed.schedule_retry(
+            state=retry_state, attempts=attempts, at=next_attempt_at, error=error, now=now
+        )
+    enqueue_lead(lead.pk, run_after=next_attempt_at)
+    return SyncOutcome.RETRYING

@@ -18,11 +18,10 @@ from django.contrib.auth.models import Group, User
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
 from django.db import connection, transaction
-from django.db.models import Q
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from crmify import api, sweeper, worker
+from crmify import api, sweeper
 from crmify.backends import locmem
 from crmify.exceptions import PermanentBackendError, QuotaExhausted, TransientBackendError
 from crmify.models import Lead, LedgerEntry, SyncState
@@ -804,15 +803,6 @@ def test_sync_maps_a_row_now_and_queues_it_if_changed(enqueued: Enqueued) -> Non
 
 
 # -- claims and concurrent changes -------------------------------------------------------------------
-
-
-def test_a_claimed_lead_cannot_be_claimed_twice(enqueued: Enqueued) -> None:
-    lead = lead_of(make_user())
-    waiting = Q(sync_state__in=[SyncState.PENDING, SyncState.RETRYING])
-    first = worker._claim(lead.pk, waiting, sync_state=SyncState.SYNCING)
-    second = worker._claim(lead.pk, waiting, sync_state=SyncState.SYNCING)
-    assert first is not None
-    assert second is None
 
 
 def test_a_lead_being_synced_is_skipped_by_a_second_worker(enqueued: Enqueued) -> None:

@@ -1,0 +1,423 @@
+"""Every move of a lead between sync states, as named operations: the only code that writes ``sync_state``
+and the fields that go with it (the claim, attempts, the next attempt, the queue time, the last error, the
+tombstone).
+
+``Lead.objects`` is a :class:`LeadQuerySet`; the ``note_*`` functions mirror a move on a caller's copy.
+Callers (``crmify.tracking``, ``crmify.worker``, ``crmify.api``, ``crmify.backfill``, ``crmify.sweeper``)
+narrow the queryset to the leads they mean and ask for a transition; each operation is one conditional
+UPDATE that says how many leads it moved (or the claim it took), and the caller decides what to enqueue.
+A condition is decided on the row as it is in the database, never on a copy loaded earlier, so two
+callers racing on one lead cannot undo each other's move. The rules, once each:
+
+- a changed lead becomes pending, unless a worker holds it (the worker sees the new fingerprint and
+  queues it again), and never after a tombstone (staff bring a tombstone back with "Re-sync");
+- a worker's claim is one UPDATE of an unclaimed, due lead; every finishing write is conditional on it;
+- a lead that became a tombstone while a worker held it goes on to its deletion.
+
+States (the admin shows each)::
+
+    (new) --prepare_insert--> pending (failed when its mapping failed)
+    pending --claim_for_sync--> syncing --finish_synced--> synced --mark_changed--> pending
+    syncing --schedule_retry / wait_for_quota--> retrying --claim_for_sync--> syncing
+    syncing --fail / fail_configuration--> failed --retry_failed / force_pending--> pending
+    any live lead --fail_mapping--> failed (values not sent; a tombstone keeps its state)
+    any live lead --request_delete--> deleting (deleted when never sent) --claim_for_delete-->
+        (claimed) --finish_deleted--> deleted --force_pending--> pending
+    syncing --send_again / requeue_if_moved--> pending (changed while sent), deleting (deleted meanwhile)
+    deleting (waiting for a retry) --delete_now--> deleting, due at once
+    claimed by a dead worker --release_stale_claims--> pending / deleting
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from django.db import models
+from django.db.models import Case, Exists, F, OuterRef, Q, Value, When
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+if TYPE_CHECKING:
+    from crmify.models import Lead
+
+
+class SyncState(models.TextChoices):
+    """Where a lead stands with the CRM. Every transition is shown in the admin."""
+
+    PENDING = "pending", _("Pending")
+    SYNCING = "syncing", _("Syncing")
+    SYNCED = "synced", _("Synced")
+    RETRYING = "retrying", _("Retrying")
+    FAILED = "failed", _("Failed")
+    DELETING = "deleting", _("Deleting")
+    DELETED = "deleted", _("Deleted")
+
+
+#: The fields this module owns: no other module of crmify writes them (the upgrade migration aside).
+STATE_FIELDS: tuple[str, ...] = (
+    "sync_state",
+    "tombstone",
+    "attempts",
+    "next_attempt_at",
+    "last_error",
+    "queued_at",
+    "claim_token",
+    "claimed_at",
+)
+
+#: What :meth:`LeadQuerySet.mark_changed_in_bulk` writes besides the caller's value fields.
+_CHANGED_FIELDS: tuple[str, ...] = ("sync_state", "queued_at", "attempts", "next_attempt_at")
+
+#: A finished or failed worker gives its claim back.
+_RELEASED: dict[str, Any] = {"claim_token": "", "claimed_at": None}
+
+
+def _pending_unless_syncing() -> Case:
+    """Pending, unless a worker holds the lead: it re-queues itself when it sees the new fingerprint."""
+    return Case(
+        When(sync_state=SyncState.SYNCING, then=Value(SyncState.SYNCING)),
+        default=Value(SyncState.PENDING),
+    )
+
+
+def _unless_tombstone(state: str) -> Case:
+    """``state``, unless the lead became a tombstone meanwhile: then its deletion is next."""
+    return Case(When(tombstone=True, then=Value(SyncState.DELETING)), default=Value(state))
+
+
+class LeadQuerySet(models.QuerySet["Lead"]):
+    """Leads, with the reads the engine selects work by and the transitions it moves them with.
+
+    Narrow the queryset first (``Lead.objects.filter(pk=...)``), then call one operation. Each returns how
+    many leads it moved, except :meth:`claim_for_sync` and :meth:`claim_for_delete` (the claim token).
+    """
+
+    # -- reads ----------------------------------------------------------------------------------------
+
+    def unclaimed(self) -> LeadQuerySet:
+        """Leads no worker holds."""
+        return self.filter(claim_token="")
+
+    def held(self, token: str | None = None) -> LeadQuerySet:
+        """Leads a worker holds (the one holding ``token``, if given): its finishing writes go through this."""
+        return self.exclude(claim_token="") if token is None else self.filter(claim_token=token)
+
+    def retry_due(self, before: datetime) -> LeadQuerySet:
+        """Unclaimed retries and deletes whose next attempt was due before ``before`` (the sweeper)."""
+        return self.unclaimed().filter(
+            sync_state__in=[SyncState.RETRYING, SyncState.DELETING], next_attempt_at__lte=before
+        )
+
+    def lost(self, queued_before: datetime) -> LeadQuerySet:
+        """Unclaimed pending leads and deletes queued before ``queued_before`` and not waiting for a retry
+        (their enqueue may have been lost; the sweeper checks the queue)."""
+        return self.unclaimed().filter(
+            sync_state__in=[SyncState.PENDING, SyncState.DELETING],
+            next_attempt_at__isnull=True,
+            queued_at__lt=queued_before,
+        )
+
+    # -- the site changed a lead ----------------------------------------------------------------------
+
+    def mark_changed(self, now: datetime | None = None, **values: Any) -> int:
+        """Write ``values`` and make the leads pending with a fresh count of attempts; how many moved.
+
+        A lead a worker holds keeps its state (the worker queues it again). A tombstone is refused: it
+        is not moved and ``values`` are not written to it (``crmify.tracking.save_if_changed`` writes a tombstone's
+        values alone).
+        """
+        now = now or timezone.now()
+        return self.filter(tombstone=False).update(
+            **values,
+            sync_state=_pending_unless_syncing(),
+            queued_at=now,
+            attempts=0,
+            next_attempt_at=None,
+            updated_at=now,
+        )
+
+    def mark_changed_in_bulk(
+        self, leads: Iterable[Lead], fields: Iterable[str], now: datetime
+    ) -> int:
+        """:meth:`mark_changed` for many leads with values of their own (the backfill): ``fields`` of each
+        lead and their pending state in one ``bulk_update``; how many rows it matched. Tombstones are
+        refused as by :meth:`mark_changed`."""
+        leads = list(leads)
+        for lead in leads:
+            lead.sync_state = _pending_unless_syncing()
+            lead.queued_at = lead.updated_at = now
+            lead.attempts = 0
+            lead.next_attempt_at = None
+        fields = [*fields, *_CHANGED_FIELDS, "updated_at"]
+        return self.filter(tombstone=False).bulk_update(leads, fields)
+
+    def fail_mapping(self, message: str, now: datetime | None = None) -> int:
+        """Fail the leads because their mapper raised ``message``; how many rows were written.
+
+        Empty fingerprints make the next successful mapping count as a change (and tell
+        ``api.retry_failed`` to map the row again rather than send what the lead holds). A tombstone keeps
+        its state (it has nothing to send); the message is still shown.
+        """
+        return self.update(
+            sync_state=Case(
+                When(tombstone=True, then=F("sync_state")), default=Value(SyncState.FAILED)
+            ),
+            last_error=message,
+            fingerprint="",
+            source_fingerprint="",
+            updated_at=now or timezone.now(),
+        )
+
+    # -- a worker -------------------------------------------------------------------------------------
+
+    def _claim(self, condition: Q, **changes: Any) -> str | None:
+        now = timezone.now()
+        token = uuid.uuid4().hex
+        due = Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
+        claimed = (
+            self.unclaimed()
+            .filter(condition, due)
+            .update(claim_token=token, claimed_at=now, **changes)
+        )
+        return token if claimed else None
+
+    def claim_for_sync(self) -> str | None:
+        """Claim the (one) pending or due retrying lead for sending and make it syncing: the claim's
+        token, or None when the lead is held, not due, or has nothing to send."""
+        return self._claim(
+            Q(sync_state__in=[SyncState.PENDING, SyncState.RETRYING]),
+            sync_state=SyncState.SYNCING,
+        )
+
+    def claim_for_delete(self) -> str | None:
+        """Claim the (one) due deleting lead for its deletion from the CRM: the token, or None."""
+        return self._claim(Q(sync_state=SyncState.DELETING))
+
+    def finish_synced(
+        self, *, fingerprint: str, external_id: str, synced_values: dict[str, Any], now: datetime
+    ) -> int:
+        """The claimed leads were sent with ``fingerprint`` and the CRM calls them ``external_id``: synced,
+        with a fresh count of attempts. A lead no longer at ``fingerprint``, or a tombstone, is refused
+        (:meth:`send_again` releases it). How many moved."""
+        return self.filter(fingerprint=fingerprint, tombstone=False).update(
+            sync_state=SyncState.SYNCED, **self._sent(fingerprint, external_id, synced_values, now)
+        )
+
+    def send_again(
+        self, *, fingerprint: str, external_id: str, synced_values: dict[str, Any], now: datetime
+    ) -> int:
+        """As :meth:`finish_synced` for a sent lead the site changed (or deleted the source of) while it
+        was sent: what was sent is recorded, and the lead is released to go again, pending (deleting for
+        a tombstone). How many moved."""
+        return self.update(
+            sync_state=_unless_tombstone(SyncState.PENDING),
+            queued_at=now,
+            **self._sent(fingerprint, external_id, synced_values, now),
+        )
+
+    @staticmethod
+    def _sent(
+        fingerprint: str, external_id: str, synced_values: dict[str, Any], now: datetime
+    ) -> dict[str, Any]:
+        return {
+            "external_id": external_id,
+            "synced_fingerprint": fingerprint,
+            "synced_values": synced_values,
+            "last_synced_at": now,
+            "attempts": 0,
+            "last_error": "",
+            "next_attempt_at": None,
+            "updated_at": now,
+            **_RELEASED,
+        }
+
+    def finish_deleted(self, now: datetime | None = None) -> int:
+        """The claimed leads are gone from the CRM (or were never there): deleted."""
+        return self.update(
+            sync_state=SyncState.DELETED,
+            attempts=0,
+            last_error="",
+            next_attempt_at=None,
+            updated_at=now or timezone.now(),
+            **_RELEASED,
+        )
+
+    def schedule_retry(
+        self, *, state: SyncState, attempts: int, at: datetime | None, error: str, now: datetime
+    ) -> int:
+        """Release the claimed leads to try again at ``at`` after a transient error, in ``state``
+        (retrying, or deleting for a delete), or deleting if they became tombstones meanwhile."""
+        return self.update(
+            sync_state=_unless_tombstone(state),
+            attempts=attempts,
+            next_attempt_at=at,
+            **self._released(error, now),
+        )
+
+    def wait_for_quota(
+        self, *, state: SyncState, until: datetime, error: str, now: datetime
+    ) -> int:
+        """As :meth:`schedule_retry` until the CRM's quota resets at ``until``; waiting is not an attempt,
+        so the count of attempts is left as it is."""
+        return self.update(
+            sync_state=_unless_tombstone(state), next_attempt_at=until, **self._released(error, now)
+        )
+
+    def fail(self, *, attempts: int, error: str, now: datetime) -> int:
+        """Release the claimed leads as failed for good (a permanent error, or the last attempt)."""
+        return self.update(
+            sync_state=SyncState.FAILED,
+            attempts=attempts,
+            next_attempt_at=None,
+            **self._released(error, now),
+        )
+
+    def requeue_if_moved(self, *, fingerprint: str, error: str, now: datetime) -> int:
+        """Release the claimed leads that changed since they were read at ``fingerprint``, or became
+        tombstones, to go again at once (pending, or deleting): a sync that failed for good while the
+        site fixed the lead (an e-mail address after a 400) is not a dead end. How many moved."""
+        return self.filter(Q(tombstone=True) | ~Q(fingerprint=fingerprint)).update(
+            sync_state=_unless_tombstone(SyncState.PENDING),
+            attempts=0,
+            next_attempt_at=None,
+            **self._released(error, now),
+        )
+
+    def fail_configuration(self, error: str) -> int:
+        """Fail the leads (claimed or not) on a configuration error: never retried."""
+        return self.update(sync_state=SyncState.FAILED, last_error=error, **_RELEASED)
+
+    @staticmethod
+    def _released(error: str, now: datetime) -> dict[str, Any]:
+        return {"last_error": error, "queued_at": now, "updated_at": now, **_RELEASED}
+
+    # -- the sweeper ----------------------------------------------------------------------------------
+
+    def release_stale_claims(self, before: datetime, now: datetime | None = None) -> int:
+        """Give back claims taken before ``before``: their worker died (``kill -9``, a lost machine).
+
+        A syncing lead is pending again, a tombstone deleting; both look lost to the sweeper at once.
+        """
+        now = now or timezone.now()
+        return (
+            self.held()
+            .filter(claimed_at__lt=before)
+            .update(
+                sync_state=Case(
+                    When(tombstone=True, then=Value(SyncState.DELETING)),
+                    When(sync_state=SyncState.SYNCING, then=Value(SyncState.PENDING)),
+                    default=F("sync_state"),
+                ),
+                next_attempt_at=None,
+                # The dead worker's create may have reached the CRM: the next attempt looks it up by e-mail.
+                absent_from_crm_at=None,
+                queued_at=now - timedelta(days=1),
+                **_RELEASED,
+            )
+        )
+
+    def mark_queued(self, now: datetime | None = None) -> int:
+        """Record that the leads were queued again just now (the sweeper, before it enqueues them)."""
+        return self.update(queued_at=now or timezone.now())
+
+    # -- staff ----------------------------------------------------------------------------------------
+
+    def force_pending(self, forget_crm_id: Q, now: datetime | None = None) -> int:
+        """Make the leads send everything again, changed or not; a tombstone comes back to life. Leads a
+        worker holds stay syncing. Those matching ``forget_crm_id`` (their CRM record is gone) drop their
+        CRM id, so the send creates a new record. How many rows were written ("Re-sync", "Sync now")."""
+        return self.update(
+            synced_fingerprint="",
+            synced_values={},
+            tombstone=False,
+            attempts=0,
+            next_attempt_at=None,
+            queued_at=now or timezone.now(),
+            sync_state=_pending_unless_syncing(),
+            # Decided on the row; evaluated before the sync_state above is written.
+            external_id=Case(When(forget_crm_id, then=Value("")), default=F("external_id")),
+        )
+
+    def retry_failed(self, now: datetime | None = None) -> int:
+        """Queue the failed leads again with a fresh count of attempts: pending, or deleting for a
+        tombstone. Leads that are not failed are refused. How many moved."""
+        return self.filter(sync_state=SyncState.FAILED).update(
+            sync_state=_unless_tombstone(SyncState.PENDING),
+            attempts=0,
+            next_attempt_at=None,
+            queued_at=now or timezone.now(),
+        )
+
+    def delete_now(self) -> int:
+        """Make the tombstones among the leads due for their deletion at once ("Sync now")."""
+        return (
+            self.filter(tombstone=True)
+            .exclude(sync_state=SyncState.DELETED)
+            .update(sync_state=SyncState.DELETING, next_attempt_at=None)
+        )
+
+    def request_delete(self, now: datetime | None = None) -> tuple[int, int]:
+        """Make the (one) live lead a tombstone and queue their deletion from the CRM: (1 or 0 deleted at once,
+        1 or 0 waiting for a worker). Tombstones are refused.
+
+        A lead never sent and not being sent has nothing in the CRM: deleted at once. One without a CRM
+        id that was sent (its create timed out, say) may be there all the same: the worker looks for it.
+        A lead being synced stays with its worker, which hands it to the delete when it finishes.
+        """
+        now = now or timezone.now()
+        tombstone = {
+            "tombstone": True,
+            "attempts": 0,
+            "next_attempt_at": None,
+            "queued_at": now,
+            "updated_at": now,
+        }
+        live = self.filter(tombstone=False)
+        ledger = self.model._meta.get_field("ledger").related_model
+        deleted = (
+            live.filter(external_id="")
+            .exclude(sync_state=SyncState.SYNCING)
+            .exclude(Exists(ledger._default_manager.using(self.db).filter(lead=OuterRef("pk"))))
+            .update(sync_state=SyncState.DELETED, **tombstone)
+        )
+        if deleted:
+            return deleted, 0  # one lead: it is a tombstone now
+        queued = live.update(
+            sync_state=Case(
+                When(sync_state=SyncState.SYNCING, then=Value(SyncState.SYNCING)),
+                default=Value(SyncState.DELETING),
+            ),
+            **tombstone,
+        )
+        return deleted, queued
+
+
+def prepare_insert(leads: Iterable[Lead], now: datetime, *, failed: str = "") -> None:
+    """Set the state of new, unsaved leads before their INSERT (``crmify.tracking``, the backfill's whole
+    chunk at once): pending and queued at ``now``, or failed with the mapper's message ``failed``."""
+    state = SyncState.FAILED if failed else SyncState.PENDING
+    for lead in leads:
+        lead.sync_state = state
+        lead.queued_at = now
+        if failed:
+            lead.last_error = failed
+
+
+def note_changed(lead: Lead) -> None:
+    """Mirror on the caller's copy a :meth:`LeadQuerySet.mark_changed` that moved ``lead``."""
+    lead.sync_state = SyncState.PENDING
+
+
+def note_mapping_failed(lead: Lead, message: str) -> None:
+    """Mirror on the caller's copy :meth:`LeadQuerySet.fail_mapping` (a tombstone keeps its state)."""
+    if not lead.tombstone:
+        lead.sync_state = SyncState.FAILED
+    lead.last_error = message
+
+
+def note_tombstone(lead: Lead) -> None:
+    """Mirror on the caller's copy a :meth:`LeadQuerySet.request_delete` that moved ``lead``."""
+    lead.tombstone = True
