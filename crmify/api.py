@@ -25,7 +25,6 @@ from crmify.conf import crmify_settings
 from crmify.exceptions import BackendError, PermanentBackendError
 from crmify.loading import get_lead_model
 from crmify.models import Lead, LedgerEntry, SyncState
-from crmify.queue import enqueue_lead_on_commit
 from crmify.ratelimit import QuotaState
 from crmify.tracking import (
     find_lead,
@@ -38,6 +37,7 @@ from crmify.worker import (
     SyncOutcome,
     classify,
     current_backend,
+    enqueue_lead_on_commit,
     process_lead,
     recorded_call,
     redact,

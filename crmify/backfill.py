@@ -48,11 +48,17 @@ from crmify.exceptions import MappingError, QuotaExhausted
 from crmify.loading import get_lead_model, get_mapper
 from crmify.mappers import LeadModelFieldMapper
 from crmify.models import MAPPABLE_FIELDS, BackfillRun, Lead
-from crmify.queue import enqueue_on_commit, enqueue_task
+from crmify.queue import crmify_task, enqueue_on_commit, enqueue_task
 from crmify.sweeper import iterate_source_rows
 from crmify.tracking import RowChange, _map, decide, new_lead, track
 from crmify.transitions import prepare_insert
-from crmify.worker import MAX_ERROR_LENGTH, _write_ledger, current_backend, redact
+from crmify.worker import (
+    MAX_ERROR_LENGTH,
+    _write_ledger,
+    current_backend,
+    process_leads_task,
+    redact,
+)
 
 logger = logging.getLogger("crmify")
 
@@ -500,8 +506,6 @@ def resume(run: BackfillRun) -> bool:
 
 
 def _enqueue_chunk(run: BackfillRun) -> None:
-    from crmify.tasks import backfill_chunk_task
-
     enqueue_on_commit(
         backfill_chunk_task,
         run.pk,
@@ -545,6 +549,12 @@ def run_chunks(run_id: int, checkpoint: str | None = None) -> ChunkResult:
             return ChunkResult(0, False, BackfillRun.State.FAILED, result.checkpoint)
         result = run_chunk(run_id, result.checkpoint, chain=False)
     return result
+
+
+@crmify_task
+def backfill_chunk_task(run_id: int, checkpoint: str | None = None) -> dict[str, Any]:
+    """One chunk of a backfill run, starting at ``checkpoint``; queues the next (see :func:`run_chunks`)."""
+    return asdict(run_chunks(run_id, checkpoint))
 
 
 def _fail(run_id: int, message: str) -> None:
@@ -606,8 +616,6 @@ def _wait_for_quota(run: BackfillRun, resets_at: datetime, *, chain: bool) -> Ch
     ``--wait``) gets ``waiting_until`` and waits. A Tasks backend that cannot defer fails the run, which
     staff resume after the reset.
     """
-    from crmify.tasks import backfill_chunk_task
-
     when = timezone.localtime(resets_at).strftime("%Y-%m-%d %H:%M %Z")
     note = f"Waiting for the CRM's daily quota: the run goes on at {when}."
     if chain and not enqueue_task(
@@ -754,8 +762,6 @@ def _save(chunk: _Chunk, now: datetime, using: str) -> None:
     # second adopts its CRM record (see _look_up_shared_emails).
     lead_ids.sort()
     if lead_ids:
-        from crmify.tasks import process_leads_task
-
         # One task for the chunk's leads, not one each: writing a thousand task rows would cost more
         # than the whole chunk's upsert. The leads are pending, so one the task never reaches is
         # queued again by the sweeper.

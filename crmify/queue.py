@@ -1,27 +1,46 @@
-"""Hands leads to Django's Tasks framework, on the backend and queue ``CRMIFY`` names.
+"""Hands crmify's tasks to Django's Tasks framework, on the backend and queue ``CRMIFY`` names.
 
-Called by the tracking code (after commit), the worker (follow-ups and retries), the sweeper and the public
-API. An enqueue that fails (a broker down) is logged and left to the sweeper: the ``Lead`` row is the outbox,
-so nothing is lost.
+Knows no task of its own: each task is declared with :func:`crmify_task` beside the code it runs (the
+worker's, the sweeper's, the backfill's) and queued through :func:`enqueue_task` or :func:`enqueue_on_commit`.
+An enqueue that fails (a broker down) is logged and left to the sweeper: the ``Lead`` row is the outbox, so
+nothing is lost.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from datetime import datetime
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from django.db import DEFAULT_DB_ALIAS, connections, router, transaction
 
-from crmify.compat import InvalidTaskBackend, task_backends
+from crmify.compat import InvalidTaskBackend, task, task_backends
 from crmify.conf import crmify_settings
 
 if TYPE_CHECKING:
     from django.tasks import Task
 
 logger = logging.getLogger("crmify")
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+#: Where every crmify task is importable from, and the path Tasks backends store for it.
+TASKS_MODULE = "crmify.tasks"
+
+
+def crmify_task(function: Callable[_P, _R]) -> Task[_P, _R]:
+    """Declare a crmify task beside the code it runs, under the path ``crmify.tasks.<name>``.
+
+    A Tasks backend stores a task by its function's module path (django-tasks-db's ``task_path``, an RQ
+    job's function) and imports it again to run it. Every task queued so far, on sites' databases and
+    brokers, was stored under ``crmify.tasks``, which re-exports each task: keeping that path here lets
+    the task live with its code (no import circle through ``crmify.tasks``) while old and new rows run.
+    """
+    function.__module__ = TASKS_MODULE
+    return task(function)
 
 
 def backend_supports_defer() -> bool:
@@ -58,25 +77,9 @@ def enqueue_task(
     return True
 
 
-def enqueue_lead(lead_id: int, run_after: datetime | None = None, *, reraise: bool = False) -> bool:
-    """Queue the worker for ``lead_id`` now, or at ``run_after`` when the Tasks backend can defer.
-
-    Returns False when nothing was queued: the backend cannot defer (the sweeper will pick the lead up when
-    it is due) or the enqueue failed (logged; the sweeper retries it).
-    """
-    from crmify.tasks import process_lead_task
-
-    return enqueue_task(
-        process_lead_task,
-        lead_id,
-        run_after=run_after,
-        reraise=reraise,
-        what=f"lead {lead_id}; the sweeper will retry",
-    )
-
-
-def waiting_in_queue(lead_ids: Collection[int]) -> set[int]:
-    """The leads among ``lead_ids`` that have a task waiting in crmify's queue (due or deferred).
+def waiting_in_queue(lead_ids: Collection[int], tasks: Collection[Task[..., Any]]) -> set[int]:
+    """The leads among ``lead_ids`` that have one of ``tasks`` waiting in crmify's queue (due or deferred);
+    each of ``tasks`` takes a lead id, or a list of them, as its first argument.
 
     Called by the sweeper, which leaves them alone: queueing a lead again because it waited longer than
     ``SWEEP_PENDING_AFTER`` behind a long backlog only makes the backlog longer, pass after pass. Known for
@@ -88,14 +91,12 @@ def waiting_in_queue(lead_ids: Collection[int]) -> set[int]:
         return set()
     from django_tasks_db.models import DBTaskResult
 
-    from crmify.tasks import process_lead_task, process_leads_task
-
     wanted = set(lead_ids)
     waiting: set[int] = set()
     rows = DBTaskResult.objects.filter(
         status="READY",
         backend_name=crmify_settings.TASK_BACKEND,
-        task_path__in=[process_lead_task.module_path, process_leads_task.module_path],
+        task_path__in=[queued.module_path for queued in tasks],
     ).values_list("args_kwargs", flat=True)
     for args_kwargs in rows.iterator():
         args = args_kwargs.get("args") or [None]
@@ -143,13 +144,3 @@ def enqueue_on_commit(
             logger.exception("crmify: could not enqueue %s", what)
         return
     transaction.on_commit(partial(enqueue_task, task, *args, what=what), using=using)
-
-
-def enqueue_lead_on_commit(lead_id: int, using: str | None = None) -> None:
-    """Queue ``lead_id``'s sync or delete with the current transaction (see :func:`enqueue_on_commit`);
-    a lead whose enqueue fails stays pending for the sweeper."""
-    from crmify.tasks import process_lead_task
-
-    enqueue_on_commit(
-        process_lead_task, lead_id, using=using, what=f"lead {lead_id}; the sweeper will retry"
-    )

@@ -10,7 +10,7 @@ bypassed the signals (``queryset.update``, ``bulk_create``).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -23,8 +23,9 @@ from crmify.conf import crmify_settings
 from crmify.loading import get_lead_model, get_mapper, walk_path
 from crmify.mappers import LeadModelFieldMapper
 from crmify.models import Lead, LedgerEntry, SyncState
-from crmify.queue import backend_supports_defer, enqueue_lead, waiting_in_queue
+from crmify.queue import backend_supports_defer, crmify_task, waiting_in_queue
 from crmify.tracking import new_lead, track
+from crmify.worker import LEAD_TASKS, enqueue_lead
 
 
 @dataclass
@@ -60,7 +61,7 @@ def sweep(*, drift: bool = False) -> SweepReport:
     due_before = lost_before if backend_supports_defer() else now
     due_ids = list(Lead.objects.retry_due(due_before).values_list("pk", flat=True))
     lost_ids = list(Lead.objects.lost(lost_before).values_list("pk", flat=True))
-    waiting = waiting_in_queue([*due_ids, *lost_ids])
+    waiting = waiting_in_queue([*due_ids, *lost_ids], LEAD_TASKS)
     report.queued_retries = _requeue(due_ids, waiting, now)
     report.queued_lost = _requeue(lost_ids, waiting, now)
     days = crmify_settings.LEDGER_RETENTION_DAYS
@@ -69,6 +70,12 @@ def sweep(*, drift: bool = False) -> SweepReport:
     if drift:
         report.drift_scanned, report.drift_queued = scan_drift()
     return report
+
+
+@crmify_task
+def sweep_task(drift: bool = False) -> dict[str, Any]:
+    """One sweep (see :func:`sweep`), as a task; schedule it every few minutes."""
+    return asdict(sweep(drift=drift))
 
 
 def release_stale_claims(before: Any) -> int:

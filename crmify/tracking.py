@@ -25,9 +25,8 @@ from crmify.exceptions import MappingError
 from crmify.loading import get_mapper
 from crmify.mappers import LeadModelFieldMapper, MappedLead, fit_to_crm
 from crmify.models import Lead
-from crmify.queue import enqueue_lead_on_commit
 from crmify.transitions import note_changed, note_mapping_failed, note_tombstone, prepare_insert
-from crmify.worker import current_backend
+from crmify.worker import current_backend, enqueue_lead_on_commit
 
 logger = logging.getLogger("crmify")
 

@@ -13,6 +13,7 @@ import logging
 import random
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -32,7 +33,7 @@ from crmify.exceptions import (
     QuotaExhausted,
 )
 from crmify.models import Lead, LedgerEntry, SyncState
-from crmify.queue import enqueue_lead
+from crmify.queue import crmify_task, enqueue_on_commit, enqueue_task
 
 logger = logging.getLogger("crmify")
 
@@ -140,6 +141,51 @@ def process_lead(lead_id: int) -> SyncOutcome:
     if state == SyncState.DELETING:
         return _run_delete(lead_id)
     return _run_sync(lead_id)
+
+
+@crmify_task
+def process_lead_task(lead_id: int) -> str:
+    """Sync or delete one lead, whichever it is waiting for (queued by :func:`enqueue_lead`)."""
+    return process_lead(lead_id)
+
+
+@crmify_task
+def process_leads_task(lead_ids: list[int]) -> dict[str, int]:
+    """Sync or delete each lead in turn: one task for a backfill chunk's leads (``crmify.backfill``).
+
+    Each lead goes through ``process_lead`` as if queued alone (claim, ledger, retries queued one by
+    one); a lead this task never reaches (its worker died) stays pending and the sweeper queues it.
+    """
+    return dict(Counter(process_lead(lead_id) for lead_id in lead_ids))
+
+
+#: The tasks that carry leads to the worker: a lead id, or a list of them, is each one's first argument.
+LEAD_TASKS = (process_lead_task, process_leads_task)
+
+
+def enqueue_lead(lead_id: int, run_after: datetime | None = None, *, reraise: bool = False) -> bool:
+    """Queue the worker for ``lead_id`` now, or at ``run_after`` when the Tasks backend can defer.
+
+    Called by the worker (follow-ups and retries) and the sweeper. Returns False when nothing was
+    queued: the backend cannot defer (the sweeper will pick the lead up when it is due) or the enqueue
+    failed (logged; the sweeper retries it).
+    """
+    return enqueue_task(
+        process_lead_task,
+        lead_id,
+        run_after=run_after,
+        reraise=reraise,
+        what=f"lead {lead_id}; the sweeper will retry",
+    )
+
+
+def enqueue_lead_on_commit(lead_id: int, using: str | None = None) -> None:
+    """Queue ``lead_id``'s sync or delete with the current transaction (see
+    ``crmify.queue.enqueue_on_commit``); called by the tracking code and the public API. A lead whose
+    enqueue fails stays pending for the sweeper."""
+    enqueue_on_commit(
+        process_lead_task, lead_id, using=using, what=f"lead {lead_id}; the sweeper will retry"
+    )
 
 
 def _run_sync(lead_id: int) -> SyncOutcome:

@@ -14,7 +14,9 @@ import pytest
 from django.contrib.auth.models import User
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
+from django.utils.module_loading import import_string
 
+from crmify import tasks
 from crmify.backends import locmem
 from crmify.models import Lead, SyncState
 from tests.doubles import Enqueued
@@ -177,3 +179,12 @@ def test_a_task_backend_alias_that_does_not_exist_does_not_break_the_save(
         lead_of(user).sync_state == SyncState.PENDING
     )  # the sweeper queues it once TASKS is fixed
     assert locmem.calls == []
+
+
+@pytest.mark.parametrize("name", tasks.__all__)
+def test_a_task_queued_under_its_crmify_tasks_path_still_runs(name: str) -> None:
+    """Tasks backends store a task's module path (django-tasks-db's ``task_path``) and import it to run
+    it: each task keeps the ``crmify.tasks.<name>`` path sites' queues already hold."""
+    task = getattr(tasks, name)
+    assert task.module_path == f"crmify.tasks.{name}"
+    assert import_string(task.module_path) is task

@@ -23,9 +23,9 @@ from django_tasks_db.models import DBTaskResult
 from crmify import backfill
 from crmify.backfill import BackfillOptions
 from crmify.models import Lead, SyncState
-from crmify.queue import enqueue_lead
 from crmify.sandbox import SandboxServer
 from crmify.tracking import track
+from crmify.worker import enqueue_lead
 from tests.conftest import FAST_SANDBOX, calls, crmify_for
 from tests.factories import lead_of, make_user
 from tests.reliability.processes import (
