@@ -23,9 +23,11 @@ from django.utils import timezone
 from crmify.backends.base import BaseBackend
 from crmify.conf import crmify_settings
 from crmify.exceptions import BackendError, PermanentBackendError
+from crmify.ledger import classify
 from crmify.loading import get_lead_model
 from crmify.models import Lead, LedgerEntry, SyncState
 from crmify.ratelimit import QuotaState
+from crmify.secrets import redact
 from crmify.tracking import (
     find_lead,
     request_crm_delete,
@@ -35,12 +37,10 @@ from crmify.tracking import (
 )
 from crmify.worker import (
     SyncOutcome,
-    classify,
     current_backend,
     enqueue_lead_on_commit,
     process_lead,
     recorded_call,
-    redact,
 )
 
 

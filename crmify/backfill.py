@@ -45,20 +45,16 @@ from crmify.backends.base import BaseBackend, normalise_email, recording
 from crmify.compat import task_backends
 from crmify.conf import crmify_settings
 from crmify.exceptions import MappingError, QuotaExhausted
+from crmify.ledger import MAX_ERROR_LENGTH, write_ledger
 from crmify.loading import get_lead_model, get_mapper
 from crmify.mappers import LeadModelFieldMapper
 from crmify.models import MAPPABLE_FIELDS, BackfillRun, Lead
 from crmify.queue import crmify_task, enqueue_on_commit, enqueue_task
+from crmify.secrets import redact
 from crmify.sweeper import iterate_source_rows
-from crmify.tracking import RowChange, _map, decide, new_lead, track
+from crmify.tracking import RowChange, decide, map_for_crm, new_lead, track
 from crmify.transitions import prepare_insert
-from crmify.worker import (
-    MAX_ERROR_LENGTH,
-    _write_ledger,
-    current_backend,
-    process_leads_task,
-    redact,
-)
+from crmify.worker import current_backend, process_leads_task
 
 logger = logging.getLogger("crmify")
 
@@ -254,10 +250,10 @@ def list_crm(backend: BaseBackend, *, ledger: bool) -> tuple[dict[str, str], int
                         matches.setdefault(normalise_email(crm_lead.email), crm_lead.external_id)
         except Exception as exc:
             if ledger:
-                _write_ledger(None, records, "list", started_at, started, exc)
+                write_ledger(None, records, "list", started_at, started, exc)
             raise
         if ledger:
-            _write_ledger(None, records, "list", started_at, started, None)
+            write_ledger(None, records, "list", started_at, started, None)
     return matches, seen, calls
 
 
@@ -312,7 +308,7 @@ def _decide(
             # values), the backfill and the import leave it as it is, unmapped.
             chunk.tombstones += 1
             continue
-        mapped = _map(row, mapper)
+        mapped = map_for_crm(row, mapper)
         adding = lead is None
         if lead is None:
             lead = _copy_of(blank, source_id=str(row.pk))

@@ -31,11 +31,12 @@ from crmify.exceptions import BackendError, MappingError, PermanentBackendError
 from crmify.loading import get_lead_model, get_mapper, walk_path
 from crmify.mappers import LeadModelFieldMapper, MappedLead, SourcePath, source_label
 from crmify.models import CUSTOM_FIELD_PREFIX, MAPPABLE_FIELDS, Lead
+from crmify.secrets import redact
 
 # The engine's own wrapper around ``mapper.map``: the preview reports exactly the error a save would record
 # (a buggy callable in a site's mapper becomes a MappingError there too, not a 500 here).
-from crmify.tracking import _map, assign_values, new_lead
-from crmify.worker import current_backend, redact
+from crmify.tracking import assign_values, map_for_crm, new_lead
+from crmify.worker import current_backend
 
 #: How many rows "sample" and a search show at most.
 SAMPLE_SIZE = 10
@@ -449,7 +450,7 @@ def preview_row(
             else ()
         ),
     )
-    mapped = _map(instance, mapper)
+    mapped = map_for_crm(instance, mapper)
     if isinstance(mapped, MappingError):
         return replace(base, warnings=(f"Mapping failed: {mapped}",))
     assign_values(lead, mapped)  # in memory only: the preview never saves the lead

@@ -90,9 +90,10 @@ def _crm_rules() -> BaseBackend | None:
         return None
 
 
-def _map(instance: models.Model, mapper: LeadModelFieldMapper) -> MappedLead | MappingError:
+def map_for_crm(instance: models.Model, mapper: LeadModelFieldMapper) -> MappedLead | MappingError:
     """``mapper.map(instance)`` fitted to the CRM (:func:`crmify.mappers.fit_to_crm`), or the error to
-    record on the lead; the site's save never fails here."""
+    record on the lead; the site's save never fails here. Also called by the backfill and the mapper
+    preview, so all three map a row alike."""
     try:
         mapped = mapper.map(instance)
         rules = _crm_rules()
@@ -143,7 +144,7 @@ def track_saved(instance: models.Model, *, created: bool = False) -> None:
     """
     using = router.db_for_write(Lead, instance=instance)
     mapper = get_mapper()
-    mapped = _map(instance, mapper)
+    mapped = map_for_crm(instance, mapper)
     if created:
         track(instance, mapper=mapper, lead=new_lead(instance, using), mapped=mapped)
         return
@@ -173,7 +174,7 @@ def track(
     if lead is None:
         lead = find_lead(instance, using) or new_lead(instance, using)
     if mapped is None:
-        mapped = _map(instance, mapper or get_mapper())
+        mapped = map_for_crm(instance, mapper or get_mapper())
     return apply_values(lead, mapped, status=status, using=using)
 
 

@@ -15,7 +15,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -23,22 +22,15 @@ from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
 
 from crmify.backends import build_backend
-from crmify.backends.base import BaseBackend, CallRecord, recording
-from crmify.backends.base import redact as redact_secrets
+from crmify.backends.base import BaseBackend, recording
 from crmify.conf import crmify_settings
-from crmify.exceptions import (
-    BackendError,
-    MappingError,
-    PermanentBackendError,
-    QuotaExhausted,
-)
-from crmify.models import Lead, LedgerEntry, SyncState
+from crmify.exceptions import PermanentBackendError
+from crmify.ledger import MAX_ERROR_LENGTH, classify, write_ledger
+from crmify.models import Lead, SyncState
 from crmify.queue import crmify_task, enqueue_on_commit, enqueue_task
+from crmify.secrets import redact
 
 logger = logging.getLogger("crmify")
-
-#: How much of an error the lead keeps in ``last_error``.
-MAX_ERROR_LENGTH = 2000
 
 
 class _PerThread(threading.local):
@@ -69,32 +61,6 @@ class SyncOutcome(enum.StrEnum):
     MISSING = "missing"
 
 
-@dataclass(frozen=True, slots=True)
-class Failure:
-    """How the engine reads an exception from a backend."""
-
-    message: str
-    permanent: bool
-    retry_after: float | None = None
-    resets_at: datetime | None = None
-
-    @property
-    def outcome(self) -> str:
-        return LedgerEntry.Outcome.PERMANENT if self.permanent else LedgerEntry.Outcome.TRANSIENT
-
-
-def classify(exc: BaseException) -> Failure:
-    """Permanent for crmify's permanent errors, mapping and configuration errors; transient otherwise."""
-    if isinstance(exc, QuotaExhausted):
-        return Failure(str(exc), permanent=False, resets_at=exc.resets_at)
-    if isinstance(exc, PermanentBackendError | MappingError | ImproperlyConfigured):
-        return Failure(str(exc), permanent=True)
-    if isinstance(exc, BackendError):
-        return Failure(str(exc), permanent=False, retry_after=exc.retry_after)
-    # Any other exception from a custom backend: retried, with its text kept.
-    return Failure(f"{type(exc).__name__}: {exc}", permanent=False)
-
-
 def backoff_seconds(attempt: int, retry_after: float | None = None) -> float:
     """Seconds before retry number ``attempt``: the CRM's ``Retry-After`` when it gave one, else
     exponential from ``RETRY_BACKOFF_BASE`` up to ``RETRY_BACKOFF_MAX`` with jitter (so a crowd of
@@ -106,12 +72,6 @@ def backoff_seconds(attempt: int, retry_after: float | None = None) -> float:
         crmify_settings.RETRY_BACKOFF_BASE * 2 ** max(attempt - 1, 0),
     )
     return random.uniform(ceiling / 2, ceiling)
-
-
-def redact(text: str) -> str:
-    """``text`` as the ledger and ``last_error`` keep it: every ``BACKEND_AUTH`` value masked, and NUL
-    characters (a CRM's binary or mis-encoded answer has them; PostgreSQL text refuses them) replaced."""
-    return redact_secrets(text, crmify_settings.BACKEND_AUTH.values()).replace("\x00", "\ufffd")
 
 
 def current_backend() -> BaseBackend:
@@ -245,7 +205,7 @@ def recorded_call(
             result = call(current_backend())
         except Exception as exc:
             error = exc
-        _write_ledger(lead, records, operation, started_at, started, error)
+        write_ledger(lead, records, operation, started_at, started, error)
     return result, error
 
 
@@ -262,48 +222,6 @@ def _call(
         # The task framework logs this and stores its traceback: the same error, minus the key.
         raise ImproperlyConfigured(redact(str(error))) from None
     return result, error
-
-
-def _write_ledger(
-    lead: Lead | None,
-    records: list[CallRecord],
-    operation: str,
-    started_at: datetime,
-    started: float,
-    error: BaseException | None,
-) -> None:
-    """One ledger row per CRM call the backend reported, or one for the whole operation if it reported none.
-
-    An error the backend raised after calls that went well (an unknown status found after the lookup by
-    e-mail) gets a row of its own too: the ledger's last word on a failed lead is always why it failed.
-    ``lead`` is None for calls made for no one lead (the backfill's listing of the CRM).
-    """
-    if not records or (error is not None and records[-1].outcome == LedgerEntry.Outcome.OK):
-        failure = classify(error) if error is not None else None
-        records = [
-            *records,
-            CallRecord(
-                operation,
-                outcome=failure.outcome if failure else LedgerEntry.Outcome.OK,
-                http_status=getattr(error, "status_code", None),
-                duration_ms=int((time.monotonic() - started) * 1000),
-                error=failure.message if failure else "",
-            ),
-        ]
-    LedgerEntry.objects.bulk_create(
-        LedgerEntry(
-            lead_id=lead.pk if lead is not None else None,
-            operation=record.operation,
-            started_at=started_at,
-            duration_ms=record.duration_ms,
-            outcome=record.outcome,
-            http_status=record.http_status,
-            error=redact(record.error)[:MAX_ERROR_LENGTH],
-            request_summary=redact(record.request_summary),
-            response_summary=redact(record.response_summary),
-        )
-        for record in records
-    )
 
 
 def _finish_sync(lead: Lead, token: str, external_id: str) -> None:

@@ -39,7 +39,7 @@ from crmify.backfill_report import eta_text, run_counts
 from crmify.exceptions import BackendError
 from crmify.loading import get_lead_model
 from crmify.models import BackfillRun
-from crmify.worker import redact
+from crmify.secrets import redact
 
 #: The permission every page needs (``BackfillRun.Meta.permissions``); superusers have it.
 BACKFILL_PERMISSION = "crmify.run_backfill"

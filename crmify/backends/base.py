@@ -41,11 +41,10 @@ transient, with its text kept on the lead.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import contextvars
 import datetime
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -55,28 +54,6 @@ from django.core import checks
 if TYPE_CHECKING:
     from crmify.models import Lead
     from crmify.ratelimit import QuotaState
-
-
-#: Shorter credential values are not masked: they are not secrets, and masking them would garble every
-#: message they happen to occur in.
-MIN_SECRET_LENGTH = 4
-
-
-def secret_forms(secret: str) -> tuple[str, ...]:
-    """``secret`` as written and as an HTTP Basic header carries it when it is the user name with an
-    empty password (Insightly's scheme): a CRM or proxy that quotes the header back quotes this form."""
-    basic = base64.b64encode(f"{secret}:".encode()).decode()
-    return secret, basic, basic.rstrip("=")
-
-
-def redact(text: str, secrets: Iterable[str]) -> str:
-    """``text`` with every secret masked. The HTTP plumbing scrubs what it records with it, and the
-    engine scrubs everything it stores (a site's own backend may quote its key in an exception)."""
-    for secret in secrets:
-        if len(secret) >= MIN_SECRET_LENGTH:
-            for form in secret_forms(secret):
-                text = text.replace(form, "***")
-    return text
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,8 +25,9 @@ from crmify.exceptions import (
     TransientBackendError,
 )
 from crmify.ratelimit import QuotaState, QuotaTracker, SharedRateLimiter
+from crmify.secrets import redact
 
-from .base import BaseBackend, CallRecord, record_call, redact
+from .base import BaseBackend, CallRecord, record_call
 
 #: How much of a body the ledger keeps.
 SUMMARY_LENGTH = 1000
