@@ -51,7 +51,7 @@ from crmify.mappers import LeadModelFieldMapper
 from crmify.models import MAPPABLE_FIELDS, BackfillRun, Lead
 from crmify.queue import crmify_task, enqueue_on_commit, enqueue_task
 from crmify.secrets import redact
-from crmify.sweeper import iterate_source_rows
+from crmify.sources import iterate_source_rows
 from crmify.tracking import RowChange, decide, map_for_crm, new_lead, track
 from crmify.transitions import prepare_insert
 from crmify.worker import current_backend, process_leads_task

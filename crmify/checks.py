@@ -16,7 +16,10 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.management.commands.migrate import Command as MigrateCommand
 from django.db import connections, router
 
+from crmify.backends import build_backend, load_backend_class
+from crmify.compat import InvalidTaskBackend, task_backends
 from crmify.conf import DEFAULTS, ON_DELETE_CHOICES, crmify_settings
+from crmify.loading import get_lead_model, get_mapper_class, get_status_model, walk_path
 from crmify.mappers import LeadModelFieldMapper
 from crmify.mixins import LeadStatusMixin
 from crmify.models import CUSTOM_FIELD_PREFIX, MAPPABLE_FIELDS, Lead
@@ -113,8 +116,6 @@ def _check_values() -> list[checks.CheckMessage]:
 
 
 def _check_backend(*, build: bool = True) -> list[checks.CheckMessage]:
-    from crmify.backends import build_backend, load_backend_class
-
     try:
         backend_class = load_backend_class()
     except ImproperlyConfigured as exc:
@@ -155,8 +156,6 @@ def _check_backend(*, build: bool = True) -> list[checks.CheckMessage]:
 
 
 def _check_models_and_mapper() -> list[checks.CheckMessage]:
-    from crmify.loading import get_lead_model, get_mapper_class, get_status_model, walk_path
-
     messages: list[checks.CheckMessage] = []
     try:
         lead_model = get_lead_model()
@@ -261,8 +260,6 @@ def _check_apps() -> list[checks.CheckMessage]:
 
 
 def _check_tasks() -> list[checks.CheckMessage]:
-    from crmify.compat import InvalidTaskBackend, task_backends
-
     alias = crmify_settings.TASK_BACKEND
     try:
         backend = task_backends[alias]

@@ -9,21 +9,18 @@ bypassed the signals (``queryset.update``, ``bulk_create``).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 from typing import Any
 
 from django.contrib.contenttypes.models import ContentType
-from django.core.exceptions import FieldError
-from django.db import models
 from django.utils import timezone
 
 from crmify.conf import crmify_settings
-from crmify.loading import get_lead_model, get_mapper, walk_path
-from crmify.mappers import LeadModelFieldMapper
+from crmify.loading import get_lead_model, get_mapper
 from crmify.models import Lead, LedgerEntry, SyncState
 from crmify.queue import backend_supports_defer, crmify_task, waiting_in_queue
+from crmify.sources import iterate_source_rows
 from crmify.tracking import new_lead, track
 from crmify.worker import LEAD_TASKS, enqueue_lead
 
@@ -112,54 +109,6 @@ def _requeue(ids: list[int], waiting: set[int], now: Any) -> int:
     ids = [lead_id for lead_id in ids if lead_id not in waiting]
     Lead.objects.filter(pk__in=ids).mark_queued(now)
     return sum(1 for lead_id in ids if enqueue_lead(lead_id))
-
-
-def source_queryset(
-    mapper: LeadModelFieldMapper, queryset: models.QuerySet[Any] | None = None
-) -> models.QuerySet[Any]:
-    """``LEAD_MODEL`` rows (``queryset``, else all) with the relations the mapper reads joined in."""
-    model = get_lead_model()
-    queryset = model._default_manager.all() if queryset is None else queryset
-    related = sorted(
-        {
-            prefix
-            for source, _, _ in mapper.mappings()
-            if isinstance(source, str)
-            for prefix, _ in walk_path(model, source)
-        }
-    )
-    if related:
-        try:
-            str(queryset.select_related(*related).query)
-            queryset = queryset.select_related(*related)
-        except FieldError:
-            pass  # a reverse or many relation: the mapper reads it row by row
-    return queryset
-
-
-def iterate_source_rows(
-    mapper: LeadModelFieldMapper,
-    queryset: models.QuerySet[Any] | None = None,
-    chunk_size: int = 1000,
-    *,
-    after: Any = None,
-) -> Iterator[list[Any]]:
-    """``LEAD_MODEL`` rows in primary-key chunks, with the relations the mapper reads joined in.
-
-    Used by the drift scan and the backfill (which starts ``after`` its checkpoint and reads one chunk per
-    task): memory stays flat however many rows there are.
-    """
-    queryset = source_queryset(mapper, queryset)
-    last_pk: Any = after
-    while True:
-        page = queryset.order_by("pk")
-        if last_pk is not None:
-            page = page.filter(pk__gt=last_pk)
-        rows = list(page[:chunk_size])
-        if not rows:
-            return
-        yield rows
-        last_pk = rows[-1].pk
 
 
 def scan_drift() -> tuple[int, int]:
