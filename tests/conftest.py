@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
@@ -22,6 +23,18 @@ def service_required(name: str, reason: str) -> None:
     if os.environ.get("CI"):
         pytest.fail(f"{name} is required in CI: {reason}")
     pytest.skip(f"{name} not available: {reason}")
+
+
+def postgres_pass_only() -> None:
+    """Skip outside the PostgreSQL pass (``CRMIFY_TEST_DB=postgres``); in it, skip (or fail in CI) when
+    no server answers. Called before pytest-django sets up a database, so it asks the socket."""
+    if os.environ.get("CRMIFY_TEST_DB") != "postgres":
+        pytest.skip("runs in the PostgreSQL pass (CRMIFY_TEST_DB=postgres)")
+    host, port = os.environ.get("PGHOST", "127.0.0.1"), int(os.environ.get("PGPORT", "5432"))
+    try:
+        socket.create_connection((host, port), timeout=2).close()
+    except OSError as exc:
+        service_required("PostgreSQL", f"nothing answers on {host}:{port} ({exc})")
 
 
 @pytest.fixture(autouse=True)

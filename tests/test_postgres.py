@@ -6,8 +6,6 @@ Runs in the PostgreSQL pass (``CRMIFY_TEST_DB=postgres``); elsewhere it skips. W
 
 from __future__ import annotations
 
-import os
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,20 +17,14 @@ from django.db import connection, transaction
 from crmify import api
 from crmify.models import Lead, SyncState
 from crmify.worker import process_lead
-from tests.conftest import service_required
+from tests.conftest import postgres_pass_only
 from tests.factories import lead_of, make_user
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _postgres() -> None:
     """Module-scoped so it decides before pytest-django sets up a database."""
-    if os.environ.get("CRMIFY_TEST_DB") != "postgres":
-        pytest.skip("runs in the PostgreSQL pass (CRMIFY_TEST_DB=postgres)")
-    host, port = os.environ.get("PGHOST", "127.0.0.1"), int(os.environ.get("PGPORT", "5432"))
-    try:
-        socket.create_connection((host, port), timeout=2).close()
-    except OSError as exc:
-        service_required("PostgreSQL", f"nothing answers on {host}:{port} ({exc})")
+    postgres_pass_only()
 
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -9,8 +9,6 @@ the PostgreSQL pass (``CRMIFY_TEST_DB=postgres``), on PostgreSQL; the CRM is the
 from __future__ import annotations
 
 import datetime
-import os
-import socket
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -41,7 +39,7 @@ from crmify.upgrade import (
     table_columns,
 )
 from tests.admin_fixtures import login, make_lead, people
-from tests.conftest import calls, service_required
+from tests.conftest import calls, postgres_pass_only
 from tests.doubles import Enqueued
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -387,13 +385,7 @@ def test_e060_does_not_create_a_sqlite_file_that_is_not_there(tmp_path: Path) ->
 
 @pytest.fixture
 def postgres_only() -> None:
-    if os.environ.get("CRMIFY_TEST_DB") != "postgres":
-        pytest.skip("runs in the PostgreSQL pass (CRMIFY_TEST_DB=postgres)")
-    host, port = os.environ.get("PGHOST", "127.0.0.1"), int(os.environ.get("PGPORT", "5432"))
-    try:
-        socket.create_connection((host, port), timeout=2).close()
-    except OSError as exc:
-        service_required("PostgreSQL", f"nothing answers on {host}:{port} ({exc})")
+    postgres_pass_only()
 
 
 @pytest.mark.postgres
