@@ -291,9 +291,7 @@ def _decide(
     of them waits for the chunk to commit instead of having its CRM id overwritten by a stale copy.
     """
     source_type = ContentType.objects.db_manager(using).get_for_model(rows[0])
-    leads_query = Lead.objects.using(using).filter(
-        source_type=source_type, source_id__in=[str(row.pk) for row in rows]
-    )
+    leads_query = Lead.objects.using(using).of_rows(rows)
     if lock:
         leads_query = leads_query.select_for_update()
     leads = {lead.source_id: lead for lead in leads_query}

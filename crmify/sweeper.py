@@ -117,12 +117,7 @@ def scan_drift() -> tuple[int, int]:
     source_type = ContentType.objects.get_for_model(get_lead_model())
     scanned = queued = 0
     for rows in iterate_source_rows(mapper):
-        leads = {
-            lead.source_id: lead
-            for lead in Lead.objects.filter(
-                source_type=source_type, source_id__in=[str(row.pk) for row in rows]
-            )
-        }
+        leads = {lead.source_id: lead for lead in Lead.objects.of_rows(rows)}
         for row in rows:
             scanned += 1
             lead = leads.get(str(row.pk))

@@ -41,12 +41,7 @@ def fingerprint(values: Mapping[str, Any]) -> str:
 
 def find_lead(instance: models.Model, using: str | None = None) -> Lead | None:
     """The lead tracking ``instance``, if there is one."""
-    source_type = ContentType.objects.db_manager(using).get_for_model(instance)
-    return (
-        Lead.objects.using(using or router.db_for_write(Lead))
-        .filter(source_type=source_type, source_id=str(instance.pk))
-        .first()
-    )
+    return Lead.objects.using(using or router.db_for_write(Lead)).of_rows([instance]).first()
 
 
 def new_lead(

@@ -31,10 +31,11 @@ States (the admin shows each)::
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from django.contrib.contenttypes.models import ContentType
 from django.db import models
 from django.db.models import Case, Exists, F, OuterRef, Q, Value, When
 from django.utils import timezone
@@ -96,6 +97,14 @@ class LeadQuerySet(models.QuerySet["Lead"]):
     """
 
     # -- reads ----------------------------------------------------------------------------------------
+
+    def of_rows(self, rows: Sequence[models.Model]) -> LeadQuerySet:
+        """The leads of ``rows`` (source rows of one model), on this queryset's database: the save path
+        (``tracking.find_lead``), the drift scan and the backfill all find a row's lead this way."""
+        if not rows:
+            return self.none()
+        source_type = ContentType.objects.db_manager(self.db).get_for_model(rows[0])
+        return self.filter(source_type=source_type, source_id__in=[str(row.pk) for row in rows])
 
     def unclaimed(self) -> LeadQuerySet:
         """Leads no worker holds."""
