@@ -13,7 +13,8 @@ already has adopts that CRM id, so nothing is created twice and no lead needs it
 the listing did not find is marked so the backend skips its lookup by e-mail (``listing_says_absent``).
 
 The changed leads are not sent from the chunk: they are marked pending and queued, one task per chunk
-(``process_leads_task``), for the normal worker path (``process_lead``). That path already claims each
+(``process_leads_task``), for the normal worker path (``process_leads``: one batch call per
+``max_batch_size`` leads when the backend has batch calls, else ``process_lead`` each). That path claims each
 lead (exactly once, even if a site save queues the same lead meanwhile), writes the ledger, classifies
 errors, retries with backoff and paces every call through the shared rate limiter; several workers
 share the sending of several chunks, while a chunk task holds its transaction only for database work.
@@ -54,7 +55,7 @@ from crmify.secrets import redact
 from crmify.sources import iterate_source_rows
 from crmify.tracking import RowChange, decide, map_for_crm, new_lead, track
 from crmify.transitions import prepare_insert
-from crmify.worker import current_backend, process_leads_task
+from crmify.worker import batch_size, current_backend, process_leads_task
 
 logger = logging.getLogger("crmify")
 
@@ -404,8 +405,12 @@ def plan(options: BackfillOptions) -> BackfillPlan:
     mapper = get_mapper()
     using = router.db_for_write(Lead)
     seen: set[str] = set()
+    per_call = batch_size(backend)
+    send_calls = 0
     for rows in iterate_source_rows(mapper, queryset, options.batch_size):
         chunk = _decide(rows, mapper, matches, using=using, lock=False, seen=seen)
+        # A chunk's leads go to the worker together: one call per lead, or per batch of them.
+        send_calls += math.ceil((len(chunk.creates) + len(chunk.updates)) / per_call)
         result.scanned += len(rows)
         result.to_create += len(chunk.creates)
         result.to_update += len(chunk.updates)
@@ -415,9 +420,9 @@ def plan(options: BackfillOptions) -> BackfillPlan:
         result.lookups += chunk.lookups
         if result.in_crm is not None:
             result.in_crm += chunk.in_crm
-    # One call per lead sent: a match from the listing is a PUT, no match a POST without a lookup,
-    # except for a lead sharing its e-mail with another, which is looked up first.
-    result.api_calls = result.listing_calls + result.to_create + result.to_update + result.lookups
+    # One call per lead sent (or per batch of them): a match from the listing is an update, no match a
+    # create without a lookup, except for a lead sharing its e-mail with another, looked up first.
+    result.api_calls = result.listing_calls + send_calls + result.lookups
     _add_costs(result, backend)
     return result
 

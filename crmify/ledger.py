@@ -1,18 +1,20 @@
 """The ledger of CRM calls: how the engine reads a backend's error, and the rows each call leaves.
 
-Called by the worker (each lead's calls) and the backfill (its listing of the CRM); ``classify`` also by
+Called by the worker (each lead's calls, and each batch call's rows per lead) and the backfill (its listing of the CRM); ``classify`` also by
 the public API. Every text a row keeps goes through ``crmify.secrets.redact``.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from django.core.exceptions import ImproperlyConfigured
 
-from crmify.backends.base import CallRecord
+from crmify.backends.base import BatchItem, CallRecord
 from crmify.exceptions import BackendError, MappingError, PermanentBackendError, QuotaExhausted
 from crmify.models import Lead, LedgerEntry
 from crmify.secrets import redact
@@ -61,29 +63,75 @@ def write_ledger(
     e-mail) gets a row of its own too: the ledger's last word on a failed lead is always why it failed.
     ``lead`` is None for calls made for no one lead (the backfill's listing of the CRM).
     """
-    if not records or (error is not None and records[-1].outcome == LedgerEntry.Outcome.OK):
-        failure = classify(error) if error is not None else None
-        records = [
-            *records,
-            CallRecord(
-                operation,
-                outcome=failure.outcome if failure else LedgerEntry.Outcome.OK,
-                http_status=getattr(error, "status_code", None),
-                duration_ms=int((time.monotonic() - started) * 1000),
-                error=failure.message if failure else "",
-            ),
-        ]
+    lead_id = lead.pk if lead is not None else None
     LedgerEntry.objects.bulk_create(
-        LedgerEntry(
-            lead_id=lead.pk if lead is not None else None,
-            operation=record.operation,
-            started_at=started_at,
-            duration_ms=record.duration_ms,
-            outcome=record.outcome,
-            http_status=record.http_status,
-            error=redact(record.error)[:MAX_ERROR_LENGTH],
-            request_summary=redact(record.request_summary),
-            response_summary=redact(record.response_summary),
-        )
-        for record in records
+        _entry(lead_id, record, started_at)
+        for record in _with_last_word(records, operation, started, error)
+    )
+
+
+def write_batch_ledger(
+    leads: Sequence[Lead],
+    records: list[CallRecord],
+    operation: str,
+    started_at: datetime,
+    started: float,
+    error: BaseException | None,
+    items: Sequence[BatchItem],
+) -> None:
+    """The rows of one batch call (the worker's ``sync_leads``): one per lead per CRM call the backend
+    reported, all carrying one new ``batch`` id, so a lead's ledger shows the call it shared.
+
+    ``error`` failed the whole call: every lead's rows read as :func:`write_ledger` would write them.
+    Otherwise ``items`` (one per lead) decide each lead's row of the last call: the CRM's own message
+    for a lead it refused (one input of a 207), the call's outcome for the others.
+    """
+    batch = uuid.uuid4()
+    records = _with_last_word(records, operation, started, error)
+    *earlier, last = records
+    entries = []
+    for lead, item in zip(leads, items, strict=True):
+        own = last
+        if error is None and item.error is not None:
+            failure = classify(item.error)
+            status = getattr(item.error, "status_code", None) or last.http_status
+            own = replace(last, outcome=failure.outcome, http_status=status, error=failure.message)
+        entries += [_entry(lead.pk, record, started_at, batch) for record in [*earlier, own]]
+    LedgerEntry.objects.bulk_create(entries)
+
+
+def _with_last_word(
+    records: list[CallRecord], operation: str, started: float, error: BaseException | None
+) -> list[CallRecord]:
+    """``records``, with a closing record for the whole operation when the backend reported none, or
+    when it raised ``error`` after its last call went well."""
+    if records and (error is None or records[-1].outcome != LedgerEntry.Outcome.OK):
+        return records
+    failure = classify(error) if error is not None else None
+    return [
+        *records,
+        CallRecord(
+            operation,
+            outcome=failure.outcome if failure else LedgerEntry.Outcome.OK,
+            http_status=getattr(error, "status_code", None),
+            duration_ms=int((time.monotonic() - started) * 1000),
+            error=failure.message if failure else "",
+        ),
+    ]
+
+
+def _entry(
+    lead_id: int | None, record: CallRecord, started_at: datetime, batch: uuid.UUID | None = None
+) -> LedgerEntry:
+    return LedgerEntry(
+        lead_id=lead_id,
+        operation=record.operation,
+        started_at=started_at,
+        duration_ms=record.duration_ms,
+        outcome=record.outcome,
+        http_status=record.http_status,
+        error=redact(record.error)[:MAX_ERROR_LENGTH],
+        request_summary=redact(record.request_summary),
+        response_summary=redact(record.response_summary),
+        batch=batch,
     )

@@ -193,6 +193,9 @@ class LedgerEntry(models.Model):
     error = models.TextField(_("error"), blank=True, default="")
     request_summary = models.TextField(_("request"), blank=True, default="")
     response_summary = models.TextField(_("response"), blank=True, default="")
+    #: The batch call this row is one lead's share of (its other leads' rows carry the same id); None for a
+    #: call made for one lead alone.
+    batch = models.UUIDField(_("batch"), null=True, blank=True, db_index=True)
 
     class Meta:
         verbose_name = _("ledger entry")

@@ -84,6 +84,15 @@ def _pending_unless_syncing() -> Case:
     )
 
 
+#: What a claim for sending takes: a pending lead, or a retrying one (when due).
+_WAITING_TO_SYNC = Q(sync_state__in=[SyncState.PENDING, SyncState.RETRYING])
+
+
+def _due(now: datetime) -> Q:
+    """Leads whose next attempt is not in the future."""
+    return Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
+
+
 def _unless_tombstone(state: str) -> Case:
     """``state``, unless the lead became a tombstone meanwhile: then its deletion is next."""
     return Case(When(tombstone=True, then=Value(SyncState.DELETING)), default=Value(state))
@@ -182,13 +191,12 @@ class LeadQuerySet(models.QuerySet["Lead"]):
 
     # -- a worker -------------------------------------------------------------------------------------
 
-    def _claim(self, condition: Q, **changes: Any) -> str | None:
+    def _claim(self, condition: Q, token: str | None = None, **changes: Any) -> str | None:
         now = timezone.now()
-        token = uuid.uuid4().hex
-        due = Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
+        token = token or uuid.uuid4().hex
         claimed = (
             self.unclaimed()
-            .filter(condition, due)
+            .filter(condition, _due(now))
             .update(claim_token=token, claimed_at=now, **changes)
         )
         return token if claimed else None
@@ -196,9 +204,28 @@ class LeadQuerySet(models.QuerySet["Lead"]):
     def claim_for_sync(self) -> str | None:
         """Claim the (one) pending or due retrying lead for sending and make it syncing: the claim's
         token, or None when the lead is held, not due, or has nothing to send."""
-        return self._claim(
-            Q(sync_state__in=[SyncState.PENDING, SyncState.RETRYING]),
-            sync_state=SyncState.SYNCING,
+        return self._claim(_WAITING_TO_SYNC, sync_state=SyncState.SYNCING)
+
+    def claim_batch_for_sync(self, limit: int, token: str | None = None) -> str | None:
+        """Claim up to ``limit`` of the leads that :meth:`claim_for_sync` would claim, longest queued
+        first, and make them syncing under one token (``token``, to join a claim the caller holds): the
+        token, or None when none could be claimed. The worker's batches (``crmify.worker``).
+
+        The candidates are read first and claimed by the same conditional UPDATE as one lead, so a lead
+        another worker claimed in between is simply left out: never two workers on one lead.
+        """
+        if limit < 1:
+            return None
+        candidates = list(
+            self.unclaimed()
+            .filter(_WAITING_TO_SYNC, _due(timezone.now()))
+            .order_by("queued_at", "pk")
+            .values_list("pk", flat=True)[:limit]
+        )
+        if not candidates:
+            return None
+        return self.filter(pk__in=candidates)._claim(
+            _WAITING_TO_SYNC, token, sync_state=SyncState.SYNCING
         )
 
     def claim_for_delete(self) -> str | None:

@@ -14,7 +14,7 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -22,10 +22,10 @@ from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
 
 from crmify.backends import build_backend
-from crmify.backends.base import BaseBackend, recording
+from crmify.backends.base import BaseBackend, BatchItem, recording
 from crmify.conf import crmify_settings
 from crmify.exceptions import PermanentBackendError
-from crmify.ledger import MAX_ERROR_LENGTH, classify, write_ledger
+from crmify.ledger import MAX_ERROR_LENGTH, classify, write_batch_ledger, write_ledger
 from crmify.models import Lead, SyncState
 from crmify.queue import crmify_task, enqueue_on_commit, enqueue_task
 from crmify.secrets import redact
@@ -93,30 +93,71 @@ def current_backend() -> BaseBackend:
     return cached[1]
 
 
-def process_lead(lead_id: int) -> SyncOutcome:
-    """Do whatever ``lead_id`` is waiting for (a sync or a delete) and say what happened."""
+def process_lead(lead_id: int, *, burst: bool = False) -> SyncOutcome:
+    """Do whatever ``lead_id`` is waiting for (a sync or a delete) and say what happened.
+
+    With ``burst`` (the queued task) and a backend with batch calls, other leads waiting to be sent go
+    with this one in one batch call (see :func:`batch_size`); staff's "Sync now" sends the lead alone.
+    """
     state = Lead.objects.filter(pk=lead_id).values_list("sync_state", flat=True).first()
     if state is None:
         return SyncOutcome.MISSING
     if state == SyncState.DELETING:
         return _run_delete(lead_id)
-    return _run_sync(lead_id)
+    token = Lead.objects.filter(pk=lead_id).claim_for_sync()
+    if token is None:
+        return SyncOutcome.SKIPPED
+    size = batch_size(current_backend()) if burst else 1
+    # A burst of saves queues a task per lead: the first task to run takes the others waiting with it
+    # (their own tasks find them claimed or sent and skip them), so a burst costs one call per batch.
+    if size > 1 and Lead.objects.exclude(pk=lead_id).claim_batch_for_sync(size - 1, token):
+        return _send_batch(token)[lead_id]
+    return _send_one(lead_id, token)
+
+
+def batch_size(backend: BaseBackend) -> int:
+    """How many leads the worker sends in one call: ``max_batch_size`` for a backend with batch calls
+    (``supports_batch``), else 1 (one ``sync_lead`` per lead, as always)."""
+    return max(backend.max_batch_size, 1) if backend.supports_batch else 1
+
+
+def process_leads(lead_ids: list[int]) -> Counter[SyncOutcome]:
+    """Sync or delete each of ``lead_ids``, in batches of :func:`batch_size` when the backend has batch
+    calls; how many leads ended in each outcome. The backfill's chunk task runs this.
+
+    Without batch calls each lead goes through :func:`process_lead` as if queued alone. With them, each
+    group of ``lead_ids`` is claimed at once and sent in one call; a lead of the group that could not be
+    claimed (a delete, a lead held or not due) goes through :func:`process_lead` alone.
+    """
+    size = batch_size(current_backend())
+    if size == 1:
+        return Counter(process_lead(lead_id) for lead_id in lead_ids)
+    outcomes: Counter[SyncOutcome] = Counter()
+    for start in range(0, len(lead_ids), size):
+        group = lead_ids[start : start + size]
+        token = Lead.objects.filter(pk__in=group).claim_batch_for_sync(size)
+        sent = _send_batch(token) if token else {}
+        outcomes.update(sent.values())
+        outcomes.update(process_lead(lead_id) for lead_id in group if lead_id not in sent)
+    return outcomes
 
 
 @crmify_task
 def process_lead_task(lead_id: int) -> str:
-    """Sync or delete one lead, whichever it is waiting for (queued by :func:`enqueue_lead`)."""
-    return process_lead(lead_id)
+    """Sync or delete one lead, whichever it is waiting for (queued by :func:`enqueue_lead`), with a
+    burst of other waiting leads when the backend has batch calls."""
+    return process_lead(lead_id, burst=True)
 
 
 @crmify_task
 def process_leads_task(lead_ids: list[int]) -> dict[str, int]:
-    """Sync or delete each lead in turn: one task for a backfill chunk's leads (``crmify.backfill``).
+    """Sync or delete the leads: one task for a backfill chunk's leads (``crmify.backfill``), sent by
+    :func:`process_leads` (one batch call per ``max_batch_size`` leads, or one call each).
 
-    Each lead goes through ``process_lead`` as if queued alone (claim, ledger, retries queued one by
-    one); a lead this task never reaches (its worker died) stays pending and the sweeper queues it.
+    Each lead is claimed, recorded in the ledger and retried (queued one by one) as if queued alone; a
+    lead this task never reaches (its worker died) stays pending and the sweeper queues it.
     """
-    return dict(Counter(process_lead(lead_id) for lead_id in lead_ids))
+    return {str(outcome): count for outcome, count in process_leads(lead_ids).items()}
 
 
 #: The tasks that carry leads to the worker: a lead id, or a list of them, is each one's first argument.
@@ -148,20 +189,51 @@ def enqueue_lead_on_commit(lead_id: int, using: str | None = None) -> None:
     )
 
 
-def _run_sync(lead_id: int) -> SyncOutcome:
-    token = Lead.objects.filter(pk=lead_id).claim_for_sync()
-    if token is None:
-        return SyncOutcome.SKIPPED
+def _send_one(lead_id: int, token: str) -> SyncOutcome:
+    """Send the lead claimed with ``token`` by itself (``sync_lead``) and finish it."""
     lead = Lead.objects.get(pk=lead_id)
-    if lead.external_id and lead.fingerprint and lead.fingerprint == lead.synced_fingerprint:
+    if _unchanged(lead):
         _finish_sync(lead, token, lead.external_id)
         return SyncOutcome.UNCHANGED
     external_id, error = _call(lead, "sync", lambda backend: backend.sync_lead(lead))
+    return _finish_sent(lead, token, external_id, error)
+
+
+def _send_batch(token: str) -> dict[int, SyncOutcome]:
+    """Send every lead claimed with ``token`` in one ``sync_leads`` call and finish each by its own
+    result, as :func:`_send_one` finishes one lead: the outcome of each, by lead id."""
+    leads = list(Lead.objects.held(token).order_by("queued_at", "pk"))
+    outcomes: dict[int, SyncOutcome] = {}
+    to_send = []
+    for lead in leads:
+        if _unchanged(lead):
+            _finish_sync(lead, token, lead.external_id)
+            outcomes[lead.pk] = SyncOutcome.UNCHANGED
+        else:
+            to_send.append(lead)
+    if to_send:
+        items = _call_batch(to_send, "sync", lambda backend: backend.sync_leads(to_send))
+        for lead, item in zip(to_send, items, strict=True):
+            outcomes[lead.pk] = _finish_sent(lead, token, item.result, item.error)
+    return outcomes
+
+
+def _unchanged(lead: Lead) -> bool:
+    """Whether the CRM already holds what ``lead`` would send (nothing to call)."""
+    return bool(
+        lead.external_id and lead.fingerprint and lead.fingerprint == lead.synced_fingerprint
+    )
+
+
+def _finish_sent(
+    lead: Lead, token: str, external_id: Any, error: BaseException | None
+) -> SyncOutcome:
+    """Finish a claimed lead by what its send answered: the CRM id, or the error (one lead of a batch
+    is finished exactly as a lead sent alone)."""
+    if error is None and not external_id:
+        error = PermanentBackendError("The backend's sync_lead returned no CRM id.")
     if error is not None:
         return _finish_failure(lead, token, error, retry_state=SyncState.RETRYING)
-    if not external_id:
-        failure = PermanentBackendError("The backend's sync_lead returned no CRM id.")
-        return _finish_failure(lead, token, failure, retry_state=SyncState.RETRYING)
     _finish_sync(lead, token, str(external_id))
     return SyncOutcome.SYNCED
 
@@ -214,14 +286,47 @@ def _call(
 ) -> tuple[Any, BaseException | None]:
     """:func:`recorded_call`, failing the lead and the task on a configuration error."""
     result, error = recorded_call(lead, operation, call)
+    _stop_on_configuration_error([lead], error)
+    return result, error
+
+
+def _call_batch(
+    leads: list[Lead], operation: str, call: Callable[[BaseBackend], Sequence[BatchItem]]
+) -> list[BatchItem]:
+    """Make one batch call for ``leads`` and keep its ledger (a row per lead per CRM call, linked by a
+    batch id); one :class:`BatchItem` per lead, in order. An error that failed the whole call is each
+    lead's error; a configuration error fails them all and the task, as for one lead."""
+    started_at = timezone.now()
+    started = time.monotonic()
+    error: Exception | None = None
+    items: list[BatchItem] = []
+    with recording() as records:
+        try:
+            items = list(call(current_backend()))[: len(leads)]
+        except Exception as exc:
+            error = exc
+        if error is None:
+            missing = BatchItem(error=PermanentBackendError(MISSING_BATCH_RESULT))
+            items += [missing] * (len(leads) - len(items))
+        else:
+            items = [BatchItem(error=error)] * len(leads)
+        write_batch_ledger(leads, records, operation, started_at, started, error, items)
+    _stop_on_configuration_error(leads, error)
+    return items
+
+
+#: A lead a backend's batch call gave no answer for (a backend that breaks the contract).
+MISSING_BATCH_RESULT = "The backend's batch call returned no result for this lead."
+
+
+def _stop_on_configuration_error(leads: list[Lead], error: BaseException | None) -> None:
     if isinstance(error, ImproperlyConfigured):
-        # A configuration mistake is never retried: fail the lead loudly and let the task fail too.
-        Lead.objects.filter(pk=lead.pk).fail_configuration(
+        # A configuration mistake is never retried: fail the leads loudly and let the task fail too.
+        Lead.objects.filter(pk__in=[lead.pk for lead in leads]).fail_configuration(
             redact(f"Configuration error: {error}")[:MAX_ERROR_LENGTH]
         )
         # The task framework logs this and stores its traceback: the same error, minus the key.
         raise ImproperlyConfigured(redact(str(error))) from None
-    return result, error
 
 
 def _finish_sync(lead: Lead, token: str, external_id: str) -> None:

@@ -301,10 +301,9 @@ def test_on_the_current_schema_the_upgrade_migration_leaves_leads_as_they_are(
     call_command("migrate", "crmify", "0001", verbosity=0)
     assert "legacy_values" not in (table_columns(connection, "crmify_lead") or set())
     (message,) = check_tables(databases=["default"])
-    assert (message.id, message.msg.split(": ")[-1]) == (
-        "crmify.E060",
-        "crmify_lead.legacy_values missing.",
-    )
+    # Later migrations' columns are missing too at 0001 (crmify_ledgerentry.batch, ...).
+    assert message.id == "crmify.E060"
+    assert "crmify_lead.legacy_values missing" in message.msg
 
     call_command("migrate", "crmify", verbosity=0)
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from django.contrib import admin
 from django.core.exceptions import ImproperlyConfigured
 from django.core.paginator import Page, Paginator
-from django.db.models import QuerySet
+from django.db.models import Count, OuterRef, QuerySet, Subquery
 from django.forms import ModelForm
 from django.http import HttpRequest, HttpResponse
 from django.urls import URLPattern
@@ -235,8 +235,17 @@ class LeadAdmin(LeadImportExportMixin, LeadModelAdmin):
 
     def ledger_page(self, request: HttpRequest, lead: Lead) -> Page[LedgerEntry]:
         """One page of the lead's CRM calls, latest first."""
-        entries: QuerySet[LedgerEntry] = LedgerEntry.objects.filter(lead=lead).order_by(
-            "-started_at", "-id"
+        # A row of a batch call says how many leads shared the call (their rows carry its id).
+        batch_leads = (
+            LedgerEntry.objects.filter(batch=OuterRef("batch"))
+            .values("batch")
+            .annotate(leads=Count("lead", distinct=True))
+            .values("leads")
+        )
+        entries: QuerySet[LedgerEntry] = (
+            LedgerEntry.objects.filter(lead=lead)
+            .annotate(batch_leads=Subquery(batch_leads))
+            .order_by("-started_at", "-id")
         )
         return Paginator(entries, LEDGER_PAGE_SIZE).get_page(request.GET.get(LEDGER_PAGE_PARAMETER))
 

@@ -23,7 +23,8 @@ code reads the flags and calls the hooks; it never probes a backend for attribut
 - ``supports_connection_check``: :meth:`BaseBackend.check_connection` (``manage.py crmify_check``).
 - ``supports_batch``: :meth:`BaseBackend.sync_leads` / :meth:`BaseBackend.delete_leads` send many leads in
   one call (the defaults call :meth:`BaseBackend.sync_lead` / :meth:`BaseBackend.delete_lead` in turn).
-  Part of the contract for CRMs with batch calls; the engine does not call them yet.
+  The worker sends a backfill chunk's leads, and any burst of waiting leads, through ``sync_leads``, up
+  to ``max_batch_size`` a call (``crmify.worker.process_leads``); ``delete_leads`` is not called yet.
 
 Hooks without a flag, with defaults that do no harm: ``max_lengths`` and :meth:`BaseBackend.max_length`
 (what the CRM accepts), :meth:`BaseBackend.encode_date`, :meth:`BaseBackend.missing_last_name`,
@@ -180,7 +181,8 @@ class BaseBackend:
     supports_connection_check: bool = False
     #: ``sync_leads(leads)`` and ``delete_leads(lead_ids)`` send up to ``max_batch_size`` leads per call.
     supports_batch: bool = False
-    #: The most leads one batch call takes (read only when ``supports_batch`` is set).
+    #: The most leads one batch call takes (read only when ``supports_batch`` is set); the worker sends
+    #: up to this many per ``sync_leads`` call.
     max_batch_size: int = 1
     #: Longest value the CRM accepts, by payload key; the mapper preview warns above it. Empty: no limits known.
     max_lengths: Mapping[str, int] = MappingProxyType({})
@@ -224,7 +226,10 @@ class BaseBackend:
         lead, in order, its ``result`` the CRM id. An error that fails the whole call may be raised instead.
 
         The default calls :meth:`sync_lead` for each lead, so every backend answers it; a CRM with batch
-        calls overrides it and sets ``supports_batch``. Not called by the engine yet.
+        calls overrides it and sets ``supports_batch``. Called by the worker (``crmify.worker``) for a
+        backfill chunk's leads and for a burst of waiting leads, only when ``supports_batch`` is set;
+        each item is read as :meth:`sync_lead`'s result or error for that lead (a permanent error fails
+        only that lead, a transient one retries only it), a raised error as every lead's.
         """
         return [_batch_item(self.sync_lead, lead) for lead in leads]
 

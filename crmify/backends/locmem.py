@@ -10,19 +10,24 @@ Everything the engine sends lands in module-level state that a test reads back::
 
 ``locmem.fail_next(error, times=1)`` makes the next calls raise ``error`` (a transient or permanent
 ``BackendError``, or anything else) to exercise retries. State is per process.
+
+:class:`LocmemBatchBackend` is the same CRM with batch calls (``supports_batch``): each ``sync_leads``
+is one recorded ``batch`` call, whose payload lists the leads' e-mails; ``locmem.reject(email, error)``
+makes the CRM refuse that one input of the next batch carrying it (a 207 partial failure) while the
+others go through.
 """
 
 from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from crmify.exceptions import PermanentBackendError
 
-from .base import BaseBackend, CallRecord, CrmLead, record_call
+from .base import BaseBackend, BatchItem, CallRecord, CrmLead, record_call
 
 if TYPE_CHECKING:
     from crmify.models import Lead
@@ -44,6 +49,8 @@ leads: dict[str, dict[str, Any]] = {}
 #: Every call in order, failed ones included.
 calls: list[LocmemCall] = []
 _failures: list[BaseException] = []
+#: Inputs the next batch call refuses, by e-mail.
+_rejections: dict[str, Exception] = {}
 
 
 def reset() -> None:
@@ -53,7 +60,14 @@ def reset() -> None:
         leads.clear()
         calls.clear()
         _failures.clear()
+        _rejections.clear()
         _ids = itertools.count(1)
+
+
+def reject(email: str, error: Exception) -> None:
+    """Make the next batch call that carries ``email`` refuse that input with ``error`` (once)."""
+    with _lock:
+        _rejections[email] = error
 
 
 def fail_next(error: BaseException, times: int = 1) -> None:
@@ -81,6 +95,13 @@ class LocmemBackend(BaseBackend):
             leads[lead_id] = payload
         return lead_id
 
+    def _store(self, lead: Lead) -> str:
+        """Create or update ``lead`` without a call of its own (one input of a batch)."""
+        with _lock:
+            lead_id = lead.external_id if lead.external_id in leads else str(next(_ids))
+            leads[lead_id] = self.build_payload(lead)
+        return lead_id
+
     def delete_lead(self, lead_id: str) -> bool:
         self._call("delete", lead_id, {})
         with _lock:
@@ -105,7 +126,9 @@ class LocmemBackend(BaseBackend):
                 return
             skip += page_size
 
-    def _call(self, operation: str, lead_id: str, payload: dict[str, Any]) -> None:
+    def _call(
+        self, operation: str, lead_id: str, payload: dict[str, Any], summary: str = ""
+    ) -> None:
         with _lock:
             calls.append(LocmemCall(operation, lead_id, payload))
             failure = _failures.pop(0) if _failures else None
@@ -113,4 +136,33 @@ class LocmemBackend(BaseBackend):
             outcome = "permanent" if isinstance(failure, PermanentBackendError) else "transient"
             record_call(CallRecord(operation, outcome=outcome, error=str(failure)))
             raise failure
-        record_call(CallRecord(operation, request_summary=f"{len(payload)} fields"))
+        record_call(CallRecord(operation, request_summary=summary or f"{len(payload)} fields"))
+
+
+class LocmemBatchBackend(LocmemBackend):
+    """:class:`LocmemBackend` with batch calls: ``BACKEND_OPTIONS['MAX_BATCH_SIZE']`` leads (default
+    100) per recorded ``batch`` call; see the module docstring."""
+
+    supports_batch = True
+
+    def __init__(
+        self, options: dict[str, Any] | None = None, auth: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(options, auth)
+        self.max_batch_size = int(self.options.get("MAX_BATCH_SIZE", 100))
+
+    def sync_leads(self, leads: Sequence[Lead]) -> list[BatchItem]:
+        if len(leads) > self.max_batch_size:
+            raise PermanentBackendError(
+                f"{len(leads)} inputs in one batch; the CRM takes {self.max_batch_size}."
+            )
+        emails = [lead.email for lead in leads]
+        self._call("batch", "", {"emails": emails}, summary=f"{len(emails)} inputs")
+        with _lock:
+            refused = {email: _rejections.pop(email) for email in emails if email in _rejections}
+        return [
+            BatchItem(error=refused[lead.email])
+            if lead.email in refused
+            else BatchItem(result=self._store(lead))
+            for lead in leads
+        ]
