@@ -478,7 +478,7 @@ def preview_row(
         except ValidationError:
             warnings.append(f"{lead.email!r} is not a valid e-mail address: the CRM may refuse it.")
     if payload is not None and backend is not None:
-        warnings += length_problems(payload, crm_max_lengths(backend))
+        warnings += length_problems(backend.payload_fields(payload), crm_max_lengths(backend))
     return replace(
         base, values=_lead_values(lead, mapped), payload=payload, warnings=tuple(warnings)
     )

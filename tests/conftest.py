@@ -13,6 +13,7 @@ from django.test import override_settings
 
 from crmify.backends import locmem
 from crmify.sandbox import SandboxServer
+from crmify.sandbox.hubspot import HubSpotSandbox
 from tests.doubles import Enqueued
 from tests.factories import PROFILE_SETTINGS
 from tests.scripted_crm import ScriptedCrm
@@ -94,6 +95,23 @@ def crmify_for(
     }
 
 
+def hubspot_crmify_for(
+    crm: HubSpotSandbox,
+    *,
+    token: str | None = None,
+    task_backend: str = "immediate",
+    **options: Any,
+) -> dict[str, Any]:
+    """``CRMIFY`` pointing at the HubSpot sandbox over real HTTP, as a site points at HubSpot; keyword
+    ``options`` go to ``BACKEND_OPTIONS``."""
+    return {
+        "BACKEND": "crmify.backends.hubspot.HubSpotBackend",
+        "BACKEND_AUTH": {"API_KEY": crm.token if token is None else token},
+        "BACKEND_OPTIONS": {"API_URL": crm.url, "TIMEOUT": 2, **options},
+        "TASK_BACKEND": task_backend,
+    }
+
+
 class Counted(Protocol):
     """What has the sandbox's request counters: a ``SandboxServer``, or the e2e demo's sandbox read over
     its control API (``tests/e2e/stack.py``)."""
@@ -113,6 +131,17 @@ def insightly(sandbox: SandboxServer) -> Iterator[SandboxServer]:
     cache.clear()
     with override_settings(CRMIFY=crmify_for(sandbox)):
         yield sandbox
+    cache.clear()
+
+
+@pytest.fixture
+def hubspot(hubspot_sandbox: HubSpotSandbox) -> Iterator[HubSpotSandbox]:
+    """The HubSpot sandbox as the configured CRM, without its 10-second limit unless a test turns it
+    on, and with the backend's own pace out of the way."""
+    hubspot_sandbox.set_faults(requests_per_second=None)
+    cache.clear()
+    with override_settings(CRMIFY=hubspot_crmify_for(hubspot_sandbox, **FAST_SANDBOX)):
+        yield hubspot_sandbox
     cache.clear()
 
 

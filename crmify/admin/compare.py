@@ -34,7 +34,7 @@ def crm_keys(backend: BaseBackend | None) -> dict[str, str]:
         # A site's backend whose preview wants more than text (a lookup it cannot do from the cache):
         # the page still shows every value, only unaligned.
         return keys
-    for key, value in payload.items():
+    for key, value in backend.payload_fields(payload).items():
         if isinstance(value, str) and value.startswith(_MARKER):
             keys[value.removeprefix(_MARKER)] = key
     return keys

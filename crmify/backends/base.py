@@ -27,7 +27,7 @@ code reads the flags and calls the hooks; it never probes a backend for attribut
   to ``max_batch_size`` a call (``crmify.worker.process_leads``); ``delete_leads`` is not called yet.
 
 Hooks without a flag, with defaults that do no harm: ``max_lengths`` and :meth:`BaseBackend.max_length`
-(what the CRM accepts), :meth:`BaseBackend.encode_date`, :meth:`BaseBackend.missing_last_name`,
+(what the CRM accepts), :meth:`BaseBackend.payload_fields`, :meth:`BaseBackend.encode_date`, :meth:`BaseBackend.missing_last_name`,
 :meth:`BaseBackend.record_url`, :meth:`BaseBackend.health`, :meth:`BaseBackend.daily_quota`,
 :meth:`BaseBackend.requests_per_second` and :meth:`BaseBackend.check`. A backend reports each HTTP call for
 the ledger through :func:`record_call`.
@@ -45,6 +45,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import datetime
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -69,6 +70,12 @@ def normalise_email(email: str) -> str:
     """How an e-mail is matched against the CRM's (the backfill's listing, a backend's lookup before a
     create): trimmed and case-folded."""
     return email.strip().casefold()
+
+
+def normalise_name(name: str) -> str:
+    """How a status (or an option) is matched against the CRM's names: ``"NotContacted"``,
+    ``"not contacted"`` and ``"Not-Contacted"`` all read ``"notcontacted"``."""
+    return re.sub(r"[\s_\-]+", "", name).casefold()
 
 
 def length_problems(payload: Mapping[str, Any], max_lengths: Mapping[str, int]) -> list[str]:
@@ -266,6 +273,12 @@ class BaseBackend:
     def build_payload(self, lead: Lead) -> dict[str, Any]:
         """The exact JSON body :meth:`sync_lead` would send for ``lead``; pure (the mapper preview calls it)."""
         raise NotImplementedError
+
+    def payload_fields(self, payload: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The CRM's fields in a body of :meth:`build_payload`, by the CRM's names: the body itself by
+        default, a part of it for a CRM that nests them (HubSpot's ``{"properties": {...}}``). Called
+        by the admin's Compare page and the mapper preview's length warnings to line fields up; pure."""
+        return payload
 
     def fetch_lead(self, lead_id: str) -> dict[str, Any] | None:
         """The CRM's current record for ``lead_id`` or None if it has none (the admin's "Compare with CRM")."""

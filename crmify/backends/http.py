@@ -37,14 +37,14 @@ DEFAULT_QUOTA_WAIT = 3600
 PERMANENT_STATUSES = {400, 401, 403, 404, 405, 409, 410, 413, 422}
 
 
-def _int_header(response: requests.Response, name: str) -> int | None:
+def int_header(response: requests.Response, name: str) -> int | None:
     try:
         return int(response.headers[name])
     except (KeyError, ValueError):
         return None
 
 
-def _retry_after(response: requests.Response) -> float | None:
+def retry_after_header(response: requests.Response) -> float | None:
     value = response.headers.get("Retry-After")
     try:
         return max(float(value), 0.0) if value is not None else None
@@ -52,7 +52,7 @@ def _retry_after(response: requests.Response) -> float | None:
         return None  # an HTTP date: rare from APIs; fall back to our own backoff
 
 
-def _quota_exhausted(until: datetime, status_code: int | None = None) -> QuotaExhausted:
+def quota_exhausted(until: datetime, status_code: int | None = None) -> QuotaExhausted:
     """The error of a used-up quota, raised before a call (no status) or made from a 429 answer."""
     return QuotaExhausted(
         f"The CRM's daily API quota is used up; calls resume at {until:%Y-%m-%d %H:%M:%S} UTC.",
@@ -96,8 +96,7 @@ class HttpBackend(BaseBackend):
         self.timeout = float(self.options.get("TIMEOUT", self.default_timeout))
         #: The cache shared by every worker (``RATE_LIMIT_CACHE``): pace, quota, and subclasses' own state.
         self.cache = caches[str(self.options.get("RATE_LIMIT_CACHE", "default"))]
-        rate = float(self.options.get("REQUESTS_PER_SECOND", self.default_rate))
-        self.limiter = SharedRateLimiter(self.name, rate, self.cache)
+        self.limiter = SharedRateLimiter(self.name, self.requests_per_second(), self.cache)
         self.quota = QuotaTracker(self.name, self.cache)
 
     @property
@@ -135,7 +134,7 @@ class HttpBackend(BaseBackend):
         """
         state = self.quota.state()
         if state.exhausted and state.exhausted_until is not None:
-            raise _quota_exhausted(state.exhausted_until)
+            raise quota_exhausted(state.exhausted_until)
         self.limiter.acquire()
         url = self.base_url.rstrip("/") + "/" + path.lstrip("/")
         request_summary = self.scrub(
@@ -167,15 +166,20 @@ class HttpBackend(BaseBackend):
             message = f"Could not reach the CRM: {type(exc).__name__}."
             self._record(operation, started, request_summary, error=exc, message=message)
             raise TransientBackendError(message) from None
-        self.quota.observe(
-            _int_header(response, "X-RateLimit-Limit"),
-            _int_header(response, "X-RateLimit-Remaining"),
-        )
+        self.quota.observe(*self.quota_headers(response))
         error = None if response.ok else self.error_for(response)
         self._record(operation, started, request_summary, response=response, error=error)
         if error is not None:
             raise error
         return response
+
+    def quota_headers(self, response: requests.Response) -> tuple[int | None, int | None]:
+        """The daily quota's limit and what is left of it, as ``response``'s headers tell them (each
+        None when absent): ``X-RateLimit-Limit`` and ``X-RateLimit-Remaining`` unless a CRM names
+        them otherwise. Read after every answer, into the quota the admin's banner shows."""
+        return int_header(response, "X-RateLimit-Limit"), int_header(
+            response, "X-RateLimit-Remaining"
+        )
 
     def error_for(
         self, response: requests.Response
@@ -192,10 +196,10 @@ class HttpBackend(BaseBackend):
                 response_text=text,
             )
         if status == 429:
-            retry_after = _retry_after(response)
-            if _int_header(response, "X-RateLimit-Remaining") == 0:
+            retry_after = retry_after_header(response)
+            if int_header(response, "X-RateLimit-Remaining") == 0:
                 until = self.quota.exhaust(retry_after or DEFAULT_QUOTA_WAIT)
-                return _quota_exhausted(until, status)
+                return quota_exhausted(until, status)
             return TransientBackendError(
                 f"Rate limited by the CRM: {message}",
                 status_code=status,
@@ -205,7 +209,10 @@ class HttpBackend(BaseBackend):
         if status in PERMANENT_STATUSES:
             return PermanentBackendError(message, status_code=status, response_text=text)
         return TransientBackendError(
-            message, status_code=status, response_text=text, retry_after=_retry_after(response)
+            message,
+            status_code=status,
+            response_text=text,
+            retry_after=retry_after_header(response),
         )
 
     def _record(

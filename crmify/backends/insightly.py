@@ -30,7 +30,6 @@ one the app cleared with ``"FIELD_VALUE": null``, never ``"CUSTOMFIELDS": null``
 from __future__ import annotations
 
 import datetime
-import re
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +43,7 @@ from .base import (
     length_problems,
     listing_says_absent,
     normalise_email,
+    normalise_name,
 )
 from .http import HttpBackend
 
@@ -97,11 +97,6 @@ MAX_LENGTHS: dict[str, int] = {
 
 #: How many search results the lookup by e-mail reads: it adopts only an exact match among them.
 LOOKUP_PAGE = 20
-
-
-def normalise_name(name: str) -> str:
-    """``"NotContacted"``, ``"not contacted"`` and ``"Not-Contacted"`` all read ``"notcontacted"``."""
-    return re.sub(r"[\s_\-]+", "", name).casefold()
 
 
 def crm_id(value: Any) -> int | None:

@@ -14,7 +14,7 @@ from .cli import add_arguments, build_server, run
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m crmify.sandbox",
-        description="An offline Insightly API v3.1 with fault injection.",
+        description="An offline Insightly API v3.1 (or, with --crm hubspot, HubSpot CRM) with fault injection.",
     )
     add_arguments(parser)
     options = vars(parser.parse_args(argv))

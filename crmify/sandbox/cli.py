@@ -1,7 +1,8 @@
 """Command-line options shared by ``python -m crmify.sandbox`` and ``manage.py crmify_sandbox``.
 
 Both entry points call ``add_arguments`` on their parser, then ``build_server`` with the parsed
-options and ``run`` to serve until Ctrl-C, so the two stay in step.
+options and ``run`` to serve until Ctrl-C, so the two stay in step. ``--crm`` picks the API:
+``insightly`` (default) or ``hubspot``; options that only one of them has say so in their help.
 """
 
 from __future__ import annotations
@@ -10,7 +11,10 @@ import argparse
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from .core import BaseSandboxServer
 from .faults import Faults
+from .hubspot import DEFAULT_FAULTS as HUBSPOT_FAULTS
+from .hubspot import DEFAULT_TOKEN, HubSpotDialect, HubSpotSandbox, custom_property
 from .schema import (
     CUSTOM_FIELD_TYPES,
     DEFAULT_CUSTOM_FIELDS,
@@ -28,21 +32,34 @@ _DIALECT = Dialect()
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare the sandbox options on ``parser`` (an argparse or Django command parser)."""
+    parser.add_argument(
+        "--crm",
+        choices=("insightly", "hubspot"),
+        default="insightly",
+        help="which CRM's API to serve (default %(default)s)",
+    )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="0 picks a free port")
-    parser.add_argument("--api-key", default=DEFAULT_API_KEY, help="the key clients must send")
+    parser.add_argument(
+        "--api-key",
+        default=None,
+        help=f"the key (Insightly, default {DEFAULT_API_KEY}) or private-app token "
+        f"(HubSpot, default {DEFAULT_TOKEN}) clients must send",
+    )
     parser.add_argument("--state-file", help="JSON file to keep leads in across restarts")
     parser.add_argument(
         "--rate",
         type=_optional_float,
         default=_DEFAULTS.requests_per_second,
-        help="requests per second allowed ('none' for no limit; default %(default)s)",
+        help="requests per second allowed ('none' for no limit; default %(default)s; "
+        "HubSpot allows ten times it in any 10 seconds)",
     )
     parser.add_argument(
         "--daily-quota",
         type=_optional_int,
-        default=_DEFAULTS.daily_quota,
-        help="requests per quota window ('none' for unlimited; default %(default)s)",
+        default=argparse.SUPPRESS,
+        help=f"requests per quota window ('none' for unlimited; default {_DEFAULTS.daily_quota}, "
+        f"HubSpot {HUBSPOT_FAULTS.daily_quota})",
     )
     parser.add_argument(
         "--quota-window", type=float, default=_DEFAULTS.quota_window_seconds, help="seconds"
@@ -86,11 +103,42 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=_DIALECT.search_match,
         help="how /Leads/Search matches text (default %(default)s)",
     )
+    parser.add_argument(
+        "--property",
+        action="append",
+        type=_property,
+        help="HubSpot: a custom contact property NAME[:TYPE[:OPTION|OPTION...]] (repeat)",
+    )
+    # Where the facts leave HubSpot open (crmify.sandbox.hubspot.HubSpotDialect).
+    hubspot = HubSpotDialect()
+    parser.add_argument(
+        "--lead-status-values",
+        choices=("codes", "labels"),
+        default=hubspot.lead_status_values,
+        help="HubSpot: hs_lead_status option values (default %(default)s)",
+    )
+    parser.add_argument(
+        "--lifecycle-backwards",
+        choices=("ignored", "rejected", "allowed"),
+        default=hubspot.lifecycle_backwards,
+        help="HubSpot: a backwards lifecyclestage move (default %(default)s)",
+    )
+    parser.add_argument(
+        "--conflict",
+        choices=("legacy", "object_already_exists", "no_id"),
+        default=hubspot.conflict,
+        help="HubSpot: the shape of a duplicate e-mail's 409 (default %(default)s)",
+    )
+    parser.add_argument(
+        "--retry-after", action="store_true", help="HubSpot: send Retry-After on a 429"
+    )
     parser.add_argument("--quiet", action="store_true", help="do not log each request")
 
 
-def build_server(options: Mapping[str, Any]) -> SandboxServer:
+def build_server(options: Mapping[str, Any]) -> BaseSandboxServer:
     """Build (not start) a server from parsed options (``vars(namespace)`` or Django's)."""
+    hubspot = options.get("crm") == "hubspot"
+    defaults = HUBSPOT_FAULTS if hubspot else _DEFAULTS
     faults = Faults(
         error_rate=options["error_rate"],
         latency=options["latency"],
@@ -99,15 +147,31 @@ def build_server(options: Mapping[str, Any]) -> SandboxServer:
         drop_rate=options["drop_rate"],
         create_timeout_rate=options["create_timeout_rate"],
         create_timeout_delay=options["create_timeout_delay"],
-        daily_quota=options["daily_quota"],
+        daily_quota=options.get("daily_quota", defaults.daily_quota),
         quota_window_seconds=options["quota_window"],
         requests_per_second=options["rate"],
         seed=options["seed"],
     )
+    if hubspot:
+        return HubSpotSandbox(
+            options["host"],
+            options["port"],
+            token=options["api_key"] or DEFAULT_TOKEN,
+            faults=faults,
+            properties=options.get("property") or (),
+            state_file=options["state_file"],
+            log_requests=not options["quiet"],
+            dialect=HubSpotDialect(
+                lead_status_values=options["lead_status_values"],
+                lifecycle_backwards=options["lifecycle_backwards"],
+                conflict=options["conflict"],
+                retry_after=options["retry_after"],
+            ),
+        )
     return SandboxServer(
         options["host"],
         options["port"],
-        api_key=options["api_key"],
+        api_key=options["api_key"] or DEFAULT_API_KEY,
         faults=faults,
         lead_statuses=options["lead_status"] or DEFAULT_STATUS_NAMES,
         lead_sources=options["lead_source"] or DEFAULT_SOURCE_NAMES,
@@ -122,13 +186,11 @@ def build_server(options: Mapping[str, Any]) -> SandboxServer:
     )
 
 
-def run(server: SandboxServer, write: Callable[[str], object]) -> None:
+def run(server: BaseSandboxServer, write: Callable[[str], object]) -> None:
     """Tell the user where to point their client, then serve until Ctrl-C and stop cleanly."""
-    write(f"Insightly v3.1 sandbox: {server.url}")
-    write(f"API key: {server.api_key}  (HTTP Basic user name, empty password)")
+    for line in server.banner():
+        write(line)
     write(f"Control API: {server.control_url}faults | reset | leads | stats")
-    if server.state.state_file is not None:
-        write(f"Leads kept in: {server.state.state_file}")
     write("Press Ctrl-C to stop.")
     try:
         server.serve_forever()
@@ -155,5 +217,12 @@ def _custom_field(text: str) -> CustomFieldDef:
             field_type=(field_type or "TEXT").upper(),
             options=tuple(option for option in options.split("|") if option),
         )
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _property(text: str) -> Any:
+    try:
+        return custom_property(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None

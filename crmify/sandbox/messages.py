@@ -56,3 +56,15 @@ def message(status: int, text: str, headers: Mapping[str, str] | None = None) ->
 def empty(status: int) -> Response:
     """No body at all (``DELETE`` answers 202 like this)."""
     return Response(status, b"", None)
+
+
+_HTML_503 = (
+    b"<!DOCTYPE html><html><head><title>503 Service Unavailable</title></head>"
+    b"<body><h1>Service Unavailable</h1><p>The server is temporarily unable to service your "
+    b"request. Please try again later.</p></body></html>"
+)
+
+
+def proxy_unavailable() -> Response:
+    """A 503 as an HTML page from a proxy in front of the CRM (an injected fault of every sandbox)."""
+    return Response(503, _HTML_503, "text/html; charset=utf-8")

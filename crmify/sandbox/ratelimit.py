@@ -1,4 +1,5 @@
-"""Insightly's two limits: requests per second (token bucket) and requests per day (quota).
+"""The sandboxes' limits: a per-second token bucket (Insightly), a rolling window (HubSpot's ten
+seconds), and requests per day (quota).
 
 ``SandboxServer`` owns one of each, rebuilds them when the faults change their settings, and
 asks them about every ``/v3.1/`` call that passed authentication. Both take a monotonic clock
@@ -10,6 +11,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -114,3 +116,44 @@ class DailyQuota:
         return QuotaReading(
             limit=limit, remaining=remaining, allowed=allowed, retry_after=retry_after
         )
+
+
+class RollingWindow:
+    """Allows ``limit`` requests in any ``window`` seconds (HubSpot's ``TEN_SECONDLY_ROLLING``).
+
+    Stricter than a token bucket of the same average: a burst of ``limit`` leaves nothing for the
+    next ``window`` seconds. ``limit=None`` is no limit. ``remaining()`` is what the
+    ``X-HubSpot-RateLimit-Remaining`` header reports.
+    """
+
+    def __init__(self, limit: int | None, window: float, clock: Clock = time.monotonic) -> None:
+        self.limit = limit
+        self.window = window
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._stamps: deque[float] = deque()
+
+    def try_take(self) -> bool:
+        """Count this request if the window has room; False means answer 429."""
+        if self.limit is None:
+            return True
+        with self._lock:
+            now = self._expire()
+            if len(self._stamps) >= self.limit:
+                return False
+            self._stamps.append(now)
+            return True
+
+    def remaining(self) -> int:
+        """Requests the window still allows now (the limit itself when there is none)."""
+        if self.limit is None:
+            return UNLIMITED_REPORTED
+        with self._lock:
+            self._expire()
+            return max(self.limit - len(self._stamps), 0)
+
+    def _expire(self) -> float:
+        now = self._clock()
+        while self._stamps and self._stamps[0] <= now - self.window:
+            self._stamps.popleft()
+        return now

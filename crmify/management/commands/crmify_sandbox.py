@@ -15,7 +15,7 @@ from crmify.sandbox.cli import add_arguments, build_server, run
 
 
 class Command(BaseCommand):
-    help = "Run an offline Insightly API v3.1 (with optional fault injection) for demos and tests."
+    help = "Run an offline Insightly API v3.1 or HubSpot CRM (--crm hubspot), with optional fault injection, for demos and tests."
     # The sandbox stands apart from crmify's configuration: it must start even while the
     # site's crmify settings are incomplete (often the reason for running it), so skip checks.
     requires_system_checks: list[str] = []
