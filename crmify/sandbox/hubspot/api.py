@@ -18,6 +18,7 @@ from typing import Final
 from crmify.sandbox.core import ApiRoute
 from crmify.sandbox.messages import Request, Response, empty, json_response
 
+from .batch import answer_batch
 from .contacts import ContactStore
 from .errors import HubSpotError, bad_request, error_response, not_found, rate_limited
 
@@ -30,10 +31,12 @@ Handler = Callable[["Account", Request, str], Response]
 
 @dataclass(frozen=True)
 class Account:
-    """What a handler needs: the contacts, the properties' JSON, and search's own limit."""
+    """What a handler needs: the contacts, the properties' JSON, search's own limit, and the most
+    inputs a batch call takes."""
 
     contacts: ContactStore
     search_allowed: Callable[[], bool]
+    batch_max_inputs: int
 
 
 def resolve(account: Account, method: str, subpath: str) -> ApiRoute:
@@ -51,6 +54,9 @@ def resolve(account: Account, method: str, subpath: str) -> ApiRoute:
             template, handlers = "/objects/contacts", {"GET": _list, "POST": _create}
         elif key == "objects/contacts/search" and len(parts) == 3:
             template, handlers = "/objects/contacts/search", {"POST": _search}
+        elif key == "objects/contacts/batch" and len(parts) == 4:
+            template, tail = f"/objects/contacts/batch/{parts[3]}", parts[3]
+            handlers = {"POST": _batch}
         elif len(parts) == 3:
             template, tail = "/objects/contacts/{id}", parts[2]
             handlers = {"GET": _get, "PATCH": _update, "DELETE": _archive}
@@ -120,6 +126,10 @@ def _search(account: Account, request: Request, _tail: str) -> Response:
     if not account.search_allowed():
         return rate_limited("SECONDLY", "You have reached your secondly limit.")
     return json_response(200, account.contacts.search(_json_body(request)))
+
+
+def _batch(account: Account, request: Request, action: str) -> Response:
+    return answer_batch(account.contacts, action, _json_body(request), account.batch_max_inputs)
 
 
 def _properties(account: Account, _request: Request, tail: str) -> Response:

@@ -132,6 +132,8 @@ class HubSpotDialect:
     ``search_page_max``: the largest search ``limit`` (200, unconfirmed).
     ``search_requests_per_second``: search's own limit (4, documented); None turns it off.
     ``retry_after``: whether a 429 carries ``Retry-After`` (not documented either way).
+    ``batch_max_inputs``: the most inputs one batch call takes (100, third parties' figure,
+    unconfirmed); more is a 400 for the whole call.
     """
 
     lead_status_values: Literal["codes", "labels"] = "codes"
@@ -140,6 +142,7 @@ class HubSpotDialect:
     search_page_max: int = 200
     search_requests_per_second: float | None = 4.0
     retry_after: bool = False
+    batch_max_inputs: int = 100
 
     def __post_init__(self) -> None:
         for name, allowed in (

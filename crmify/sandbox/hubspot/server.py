@@ -65,7 +65,9 @@ class HubSpotSandbox(BaseSandboxServer):
             clock=clock,
         )
         self._search_gate = TokenBucket(self.dialect.search_requests_per_second)
-        self._account = Account(self.contacts, self._search_gate.try_take)
+        self._account = Account(
+            self.contacts, self._search_gate.try_take, self.dialect.batch_max_inputs
+        )
         self._window = RollingWindow(None, INTERVAL_SECONDS)
         super().__init__(
             host,
