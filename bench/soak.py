@@ -6,7 +6,8 @@ non-zero if any check failed (a duplicate, a lost lead or update, a lead failed 
 The scenario and its checks are ``tests/reliability/soak.py``, shared with the CI version
 (``tests/reliability/test_soak.py``). Needs PostgreSQL (``PGHOST``/``PGPORT``/``PGUSER``, default
 127.0.0.1:5432 as ``postgres``): it creates the database ``test_crmify_soak_bench``
-(``CRMIFY_SOAK_DB_NAME``) and drops it at the end. ``SOAK_USERS`` changes the load. Run from the
+(``CRMIFY_SOAK_DB_NAME``) and drops it at the end. ``SOAK_USERS`` changes the load; ``SOAK_CRM=hubspot``
+runs it against the HubSpot sandbox (batch calls, 207s, 409s) instead of Insightly's. Run from the
 repository root: ``python bench/soak.py``.
 """
 
@@ -19,6 +20,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 USERS = int(os.environ.get("SOAK_USERS", "2000"))
+CRM = os.environ.get("SOAK_CRM", "insightly")
 
 
 def main() -> int:
@@ -35,9 +37,10 @@ def main() -> int:
     from django.test.utils import override_settings
 
     from crmify.sandbox import SandboxServer
+    from crmify.sandbox.hubspot import HubSpotSandbox
     from tests.reliability.soak import run_soak, soak_crmify
 
-    sandbox = SandboxServer().start()
+    sandbox = (HubSpotSandbox() if CRM == "hubspot" else SandboxServer()).start()
     settings = soak_crmify(sandbox)
     started = time.monotonic()
     old_name = connection.creation.create_test_db(verbosity=0, autoclobber=True, serialize=False)
@@ -53,7 +56,7 @@ def main() -> int:
     finally:
         connection.creation.destroy_test_db(old_name, verbosity=0)
         sandbox.stop()
-    print(f"soak: {USERS:,} users, sandbox faults {soak.sandbox.get('injected')}")
+    print(f"soak: {USERS:,} users on {CRM}, sandbox faults {soak.sandbox.get('injected')}")
     width = max(len(name) for name, _ in soak.figures())
     for name, value in soak.figures():
         print(f"  {name:<{width}}  {value}")

@@ -8,6 +8,12 @@ third of the calls: 5xx, 429 bursts, dropped connections, latency jitter, and cr
 creating the lead (the duplicate trap). A few users get a status the CRM does not have: a permanent error,
 the only kind allowed to fail a lead. Then the sweeper runs until quiet and :func:`check` holds the CRM up
 against what the writers know they wrote.
+
+The CRM is Insightly's sandbox by default, or HubSpot's (``run_soak(..., crm=HubSpotSoak(sandbox))``):
+there the leads go in batch upserts and updates, a few users get an e-mail HubSpot refuses (a 207 that
+names them among good inputs) instead of an unknown status, and a few users' e-mails are in HubSpot
+before the run (a create answers 409 and adopts the contact; an upsert updates it). What differs is in
+:class:`InsightlySoak` and :class:`HubSpotSoak`; the scenario and the checks are the same.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from django.contrib.auth.models import User
 from django.contrib.contenttypes.models import ContentType
@@ -26,11 +32,13 @@ from django.db import connection, transaction
 from django_tasks_db.models import DBTaskResult
 
 from crmify import api
-from crmify.backends.insightly import normalise_name
+from crmify.backends.base import normalise_name
+from crmify.backends.hubspot import HubSpotBackend
 from crmify.models import Lead, LedgerEntry, SyncState
 from crmify.sandbox import SandboxServer
+from crmify.sandbox.hubspot import HubSpotSandbox
 from crmify.sweeper import sweep
-from tests.conftest import crmify_for
+from tests.conftest import crmify_for, hubspot_crmify_for
 from tests.reliability.processes import Worker, start_db_worker, stop
 
 #: The issue's fault mix. Latency stays well under the client's timeout, so the only calls that time out
@@ -53,22 +61,32 @@ UNKNOWN_STATUS = "Reticulating"
 SETTLED = (SyncState.SYNCED, SyncState.FAILED, SyncState.DELETED)
 
 
-def soak_crmify(sandbox: SandboxServer) -> dict[str, Any]:
+#: The HubSpot soak's ``MAX_BATCH_SIZE``.
+HUBSPOT_BATCH = 5
+#: The engine's settings of a soak, whatever the CRM: the database queue and fast retries.
+_SOAK_ENGINE: dict[str, Any] = {
+    "MAX_ATTEMPTS": 60,
+    "RETRY_BACKOFF_BASE": 0.2,
+    "RETRY_BACKOFF_MAX": 2,
+    "SWEEP_PENDING_AFTER": 30,
+    "CLAIM_TIMEOUT": 60,
+}
+
+
+def soak_crmify(sandbox: SandboxServer | HubSpotSandbox) -> dict[str, Any]:
     """``CRMIFY`` of the site and of its workers: the sandbox over HTTP, the database queue, fast retries.
 
     About a third of the calls fail and a create takes two, so a lead may need many attempts: the soak
     proves that transient errors never fail a lead, so ``MAX_ATTEMPTS`` is set out of their reach.
     """
-    return {
-        **crmify_for(
-            sandbox, task_backend="default", TIMEOUT=CALL_TIMEOUT, REQUESTS_PER_SECOND=1000
-        ),
-        "MAX_ATTEMPTS": 60,
-        "RETRY_BACKOFF_BASE": 0.2,
-        "RETRY_BACKOFF_MAX": 2,
-        "SWEEP_PENDING_AFTER": 30,
-        "CLAIM_TIMEOUT": 60,
-    }
+    options: dict[str, Any] = {"TIMEOUT": CALL_TIMEOUT, "REQUESTS_PER_SECOND": 1000}
+    if isinstance(sandbox, HubSpotSandbox):
+        # Small batches: enough calls for every fault to strike batch calls and single calls alike.
+        hubspot = hubspot_crmify_for(
+            sandbox, task_backend="default", MAX_BATCH_SIZE=HUBSPOT_BATCH, **options
+        )
+        return {**hubspot, **_SOAK_ENGINE}
+    return {**crmify_for(sandbox, task_backend="default", **options), **_SOAK_ENGINE}
 
 
 @dataclass
@@ -86,6 +104,8 @@ class Person:
     renames: int = 0
     deleted: bool = False
     rejected: bool = False
+    #: Whether the CRM had the user's e-mail before the run (the HubSpot soak's 409s).
+    in_crm_before: bool = False
 
 
 def plan(users: int, seed: int) -> list[Person]:
@@ -108,7 +128,184 @@ def plan(users: int, seed: int) -> list[Person]:
     return people
 
 
-def apply(person: Person, change: str) -> None:
+class SoakCrm(Protocol):
+    """What the soak needs to know of one CRM's sandbox (:class:`InsightlySoak`, :class:`HubSpotSandbox`)."""
+
+    sandbox: Any
+    #: Words the error of a rejected user's lead contains.
+    rejection: str
+    #: The sandbox's faults for this CRM.
+    faults: dict[str, Any]
+
+    def prepare(self, people: list[Person]) -> None:
+        """Put in the CRM what should be there before the run (after the sandbox was reset)."""
+
+    def reject(self, user: User, person: Person) -> None:
+        """Make ``user`` something the CRM refuses, for good."""
+
+    def contacts(self) -> list[tuple[str, str, tuple[Any, ...]]]:
+        """Every CRM record: (CRM id, e-mail, what the check compares with :meth:`wanted`)."""
+        ...
+
+    def wanted(self, person: Person) -> tuple[Any, ...]:
+        """What the CRM should hold for ``person``."""
+        ...
+
+    def matches(self, held: tuple[Any, ...] | None, wanted: tuple[Any, ...]) -> bool:
+        """Whether a record's compared values (None: no record) are what the CRM should hold."""
+        ...
+
+    def figures(self) -> list[tuple[str, str]]:
+        """Rows of the figures only this CRM has."""
+        ...
+
+    def problems(self) -> list[str]:
+        """What only this CRM's checks find wrong."""
+        ...
+
+
+class InsightlySoak:
+    """The Insightly sandbox: a rejected user gets a lead status the account does not have."""
+
+    rejection = "does not exist"
+    faults = SOAK_FAULTS
+
+    def __init__(self, sandbox: SandboxServer) -> None:
+        self.sandbox = sandbox
+
+    def prepare(self, people: list[Person]) -> None:
+        pass
+
+    def reject(self, user: User, person: Person) -> None:
+        api.set_status(user, UNKNOWN_STATUS)
+        person.status = UNKNOWN_STATUS
+
+    def contacts(self) -> list[tuple[str, str, tuple[Any, ...]]]:
+        statuses = {
+            status.id: normalise_name(status.name) for status in self.sandbox.state.statuses
+        }
+        return [
+            (
+                str(row["LEAD_ID"]),
+                str(row.get("EMAIL")),
+                (
+                    row.get("FIRST_NAME"),
+                    row.get("LAST_NAME"),
+                    row.get("EMAIL"),
+                    statuses.get(row.get("LEAD_STATUS_ID")),
+                ),
+            )
+            for row in self.sandbox.leads()
+        ]
+
+    def wanted(self, person: Person) -> tuple[Any, ...]:
+        return (person.first_name, person.last_name, person.email, normalise_name(person.status))
+
+    def matches(self, held: tuple[Any, ...] | None, wanted: tuple[Any, ...]) -> bool:
+        return held == wanted
+
+    def figures(self) -> list[tuple[str, str]]:
+        return []
+
+    def problems(self) -> list[str]:
+        return []
+
+
+class HubSpotSoak:
+    """The HubSpot sandbox: leads go in batch calls; a rejected user gets an e-mail HubSpot refuses (its
+    batch answers 207, naming that input among good ones); one user in five not deleted at the end
+    is in HubSpot before the run (a create answers 409 and adopts the contact, an upsert updates it)."""
+
+    #: One user in this many not deleted at the end is in HubSpot before the run.
+    seeded_every = 5
+
+    rejection = "is invalid"
+    #: Batches make about a tenth of the calls: each fault is set more often so that every kind
+    #: strikes (the same 5xx rate; twice the drops; more 429 bursts and timed-out creates).
+    faults = {**SOAK_FAULTS, "drop_rate": 0.10, "burst_429_rate": 0.15, "create_timeout_rate": 0.15}
+
+    def __init__(self, sandbox: HubSpotSandbox) -> None:
+        self.sandbox = sandbox
+        #: The contacts made before the run, by e-mail.
+        self.seeded: dict[str, str] = {}
+
+    def prepare(self, people: list[Person]) -> None:
+        for person in people[:: self.seeded_every]:
+            if "delete" not in person.todo:  # a lead deleted before its first sync makes no call
+                contact = self.sandbox.add_contact({"email": person.email, "firstname": "Before"})
+                self.seeded[person.email] = str(contact["id"])
+                person.in_crm_before = True
+
+    def _adoptions(self) -> tuple[int, list[str]]:
+        """How many users whose e-mail was in HubSpot before the run hold that contact's id, and the
+        e-mails of those that do not (a rejected user's e-mail changed: not counted)."""
+        held = dict(Lead.objects.filter(email__in=self.seeded).values_list("email", "external_id"))
+        wrong = [email for email, crm_id in held.items() if crm_id != self.seeded[email]]
+        return len(held) - len(wrong), wrong
+
+    def problems(self) -> list[str]:
+        _adopted, wrong = self._adoptions()
+        return [f"{email}: did not adopt the contact HubSpot had before" for email in wrong]
+
+    def reject(self, user: User, person: Person) -> None:
+        user.email = person.email.replace("@", "@@")
+        user.save(update_fields=["email"])
+
+    def contacts(self) -> list[tuple[str, str, tuple[Any, ...]]]:
+        return [
+            (
+                str(contact["id"]),
+                str(contact["properties"].get("email")),
+                (contact["properties"], contact["properties"].get("email")),
+            )
+            for contact in self.sandbox.leads()
+        ]
+
+    def wanted(self, person: Person) -> tuple[Any, ...]:
+        return (
+            {
+                "firstname": person.first_name,
+                "lastname": person.last_name,
+                "email": person.email,
+                **HubSpotBackend().status_map()[normalise_name(person.status)],
+            },
+        )
+
+    def matches(self, held: tuple[Any, ...] | None, wanted: tuple[Any, ...]) -> bool:
+        """The contact has the names, the e-mail and every property the user's status sets (a
+        property only another status sets is not compared: a create whose answer was lost leaves
+        the earlier status's, as a contact edited in HubSpot may)."""
+        if held is None:
+            return False
+        properties, _email = held
+        return all(
+            str(properties.get(name) or "").casefold() == str(value).casefold()
+            if name == "email"
+            else properties.get(name) == value
+            for name, value in wanted[0].items()
+        )
+
+    def figures(self) -> list[tuple[str, str]]:
+        requests = self.sandbox.stats()["requests"]
+        batch = {route: codes for route, codes in requests.items() if "/batch/" in route}
+        return [
+            ("batch calls", f"{sum(sum(codes.values()) for codes in batch.values()):,}"),
+            (
+                "batch answers 207 (some inputs refused)",
+                str(sum(c.get("207", 0) for c in batch.values())),
+            ),
+            (
+                "creates answered 409 (contact adopted)",
+                str(requests.get("POST /objects/contacts", {}).get("409", 0)),
+            ),
+            (
+                "contacts in HubSpot before the run, adopted by their user's lead",
+                f"{self._adoptions()[0]} of {len(self.seeded)}",
+            ),
+        ]
+
+
+def apply(person: Person, change: str, crm: SoakCrm) -> None:
     """Make one change in its own transaction, as a request would, and remember it once committed."""
     with transaction.atomic():
         if change == "create":
@@ -131,8 +328,8 @@ def apply(person: Person, change: str) -> None:
             api.mark_converted(user)
             person.status = "Converted"
         elif change == "reject":
-            api.set_status(user, UNKNOWN_STATUS)
-            person.status, person.rejected = UNKNOWN_STATUS, True
+            crm.reject(user, person)
+            person.rejected = True
         elif change == "delete":
             user.delete()
             person.deleted = True
@@ -140,7 +337,7 @@ def apply(person: Person, change: str) -> None:
             raise ValueError(change)
 
 
-def write(people: list[Person], seed: int, errors: list[BaseException]) -> None:
+def write(people: list[Person], seed: int, errors: list[BaseException], crm: SoakCrm) -> None:
     """One writer: the changes of its people in a random interleaving, each person's in order."""
     rng = random.Random(seed)
     busy = [person for person in people if person.todo]
@@ -148,7 +345,7 @@ def write(people: list[Person], seed: int, errors: list[BaseException]) -> None:
         while busy:
             person = busy[rng.randrange(len(busy))]
             change = person.todo.popleft()
-            apply(person, change)
+            apply(person, change, crm)
             person.done.append(change)
             if not person.todo:
                 busy.remove(person)
@@ -177,6 +374,8 @@ class Soak:
     lost: int = 0
     orphans: int = 0
     problems: list[str] = field(default_factory=list)
+    #: Rows of the figures only the soak's CRM has (``SoakCrm.figures``).
+    crm_figures: list[tuple[str, str]] = field(default_factory=list)
 
     def injected(self) -> dict[str, int]:
         return dict(self.sandbox.get("injected", {}))
@@ -210,12 +409,13 @@ class Soak:
             ("duplicates in the CRM", str(self.duplicates)),
             ("lost leads or updates", str(self.lost)),
             ("CRM leads the app no longer has", str(self.orphans)),
+            *self.crm_figures,
             ("duration", f"{self.duration:.1f} s"),
         ]
 
 
 def run_soak(
-    sandbox: SandboxServer,
+    sandbox: SandboxServer | HubSpotSandbox,
     crmify: Mapping[str, Any],
     *,
     users: int,
@@ -231,16 +431,20 @@ def run_soak(
     processes get the same. The caller provides the database (the test's, or the bench's own).
     """
     say = progress or (lambda text: None)
+    crm: SoakCrm = (
+        HubSpotSoak(sandbox) if isinstance(sandbox, HubSpotSandbox) else InsightlySoak(sandbox)
+    )
     soak = Soak(users, writers, workers)
     people = plan(users, seed)
-    sandbox.set_faults(**SOAK_FAULTS, seed=seed)
+    sandbox.set_faults(**crm.faults, seed=seed)
     sandbox.reset()
+    crm.prepare(people)
     started = time.monotonic()
     running: list[Worker] = [start_db_worker(crmify, batch=False) for _ in range(workers)]
     try:
         errors: list[BaseException] = []
         threads = [
-            threading.Thread(target=write, args=(people[n::writers], seed + n, errors))
+            threading.Thread(target=write, args=(people[n::writers], seed + n, errors, crm))
             for n in range(writers)
         ]
         for thread in threads:
@@ -256,7 +460,7 @@ def run_soak(
             stop(worker)
     soak.duration = time.monotonic() - started
     soak.changes = Counter(change for person in people for change in person.done)
-    check(soak, sandbox, people)
+    check(soak, crm, people)
     return soak
 
 
@@ -276,17 +480,18 @@ def settle(deadline: float, say: Callable[[str], None]) -> int:
     return passes
 
 
-def check(soak: Soak, sandbox: SandboxServer, people: list[Person]) -> None:
+def check(soak: Soak, crm: SoakCrm, people: list[Person]) -> None:
     """Compare the CRM with what the writers wrote and fill the figures; problems go to ``soak.problems``."""
     problems = soak.problems
-    soak.sandbox = sandbox.stats()
-    statuses = {status.id: normalise_name(status.name) for status in sandbox.state.statuses}
-    crm = sandbox.leads()
-    soak.crm_leads = len(crm)
-    by_email = Counter(str(row.get("EMAIL")) for row in crm)
+    soak.sandbox = crm.sandbox.stats()
+    soak.crm_figures = crm.figures()
+    problems += crm.problems()
+    contacts = crm.contacts()
+    soak.crm_leads = len(contacts)
+    by_email = Counter(email.casefold() for _crm_id, email, _values in contacts)
     soak.duplicates = sum(count - 1 for count in by_email.values())
     problems += [f"{email}: {n} leads in the CRM" for email, n in by_email.items() if n > 1]
-    crm_by_id = {str(row["LEAD_ID"]): row for row in crm}
+    crm_by_id = {crm_id: values for crm_id, _email, values in contacts}
     user_type = ContentType.objects.get_for_model(User)
     leads = {
         lead.source_id: lead for lead in Lead.objects.filter(source_type=user_type).order_by("pk")
@@ -306,36 +511,28 @@ def check(soak: Soak, sandbox: SandboxServer, people: list[Person]) -> None:
             if (lead.sync_state, lead.tombstone) != (SyncState.DELETED, True):
                 problems.append(f"{person.email}: deleted user's lead is {lead.sync_state}")
             continue
-        expected_emails.add(person.email)
+        expected_emails.add(person.email.casefold())
         if person.rejected:
-            if lead.sync_state != SyncState.FAILED or "does not exist" not in lead.last_error:
+            if lead.sync_state != SyncState.FAILED or crm.rejection not in lead.last_error:
                 problems.append(
-                    f"{person.email}: unknown status gave {lead.sync_state} {lead.last_error!r}"
+                    f"{person.email}: the rejection gave {lead.sync_state} {lead.last_error!r}"
                 )
             continue
-        row = crm_by_id.get(lead.external_id)
-        crm_now = (
-            None
-            if row is None
-            else (
-                row.get("FIRST_NAME"),
-                row.get("LAST_NAME"),
-                row.get("EMAIL"),
-                statuses.get(row.get("LEAD_STATUS_ID")),
-            )
-        )
-        wanted = (person.first_name, person.last_name, person.email, normalise_name(person.status))
-        if lead.sync_state != SyncState.SYNCED or crm_now != wanted:
+        crm_now = crm_by_id.get(lead.external_id)
+        wanted = crm.wanted(person)
+        if lead.sync_state != SyncState.SYNCED or not crm.matches(crm_now, wanted):
             soak.lost += 1
             problems.append(
                 f"{person.email}: lead {lead.sync_state} ({lead.last_error[:120]!r}); "
                 f"CRM {crm_now}, app {wanted}"
             )
-    orphans = [row for row in crm if row.get("EMAIL") not in expected_emails]
-    soak.orphans = len(orphans)
-    problems += [
-        f"{row.get('EMAIL')}: still in the CRM, CRM id {row['LEAD_ID']}" for row in orphans
+    orphans = [
+        (crm_id, email)
+        for crm_id, email, _values in contacts
+        if email.casefold() not in expected_emails
     ]
+    soak.orphans = len(orphans)
+    problems += [f"{email}: still in the CRM, CRM id {crm_id}" for crm_id, email in orphans]
     for lead in Lead.objects.filter(sync_state=SyncState.FAILED):
         last = lead.ledger.order_by("-started_at", "-id").first()
         if not lead.last_error or last is None or last.outcome != LedgerEntry.Outcome.PERMANENT:

@@ -17,6 +17,7 @@ from django_tasks_db.models import DBTaskResult
 
 from crmify.models import Lead, LedgerEntry, SyncState
 from crmify.sandbox import SandboxServer
+from crmify.sandbox.hubspot import HubSpotSandbox
 from crmify.sweeper import sweep
 from tests.conftest import calls, crmify_for
 from tests.factories import lead_of, make_user
@@ -44,6 +45,39 @@ def test_the_crm_ends_equal_to_the_app_under_faults_without_duplicates_or_losses
     )
     assert soak.ledger["transient"] > 0
     # Only the users given an unknown status failed, and every one of them did.
+    assert soak.states["failed"] == soak.changes["reject"] > 0
+    assert soak.states["deleted"] == soak.changes["delete"] > 0
+    assert soak.states["synced"] == USERS - soak.changes["reject"] - soak.changes["delete"]
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_on_hubspot_batches_end_equal_to_the_app_under_faults_without_duplicates_or_losses(
+    postgres_only: None, hubspot_sandbox: HubSpotSandbox, configure: Callable[..., None]
+) -> None:
+    """The same soak on HubSpot: the leads go in batch upserts and updates; 5xx, 429s, dropped
+    connections and timed-out creates and upserts as above; contacts already in HubSpot (409s on
+    creates); users given an e-mail HubSpot refuses, named in 207 answers among good inputs."""
+    settings = soak_crmify(hubspot_sandbox)
+    configure(**settings)
+    soak = run_soak(hubspot_sandbox, settings, users=USERS, timeout=300)
+    print("\n".join(f"{name}: {value}" for name, value in soak.figures()))
+
+    assert soak.problems == []
+    assert (soak.duplicates, soak.lost, soak.orphans) == (0, 0, 0)
+    assert all(
+        soak.injected()[kind] > 0 for kind in ("error", "burst_429", "drop", "create_timeout")
+    )
+    figures = dict(soak.figures())
+    assert int(figures["batch calls"].replace(",", "")) > 0
+    assert int(figures["batch answers 207 (some inputs refused)"]) > 0
+    # Contacts HubSpot had before the run: each adopted by its user's lead, by a create's 409 or an
+    # upsert by e-mail (a mismatch is one of soak.problems).
+    adopted, seeded = figures[
+        "contacts in HubSpot before the run, adopted by their user's lead"
+    ].split(" of ")
+    assert int(adopted) > 0 and int(seeded) > 0
     assert soak.states["failed"] == soak.changes["reject"] > 0
     assert soak.states["deleted"] == soak.changes["delete"] > 0
     assert soak.states["synced"] == USERS - soak.changes["reject"] - soak.changes["delete"]

@@ -69,7 +69,14 @@ def resolve(account: Account, method: str, subpath: str) -> ApiRoute:
     return ApiRoute(
         f"{method} {template}",
         lambda request: _answer(handler, missing, account, request, tail),
-        is_create=template == "/objects/contacts" and method == "POST",
+        # A batch create or upsert makes contacts too: the create-timeout fault traps them alike.
+        is_create=method == "POST"
+        and template
+        in (
+            "/objects/contacts",
+            "/objects/contacts/batch/create",
+            "/objects/contacts/batch/upsert",
+        ),
     )
 
 
