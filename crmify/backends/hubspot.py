@@ -152,7 +152,10 @@ class HubSpotBackend(HttpBackend):
 
     def ten_second_limit(self) -> int:
         """``TEN_SECOND_LIMIT``: the calls the plan allows in any 10 seconds (100 by default)."""
-        return int(self.options.get("TEN_SECOND_LIMIT") or 100)
+        value = self.options.get("TEN_SECOND_LIMIT")
+        # A wrong value is the system check crmify.E071; until it is fixed, the Free/Starter figure.
+        valid = isinstance(value, int) and not isinstance(value, bool) and value > 0
+        return int(value) if valid else 100
 
     def requests_per_second(self) -> float:
         """``REQUESTS_PER_SECOND`` if set, else 90 % of ``TEN_SECOND_LIMIT`` / 10 (9 a second)."""
