@@ -105,6 +105,8 @@ class HubSpotSandbox(BaseSandboxServer):
 
     def clear_account(self) -> None:
         self.contacts.clear()
+        self._search_gate = TokenBucket(self.dialect.search_requests_per_second)
+        self._account = Account(self.contacts, self._search_gate.try_take)
 
     def rate_gate(self, faults: Faults) -> RateGate:
         rate = faults.requests_per_second
