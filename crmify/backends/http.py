@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 import requests
+from django.core import checks
 from django.core.cache import caches
 
 from crmify import __version__
@@ -114,6 +115,19 @@ class HttpBackend(BaseBackend):
     def requests_per_second(self) -> float:
         """``BACKEND_OPTIONS['REQUESTS_PER_SECOND']``, else :attr:`default_rate`: the shared pace."""
         return float(self.options.get("REQUESTS_PER_SECOND") or self.default_rate)
+
+    def check(self) -> list[checks.CheckMessage]:
+        """The shared cache's check: a per-process cache cannot pace workers in other processes."""
+        backend = self.cache.__class__.__name__
+        if backend in {"LocMemCache", "DummyCache", "FileBasedCache"}:
+            return [
+                checks.Warning(
+                    f"The rate-limit cache is a {backend}: workers in different processes do not share the pace.",
+                    hint="Point BACKEND_OPTIONS['RATE_LIMIT_CACHE'] at a Redis, Memcached or database cache.",
+                    id="crmify.W051",
+                )
+            ]
+        return []
 
     def scrub(self, text: str) -> str:
         """``text`` without the credentials: for everything recorded or raised."""

@@ -154,8 +154,9 @@ class HubSpotBackend(HttpBackend):
         """``TEN_SECOND_LIMIT``: the calls the plan allows in any 10 seconds (100 by default)."""
         value = self.options.get("TEN_SECOND_LIMIT")
         # A wrong value is the system check crmify.E071; until it is fixed, the Free/Starter figure.
-        valid = isinstance(value, int) and not isinstance(value, bool) and value > 0
-        return int(value) if valid else 100
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+        return 100
 
     def requests_per_second(self) -> float:
         """``REQUESTS_PER_SECOND`` if set, else 90 % of ``TEN_SECOND_LIMIT`` / 10 (9 a second)."""
@@ -568,7 +569,7 @@ class HubSpotBackend(HttpBackend):
                     id="crmify.E072",
                 )
             )
-        return messages
+        return messages + super().check()
 
     def check_connection(self, status_names: Sequence[str]) -> list[ConnectionCheck]:
         """The property table read afresh (the token, the URL and the scope), each status checked

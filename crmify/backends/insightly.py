@@ -430,16 +430,7 @@ class InsightlyBackend(HttpBackend):
                     id="crmify.W050",
                 )
             )
-        backend = self.cache.__class__.__name__
-        if backend in {"LocMemCache", "DummyCache", "FileBasedCache"}:
-            messages.append(
-                checks.Warning(
-                    f"The rate-limit cache is a {backend}: workers in different processes do not share the pace.",
-                    hint="Point BACKEND_OPTIONS['RATE_LIMIT_CACHE'] at a Redis, Memcached or database cache.",
-                    id="crmify.W051",
-                )
-            )
-        return messages
+        return messages + super().check()
 
     def check_connection(self, status_names: Sequence[str]) -> list[ConnectionCheck]:
         """One ``GET /Leads`` for the key and the URL, the status table read afresh for each name, and
