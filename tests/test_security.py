@@ -108,13 +108,16 @@ class KeyQuotingBackend(BaseBackend):
         return True
 
 
+#: What the CRM does wrong during a scan: 5xx, 429 bursts, dropped connections.
+SCAN_FAULTS = Faults(
+    error_rate=0.2, burst_429_rate=0.1, drop_rate=0.05, requests_per_second=None, seed=7
+)
+
+
 @pytest.fixture(scope="module")
 def keyed_sandbox() -> Iterator[SandboxServer]:
     """A sandbox that takes only :data:`API_KEY` and misbehaves: 5xx, 429 bursts, dropped connections."""
-    faults = Faults(
-        error_rate=0.2, burst_429_rate=0.1, drop_rate=0.05, requests_per_second=None, seed=7
-    )
-    with SandboxServer(api_key=API_KEY, faults=faults) as server:
+    with SandboxServer(api_key=API_KEY, faults=SCAN_FAULTS) as server:
         yield server
 
 
@@ -132,6 +135,43 @@ def drain(timeout: float = 60) -> int:
         assert time.monotonic() < deadline, list(waiting.values_list("pk", "sync_state"))
         time.sleep(0.1)  # a retry's run_after (the sandbox's Retry-After is 1 s)
     raise AssertionError("unreachable")
+
+
+def scan_setup(caplog: pytest.LogCaptureFixture) -> User:
+    """Every logger captured at DEBUG; the superuser who reads the admin pages."""
+    caplog.set_level(logging.DEBUG)
+    for name in ("crmify", "urllib3", "requests", "django", "django_tasks", "django_tasks_db"):
+        caplog.set_level(logging.DEBUG, logger=name)
+    return User.objects.create_superuser("root", "root@example.com", None)
+
+
+def sync_through_faults(
+    configure: Callable[..., None],
+    crmify: dict[str, Any],
+    echoing: ScriptedCrm,
+    key: str,
+    wrong_key: str,
+    count: int,
+) -> list[User]:
+    """``count`` users synced by the database worker through the CRM's faults (``crmify``), then five
+    of them with ``wrong_key`` (401s), then three against ``echoing``, a CRM that quotes ``key`` and the
+    Authorization header back in its error answers. Returns the users."""
+    configure(**crmify, MAX_ATTEMPTS=4, RETRY_BACKOFF_BASE=0.01, RETRY_BACKOFF_MAX=0.05)
+    users = [make_user() for _ in range(count)]
+    drain()
+    configure(BACKEND_AUTH={"API_KEY": wrong_key})
+    change(users[:5], "Rekeyed")
+    drain()
+    configure(
+        BACKEND_AUTH={"API_KEY": key},
+        BACKEND_OPTIONS={"API_URL": echoing.url, **FAST_SANDBOX},
+    )
+    echoing.script(
+        Answer(400, f'{{"Message": "Bad request for key {key}"}}'.encode(), echo_auth=True)
+    )
+    change(users[5:8], "Echoed")
+    drain()
+    return users
 
 
 def change(users: list[User], last_name: str) -> None:
@@ -183,33 +223,10 @@ def test_the_api_key_is_nowhere_after_a_run_with_faults(
     configure: Callable[..., None],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.DEBUG)
-    for name in ("crmify", "urllib3", "requests", "django", "django_tasks", "django_tasks_db"):
-        caplog.set_level(logging.DEBUG, logger=name)
-    root = User.objects.create_superuser("root", "root@example.com", None)
+    root = scan_setup(caplog)
     keyed_sandbox.reset()
-    configure(
-        **crmify_for(keyed_sandbox, api_key=API_KEY, task_backend="default", **FAST_SANDBOX),
-        MAX_ATTEMPTS=4,
-        RETRY_BACKOFF_BASE=0.01,
-        RETRY_BACKOFF_MAX=0.05,
-    )
-    users = [make_user() for _ in range(30)]
-    drain()
-    # The key goes wrong: 401s.
-    configure(BACKEND_AUTH={"API_KEY": WRONG_KEY})
-    change(users[:5], "Rekeyed")
-    drain()
-    # A CRM that quotes the key and the Authorization header back in its error answers.
-    configure(
-        BACKEND_AUTH={"API_KEY": API_KEY},
-        BACKEND_OPTIONS={"API_URL": scripted_crm.url, **FAST_SANDBOX},
-    )
-    scripted_crm.script(
-        Answer(400, f'{{"Message": "Bad request for key {API_KEY}"}}'.encode(), echo_auth=True)
-    )
-    change(users[5:8], "Echoed")
-    drain()
+    crmify = crmify_for(keyed_sandbox, api_key=API_KEY, task_backend="default", **FAST_SANDBOX)
+    users = sync_through_faults(configure, crmify, scripted_crm, API_KEY, WRONG_KEY, 30)
     # A site's own backend that quotes its key in exceptions; one of them fails the task itself.
     configure(BACKEND="tests.test_security.KeyQuotingBackend")
     change(users[8:10], "Quoted")
@@ -293,35 +310,12 @@ def test_the_hubspot_token_is_nowhere_after_a_run_with_faults(
     configure: Callable[..., None],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.DEBUG)
-    for name in ("crmify", "urllib3", "requests", "django", "django_tasks", "django_tasks_db"):
-        caplog.set_level(logging.DEBUG, logger=name)
-    root = User.objects.create_superuser("root", "root@example.com", None)
-    faults = Faults(
-        error_rate=0.2, burst_429_rate=0.1, drop_rate=0.05, requests_per_second=None, seed=7
-    )
-    with HubSpotSandbox(token=HUBSPOT_TOKEN, faults=faults) as crm:
-        configure(
-            **hubspot_crmify_for(crm, token=HUBSPOT_TOKEN, task_backend="default", **FAST_SANDBOX),
-            MAX_ATTEMPTS=4,
-            RETRY_BACKOFF_BASE=0.01,
-            RETRY_BACKOFF_MAX=0.05,
+    root = scan_setup(caplog)
+    with HubSpotSandbox(token=HUBSPOT_TOKEN, faults=SCAN_FAULTS) as crm:
+        crmify = hubspot_crmify_for(
+            crm, token=HUBSPOT_TOKEN, task_backend="default", **FAST_SANDBOX
         )
-        users = [make_user() for _ in range(25)]
-        drain()
-        configure(BACKEND_AUTH={"API_KEY": WRONG_HUBSPOT_TOKEN})  # the token goes wrong: 401s
-        change(users[:5], "Rekeyed")
-        drain()
-        # A CRM that quotes the Authorization header back in its error answers.
-        configure(
-            BACKEND_AUTH={"API_KEY": HUBSPOT_TOKEN},
-            BACKEND_OPTIONS={"API_URL": scripted_crm.url, **FAST_SANDBOX},
-        )
-        scripted_crm.script(
-            Answer(400, f'{{"message": "Bad token {HUBSPOT_TOKEN}"}}'.encode(), echo_auth=True)
-        )
-        change(users[5:8], "Echoed")
-        drain()
+        sync_through_faults(configure, crmify, scripted_crm, HUBSPOT_TOKEN, WRONG_HUBSPOT_TOKEN, 25)
         raised = {
             f"exception {name}": raised_by(
                 HubSpotBackend({"API_URL": url, **FAST_SANDBOX}, {"API_KEY": token})

@@ -43,7 +43,7 @@ from __future__ import annotations
 import datetime
 import zoneinfo
 from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
 import requests
@@ -97,6 +97,8 @@ STAGE_PROPERTIES = ("lifecyclestage",)
 MAX_PAGE = 100
 #: The share of the plan's 10-second limit the shared limiter uses (other apps share the token).
 PACE_SHARE = 0.9
+
+_Part = TypeVar("_Part")
 
 #: A property table: name -> (type, read only, ((value, label), ...)).
 PropertyTable = dict[str, tuple[str, bool, tuple[tuple[str, str], ...]]]
@@ -228,13 +230,7 @@ class HubSpotBackend(HttpBackend):
         table: PropertyTable | None = self.cache.get(key)
         if table is None and fetch:
             response = self.request("properties", "GET", self.properties_path)
-            body = self.json_of(response, "the property list")
-            rows = body.get("results") if isinstance(body, Mapping) else None
-            if not isinstance(rows, list):
-                raise TransientBackendError(
-                    "HubSpot's answer to the property list has no results.",
-                    status_code=response.status_code,
-                )
+            rows = self.part_of(response, "the property list", "results", list)
             table = {
                 str(row["name"]): (
                     str(row.get("type") or "string"),
@@ -416,6 +412,17 @@ class HubSpotBackend(HttpBackend):
                 self.request("update", "PATCH", path, body={"properties": {name: wanted}})
         return self.contact_id(response, "the contact's update")
 
+    def part_of(self, response: requests.Response, what: str, key: str, kind: type[_Part]) -> _Part:
+        """``key`` of a 2xx answer's JSON object, of type ``kind`` (a ``list`` of results, a
+        ``dict`` of properties); a readable transient error for any other answer."""
+        body = self.json_of(response, what)
+        part = body.get(key) if isinstance(body, Mapping) else None
+        if not isinstance(part, kind):
+            raise TransientBackendError(
+                f"HubSpot's answer to {what} has no {key}.", status_code=response.status_code
+            )
+        return part
+
     def contact_id(self, response: requests.Response, what: str) -> str:
         """The contact id in an answer; a readable transient error if it has none."""
         body = self.json_of(response, what)
@@ -475,14 +482,8 @@ class HubSpotBackend(HttpBackend):
             if exc.status_code == 404:
                 return None
             raise
-        body = self.json_of(response, "the contact fetch")
-        properties = body.get("properties") if isinstance(body, Mapping) else None
-        if not isinstance(properties, Mapping):
-            raise TransientBackendError(
-                "HubSpot's answer to the contact fetch has no properties.",
-                status_code=response.status_code,
-            )
-        return {"id": str(body.get("id")), **properties}
+        properties = self.part_of(response, "the contact fetch", "properties", dict)
+        return {"id": str(response.json().get("id")), **properties}
 
     def iter_leads(self, page_size: int = MAX_PAGE) -> Iterator[list[CrmLead]]:
         """``GET /contacts?limit=&after=&properties=email`` page by page (100 is HubSpot's largest)."""
@@ -493,19 +494,13 @@ class HubSpotBackend(HttpBackend):
             if after:
                 params["after"] = after
             response = self.request("list", "GET", self.objects_path, params=params)
-            body = self.json_of(response, "the contact listing")
-            rows = body.get("results") if isinstance(body, Mapping) else None
-            if not isinstance(rows, list):
-                raise TransientBackendError(
-                    "HubSpot's answer to the contact listing has no results.",
-                    status_code=response.status_code,
-                )
+            rows = self.part_of(response, "the contact listing", "results", list)
             yield [
                 CrmLead(str(row["id"]), str((row.get("properties") or {}).get("email") or ""))
                 for row in rows
                 if isinstance(row, Mapping) and row.get("id")
             ]
-            paging = body.get("paging") or {}
+            paging = response.json().get("paging") or {}
             after = ((paging.get("next") or {}) if isinstance(paging, Mapping) else {}).get("after")
             if not after:
                 return
@@ -531,42 +526,35 @@ class HubSpotBackend(HttpBackend):
                 )
             )
         zone = self.options.get("DAILY_RESET_TIME_ZONE")
-        if zone:
-            try:
-                zoneinfo.ZoneInfo(str(zone))
-            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-                messages.append(
-                    checks.Error(
-                        f"BACKEND_OPTIONS['DAILY_RESET_TIME_ZONE'] {zone!r} is not a time zone.",
-                        hint="Use the HubSpot account's zone name, e.g. 'Europe/Berlin'.",
-                        id="crmify.E070",
-                    )
+        if zone and not _is_zone(str(zone)):
+            messages.append(
+                _option_error(
+                    "DAILY_RESET_TIME_ZONE",
+                    f"{zone!r} is not a time zone.",
+                    "Use the HubSpot account's zone name, e.g. 'Europe/Berlin'.",
+                    "crmify.E070",
                 )
+            )
         limit = self.options.get("TEN_SECOND_LIMIT")
         if limit is not None and (
             not isinstance(limit, int) or isinstance(limit, bool) or limit < 1
         ):
             messages.append(
-                checks.Error(
-                    f"BACKEND_OPTIONS['TEN_SECOND_LIMIT'] must be a positive whole number, not {limit!r}.",
-                    hint="Your HubSpot plan's calls per 10 seconds: 100 (Free/Starter) or 190.",
-                    id="crmify.E071",
+                _option_error(
+                    "TEN_SECOND_LIMIT",
+                    f"must be a positive whole number, not {limit!r}.",
+                    "Your HubSpot plan's calls per 10 seconds: 100 (Free/Starter) or 190.",
+                    "crmify.E071",
                 )
             )
         statuses = self.options.get("STATUSES")
-        if statuses is not None and not (
-            isinstance(statuses, Mapping)
-            and all(
-                isinstance(values, Mapping)
-                and all(isinstance(k, str) and isinstance(v, str) for k, v in values.items())
-                for values in statuses.values()
-            )
-        ):
+        if statuses is not None and not _is_status_map(statuses):
             messages.append(
-                checks.Error(
-                    "BACKEND_OPTIONS['STATUSES'] must map each status name to {property: value}.",
-                    hint="e.g. {'Contacted': {'hs_lead_status': 'CONNECTED'}}",
-                    id="crmify.E072",
+                _option_error(
+                    "STATUSES",
+                    "must map each status name to {property: value}.",
+                    "e.g. {'Contacted': {'hs_lead_status': 'CONNECTED'}}",
+                    "crmify.E072",
                 )
             )
         return messages + super().check()
@@ -608,6 +596,27 @@ class HubSpotBackend(HttpBackend):
         remaining = "unknown" if state.remaining is None else f"{state.remaining} of {state.limit}"
         results.append(ConnectionCheck("daily quota remaining", not state.exhausted, remaining))
         return results
+
+
+def _option_error(option: str, problem: str, hint: str, check_id: str) -> checks.Error:
+    """A system-check error about ``BACKEND_OPTIONS[option]``."""
+    return checks.Error(f"BACKEND_OPTIONS[{option!r}] {problem}", hint=hint, id=check_id)
+
+
+def _is_zone(name: str) -> bool:
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+def _is_status_map(statuses: Any) -> bool:
+    return isinstance(statuses, Mapping) and all(
+        isinstance(values, Mapping)
+        and all(isinstance(k, str) and isinstance(v, str) for k, v in values.items())
+        for values in statuses.values()
+    )
 
 
 def _text(value: Any) -> str:
