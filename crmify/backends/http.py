@@ -187,6 +187,23 @@ class HttpBackend(BaseBackend):
             raise error
         return response
 
+    def request_unless_gone(
+        self,
+        operation: str,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+    ) -> requests.Response | None:
+        """:meth:`request`, with None instead of the error when the CRM answers 404: a record that is
+        not there (a delete of a deleted record, a fetch or lookup that finds nothing)."""
+        try:
+            return self.request(operation, method, path, params=params)
+        except PermanentBackendError as exc:
+            if exc.status_code == 404:
+                return None
+            raise
+
     def quota_headers(self, response: requests.Response) -> tuple[int | None, int | None]:
         """The daily quota's limit and what is left of it, as ``response``'s headers tell them (each
         None when absent): ``X-RateLimit-Limit`` and ``X-RateLimit-Remaining`` unless a CRM names

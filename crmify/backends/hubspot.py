@@ -435,29 +435,21 @@ class HubSpotBackend(HttpBackend):
         return str(found)
 
     def delete_lead(self, lead_id: str) -> bool:
-        try:
-            self.request("delete", "DELETE", f"{self.objects_path}/{_contact_key(lead_id)}")
-        except PermanentBackendError as exc:
-            if exc.status_code == 404:
-                return True  # archived already, or never there
-            raise
-        return True
+        self.request_unless_gone("delete", "DELETE", f"{self.objects_path}/{_contact_key(lead_id)}")
+        return True  # archived, or already gone
 
     def find_lead_id(self, lead: Lead) -> str | None:
         """The contact with ``lead``'s e-mail (``GET …/{email}?idProperty=email``), if any."""
         if not lead.email:
             return None
-        try:
-            response = self.request(
-                "lookup",
-                "GET",
-                f"{self.objects_path}/{quote(lead.email.strip(), safe='@')}",
-                params={"idProperty": "email", "properties": "email"},
-            )
-        except PermanentBackendError as exc:
-            if exc.status_code == 404:
-                return None
-            raise
+        response = self.request_unless_gone(
+            "lookup",
+            "GET",
+            f"{self.objects_path}/{quote(lead.email.strip(), safe='@')}",
+            params={"idProperty": "email", "properties": "email"},
+        )
+        if response is None:
+            return None
         return self.contact_id(response, "the e-mail lookup")
 
     def fetch_lead(self, lead_id: str) -> dict[str, Any] | None:
@@ -471,17 +463,14 @@ class HubSpotBackend(HttpBackend):
                 "lastmodifieddate",
             }
         )
-        try:
-            response = self.request(
-                "fetch",
-                "GET",
-                f"{self.objects_path}/{_contact_key(lead_id)}",
-                params={"properties": ",".join(wanted)},
-            )
-        except PermanentBackendError as exc:
-            if exc.status_code == 404:
-                return None
-            raise
+        response = self.request_unless_gone(
+            "fetch",
+            "GET",
+            f"{self.objects_path}/{_contact_key(lead_id)}",
+            params={"properties": ",".join(wanted)},
+        )
+        if response is None:
+            return None
         properties = self.part_of(response, "the contact fetch", "properties", dict)
         return {"id": str(response.json().get("id")), **properties}
 
