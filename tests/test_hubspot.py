@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import zoneinfo
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,15 +17,18 @@ from django.core.management import CommandError, call_command
 from django.test import override_settings
 from django.utils import timezone
 
+from crmify import backfill
 from crmify.admin.compare import crm_keys
 from crmify.backends import build_backend, get_backend
 from crmify.backends.hubspot import HubSpotBackend, seconds_to_midnight
 from crmify.backends.hubspot_errors import describe_error, existing_id, property_problems
+from crmify.backfill import BackfillOptions
 from crmify.exceptions import PermanentBackendError
-from crmify.models import Lead, LedgerEntry, SyncState
+from crmify.models import BackfillRun, Lead, LedgerEntry, SyncState
 from crmify.sandbox.hubspot import HubSpotDialect, HubSpotSandbox, PropertyDef
 from crmify.worker import process_lead
 from tests.conftest import FAST_SANDBOX, calls, hubspot_crmify_for
+from tests.factories import lead_of, make_user
 
 pytestmark = pytest.mark.django_db
 
@@ -626,3 +630,45 @@ def test_a_batch_error_entry_reads_the_same_way():
 )
 def test_the_existing_id_of_a_409(body, found):
     assert existing_id(body) == found
+
+
+# -- the backfill ----------------------------------------------------------------------------------
+
+
+def test_the_backfill_lists_contacts_adopts_matches_and_makes_one_call_per_lead(
+    hubspot, configure, django_capture_on_commit_callbacks
+):
+    configure(**hubspot_crmify_for(hubspot, **FAST_SANDBOX), AUTO_SYNC=False)
+    users = [make_user() for _ in range(7)]
+    hubspot.add_contact({"email": users[0].email.upper(), "lastname": "Already"})
+    hubspot.add_contact({"email": users[1].email, "lastname": "There"})
+    report = backfill.plan(BackfillOptions(batch_size=3))
+    assert (report.to_create, report.in_crm, report.listing_calls) == (7, 2, 1)
+    with django_capture_on_commit_callbacks(execute=True):
+        run = backfill.start(BackfillOptions(batch_size=3))
+    run.refresh_from_db()
+    assert run.state == BackfillRun.State.FINISHED, run.last_error
+    for user in users:
+        lead = lead_of(user)
+        assert lead.sync_state == SyncState.SYNCED, lead.last_error
+    emails = Counter(str(row["properties"]["email"]).casefold() for row in hubspot.leads())
+    assert emails == {user.email.casefold(): 1 for user in users}  # each e-mail once
+    requests_made = hubspot.stats()["requests"]
+    assert requests_made[CREATE] == {"201": 5}  # the two matches were updated, not created again
+    assert requests_made[PATCH] == {"200": 2}
+    assert calls(hubspot, "GET /objects/contacts") == 2  # the dry run's listing and the run's
+
+
+def test_a_last_status_that_no_longer_maps_sends_everything(hubspot):
+    lead = Lead.objects.create(source_id="n", email="n@example.com", status="NotContacted")
+    backend = get_backend()
+    lead.external_id = backend.sync_lead(lead)
+    lead.synced_values = {**lead.crm_values(), "status": "Retired status"}
+    lead.last_name = "Now"
+    assert backend.build_payload(lead)["properties"] == {
+        "email": "n@example.com",
+        "lastname": "Now",
+        "hs_lead_status": "NEW",
+    }
+    assert backend.sync_lead(lead) == lead.external_id
+    assert contact(hubspot, lead)["lastname"] == "Now"

@@ -342,16 +342,22 @@ class HubSpotBackend(HttpBackend):
         """What a PATCH of ``lead`` sends: the properties that changed since the last sync, ``""``
         for each one the app cleared; everything when the last sync is unknown."""
         current = self.lead_properties(lead, fetch=fetch)
-        if not lead.synced_values:
+        previous = self.sent_properties(lead, self.property_table(fetch=False))
+        if previous is None:
             return current
-        table = self.property_table(fetch=False)
-        try:
-            previous = self.properties_for(lead.synced_values, table)
-        except PermanentBackendError:
-            return current  # the last status cannot be mapped any more: send everything
         changed = {name: value for name, value in current.items() if previous.get(name) != value}
         changed.update(dict.fromkeys(previous.keys() - current.keys(), ""))
         return changed
+
+    def sent_properties(self, lead: Lead, table: PropertyTable | None) -> dict[str, str] | None:
+        """The properties the last sync of ``lead`` sent, or None when that is unknown (never synced,
+        a forced re-sync, an adopted contact, or a last status that no longer maps)."""
+        if not lead.synced_values:
+            return None
+        try:
+            return self.properties_for(lead.synced_values, table)
+        except PermanentBackendError:
+            return None
 
     def build_payload(self, lead: Lead) -> dict[str, Any]:
         """The exact body the next sync would send; no I/O (the property table only if cached)."""
@@ -389,7 +395,7 @@ class HubSpotBackend(HttpBackend):
         """PATCH ``properties`` onto contact ``contact_id``; a stage moved backwards is cleared first,
         and cleared and set again if HubSpot's answer shows it kept the old one."""
         table = self.property_table(fetch=True) or {}
-        previous = self.properties_for(lead.synced_values, table) if lead.synced_values else {}
+        previous = self.sent_properties(lead, table) or {}
         path = f"{self.objects_path}/{contact_id}"
         for name in STAGE_PROPERTIES:
             if _moves_back(table, name, previous.get(name, ""), properties.get(name, "")):
