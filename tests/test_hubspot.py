@@ -531,10 +531,22 @@ def test_the_shared_limiter_keeps_under_the_rolling_window(hubspot):
 
 
 def test_crmify_check_passes_against_the_sandbox(hubspot, capsys):
+    hubspot.set_faults(requests_per_second=10.0)
     call_command("crmify_check")
     out = capsys.readouterr().out
     assert "The CRM connection works" in out
     assert "hs_lead_status = NEW" in out and "lifecyclestage = customer" in out
+    assert "TEN_SECOND_LIMIT 100; HubSpot reports 100" in out
+
+
+def test_crmify_check_fails_when_the_plan_allows_less_than_configured(hubspot, capsys):
+    hubspot.set_faults(requests_per_second=10.0)
+    with (
+        override_settings(CRMIFY=hubspot_crmify_for(hubspot, TEN_SECOND_LIMIT=190)),
+        pytest.raises(CommandError),
+    ):
+        call_command("crmify_check")
+    assert "HubSpot reports 100: lower the option" in capsys.readouterr().out
 
 
 def test_crmify_check_fails_on_a_bad_token_and_an_unmapped_status(hubspot):

@@ -137,6 +137,7 @@ class HubSpotBackend(HttpBackend):
             self.options.get("PROPERTIES_PATH", "{prefix}/properties/contacts")
         ).format(prefix=prefix)
         self.table_seconds = float(self.options.get("PROPERTY_CACHE_SECONDS", 600))
+        self.reported_interval_max: int | None = None
         self.field_properties = {
             field: prop
             for field, prop in {
@@ -168,6 +169,8 @@ class HubSpotBackend(HttpBackend):
         return self.ten_second_limit() / 10 * PACE_SHARE
 
     def quota_headers(self, response: requests.Response) -> tuple[int | None, int | None]:
+        # The 10-second limit HubSpot reports, for crmify_check to compare with TEN_SECOND_LIMIT.
+        self.reported_interval_max = int_header(response, "X-HubSpot-RateLimit-Max")
         return int_header(response, "X-HubSpot-RateLimit-Daily"), int_header(
             response, "X-HubSpot-RateLimit-Daily-Remaining"
         )
@@ -585,6 +588,16 @@ class HubSpotBackend(HttpBackend):
                 "contact properties",
                 not missing,
                 f"missing: {', '.join(missing)}" if missing else "every mapped property exists",
+            )
+        )
+        reported, configured = self.reported_interval_max, self.ten_second_limit()
+        results.append(
+            ConnectionCheck(
+                "10-second limit",
+                reported is None or configured <= reported,
+                f"TEN_SECOND_LIMIT {configured}; HubSpot reports "
+                + ("nothing" if reported is None else str(reported))
+                + ("" if reported is None or configured <= reported else ": lower the option"),
             )
         )
         state = self.quota.state()
