@@ -2,8 +2,8 @@
 seconds), and requests per day (quota).
 
 A sandbox server (``core.BaseSandboxServer``) owns a rate gate and a quota, rebuilds them when the
-faults change their settings, and asks them about every API call that passed authentication. All take a monotonic clock
-so tests can drive time; both are thread-safe.
+faults change their settings, and asks them about every API call that passed authentication. All
+take a monotonic clock so tests can drive time; all are thread-safe.
 """
 
 from __future__ import annotations
