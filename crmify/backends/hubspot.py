@@ -399,7 +399,7 @@ class HubSpotBackend(HttpBackend):
         and cleared and set again if HubSpot's answer shows it kept the old one."""
         table = self.property_table(fetch=True) or {}
         previous = self.sent_properties(lead, table) or {}
-        path = f"{self.objects_path}/{contact_id}"
+        path = f"{self.objects_path}/{_contact_key(contact_id)}"
         for name in STAGE_PROPERTIES:
             if _moves_back(table, name, previous.get(name, ""), properties.get(name, "")):
                 self.request("update", "PATCH", path, body={"properties": {name: ""}})
