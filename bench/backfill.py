@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import Scorecard, configure
+from bench.common import Scorecard, configure, sandbox_crmify
 
 USERS = int(os.environ.get("CRMIFY_BENCH_USERS", "100000"))
 NAIVE_USERS = 2_000
@@ -186,16 +186,9 @@ def run(db_path: Path) -> int:
             server.add_lead(
                 {"FIRST_NAME": "Old", "LAST_NAME": "Lead", "EMAIL": f"sandbox{n}@example.com"}
             )
-        crmify = {
-            "BACKEND": "crmify.backends.insightly.InsightlyBackend",
-            "BACKEND_AUTH": {"API_KEY": server.api_key},
-            "BACKEND_OPTIONS": {
-                "API_URL": server.url,
-                "TIMEOUT": 10,
-                "REQUESTS_PER_SECOND": 10_000,
-            },
-            "TASK_BACKEND": "default",
-        }
+        crmify = sandbox_crmify(
+            "crmify.backends.insightly.InsightlyBackend", server.api_key, server.url
+        )
         with override_settings(CRMIFY=crmify):
             run = backfill_here(BackfillOptions(only_missing=True, batch_size=BATCH_SIZE))
             assert run.created == SANDBOX_USERS, run.last_error

@@ -25,7 +25,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.backfill import backfill_here, insert_users
-from bench.common import Scorecard, configure
+from bench.common import Scorecard, configure, sandbox_crmify
 
 USERS = int(os.environ.get("CRMIFY_BENCH_HUBSPOT_USERS", "1000"))
 CHUNK = 1000
@@ -87,16 +87,9 @@ def insightly() -> Figures:
     try:
         return backfill_into(
             "insightly",
-            {
-                "BACKEND": "crmify.backends.insightly.InsightlyBackend",
-                "BACKEND_AUTH": {"API_KEY": server.api_key},
-                "BACKEND_OPTIONS": {
-                    "API_URL": server.url,
-                    "TIMEOUT": 10,
-                    "REQUESTS_PER_SECOND": 10_000,
-                },
-                "TASK_BACKEND": "default",
-            },
+            sandbox_crmify(
+                "crmify.backends.insightly.InsightlyBackend", server.api_key, server.url
+            ),
             lambda email: server.add_lead(
                 {"FIRST_NAME": "Old", "LAST_NAME": "Lead", "EMAIL": email}
             ),
@@ -115,16 +108,7 @@ def hubspot() -> Figures:
     try:
         return backfill_into(
             "hubspot",
-            {
-                "BACKEND": "crmify.backends.hubspot.HubSpotBackend",
-                "BACKEND_AUTH": {"API_KEY": server.token},
-                "BACKEND_OPTIONS": {
-                    "API_URL": server.url,
-                    "TIMEOUT": 10,
-                    "REQUESTS_PER_SECOND": 10_000,
-                },
-                "TASK_BACKEND": "default",
-            },
+            sandbox_crmify("crmify.backends.hubspot.HubSpotBackend", server.token, server.url),
             lambda email: server.add_contact({"email": email, "firstname": "Old"}),
             lambda: [str(contact["properties"]["email"]) for contact in server.leads()],
             server.stats,

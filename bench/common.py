@@ -8,6 +8,7 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import django
 from django.conf import settings
@@ -30,6 +31,17 @@ def configure(db_path: Path, *, extra_apps: Sequence[str] = ()) -> None:
         LOGGING_CONFIG=None,
     )
     django.setup()
+
+
+def sandbox_crmify(backend: str, api_key: str, url: str) -> dict[str, Any]:
+    """``CRMIFY`` for a bench against a sandbox over HTTP: the backend ``backend`` (a dotted path) with
+    no pace of its own in the way, and the database Tasks backend."""
+    return {
+        "BACKEND": backend,
+        "BACKEND_AUTH": {"API_KEY": api_key},
+        "BACKEND_OPTIONS": {"API_URL": url, "TIMEOUT": 10, "REQUESTS_PER_SECOND": 10_000},
+        "TASK_BACKEND": "default",
+    }
 
 
 class Scorecard:

@@ -1,4 +1,4 @@
-"""``make demo``: migrate, seed, then run the Insightly sandbox, the task worker and the web server together.
+"""``make demo``: migrate, seed, then run the sandbox CRM, the task worker and the web server together.
 
 Ctrl-C (or SIGTERM) stops all three. Running it again reuses the database and the sandbox's saved leads.
 The end-to-end tests start a private copy through these environment variables:
@@ -7,6 +7,7 @@ The end-to-end tests start a private copy through these environment variables:
 ``CRMIFY_DEMO_SANDBOX_PORT``  the sandbox CRM's port (8765)
 ``CRMIFY_DEMO_VAR``           where the SQLite database and the sandbox's leads live (``demo/var``)
 ``CRMIFY_DEMO_CRM_RATE``      requests per second the sandbox allows and crmify paces itself to (10)
+``CRMIFY_DEMO_CRM``           which CRM the shop talks to: ``insightly`` (default) or ``hubspot``
 """
 
 from __future__ import annotations
@@ -25,6 +26,21 @@ SANDBOX_PORT = int(os.environ.get("CRMIFY_DEMO_SANDBOX_PORT", "8765"))
 VAR_DIR = Path(os.environ.get("CRMIFY_DEMO_VAR") or DEMO / "var").resolve()
 CRM_RATE = os.environ.get("CRMIFY_DEMO_CRM_RATE", "10")
 API_KEY = os.environ.setdefault("CRMIFY_BACKEND_AUTH_API_KEY", "demo-sandbox-key")
+CRM = os.environ.get("CRMIFY_DEMO_CRM", "insightly")
+#: The sandbox's account as the shop needs it: its custom fields (``shop.mappers``), per CRM. The Plan
+#: has no "Enterprise", so the seed's failing leads fail on either CRM.
+SANDBOX_ACCOUNT = {
+    "insightly": ["--state-file", str(VAR_DIR / "sandbox.json")],
+    "hubspot": [
+        "--crm",
+        "hubspot",
+        *("--property", "Plan__c:enumeration:Free|Plus|Pro"),
+        *("--property", "Signup_Source__c"),
+        *("--state-file", str(VAR_DIR / "hubspot.json")),
+    ],
+}
+#: Where each CRM's API lives on the sandbox, for the banner.
+SANDBOX_API = {"insightly": "/v3.1/", "hubspot": "/crm/v3/"}
 #: Seconds between runs of crmify's sweeper (``manage.py crmify_sync``), as cron would run it on a site.
 SWEEP_EVERY = 60
 
@@ -56,7 +72,8 @@ def start_sandbox() -> subprocess.Popen[bytes]:
         manage(
             "crmify_sandbox",
             *("--port", str(SANDBOX_PORT), "--api-key", API_KEY, "--rate", CRM_RATE),
-            *("--state-file", str(VAR_DIR / "sandbox.json"), "--quiet"),
+            *SANDBOX_ACCOUNT[CRM],
+            "--quiet",
         ),
         cwd=DEMO,
         stdout=subprocess.DEVNULL,
@@ -108,6 +125,10 @@ def main() -> None:
     os.environ["CRMIFY_DEMO_SANDBOX_PORT"] = str(SANDBOX_PORT)
     os.environ["CRMIFY_DEMO_VAR"] = str(VAR_DIR)
     os.environ["CRMIFY_DEMO_CRM_RATE"] = CRM_RATE
+    if CRM not in SANDBOX_ACCOUNT:
+        raise SystemExit(
+            f"CRMIFY_DEMO_CRM must be one of {', '.join(SANDBOX_ACCOUNT)}, not {CRM!r}."
+        )
     for port in (WEB_PORT, SANDBOX_PORT):
         if not port_free(port):
             raise SystemExit(
@@ -125,8 +146,8 @@ def main() -> None:
             f"\n  Demo site:    http://127.0.0.1:{WEB_PORT}/  (customers ada, grace, ...: password demo)\n"
             f"  Admin:        http://127.0.0.1:{WEB_PORT}/admin/crmify/lead/\n"
             "                superuser admin / admin; viewer / viewer may only look\n"
-            f"  Sandbox CRM:  http://127.0.0.1:{SANDBOX_PORT}/_sandbox/leads  (every lead it holds;"
-            f" API http://127.0.0.1:{SANDBOX_PORT}/v3.1/, key {API_KEY})\n"
+            f"  Sandbox CRM:  http://127.0.0.1:{SANDBOX_PORT}/_sandbox/leads  ({CRM}: every lead it"
+            f" holds; API http://127.0.0.1:{SANDBOX_PORT}{SANDBOX_API[CRM]}, key {API_KEY})\n"
             f"  Backfill:     http://127.0.0.1:{WEB_PORT}/admin/crmify/lead/backfill/"
             "  (brings in the 500 historic customers)\n"
             f"  Data in {VAR_DIR}. Ctrl-C stops everything.\n",

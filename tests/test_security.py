@@ -1,6 +1,6 @@
 """Security: "nobody let in" and no secret let out.
 
-* The API key (and its HTTP Basic form) is nowhere after a run with faults: not in any log record (crmify,
+* The API key (and its HTTP Basic form), and HubSpot's private-app token, are nowhere after a run with faults: not in any log record (crmify,
   urllib3, requests, the task framework; formatted with tracebacks), the ledger, a lead, a task result
   (django-tasks-db rows with their tracebacks), an exception raised to a caller, or an admin page.
 * Every custom admin URL, found from the admin's own ``get_urls`` so a new page cannot be missed, sends
@@ -38,6 +38,7 @@ from django_tasks_db.models import DBTaskResult
 from crmify import backfill
 from crmify.backends import locmem
 from crmify.backends.base import BaseBackend
+from crmify.backends.hubspot import HubSpotBackend
 from crmify.backends.insightly import InsightlyBackend
 from crmify.backfill import BackfillOptions
 from crmify.exceptions import BackendError
@@ -45,8 +46,9 @@ from crmify.models import BackfillRun, Lead, LedgerEntry, SyncState
 from crmify.sandbox import SandboxServer
 from crmify.sandbox.cli import add_arguments, build_server
 from crmify.sandbox.faults import Faults
+from crmify.sandbox.hubspot import HubSpotSandbox
 from tests.admin_fixtures import export
-from tests.conftest import FAST_SANDBOX, calls, crmify_for
+from tests.conftest import FAST_SANDBOX, calls, crmify_for, hubspot_crmify_for
 from tests.factories import make_user
 from tests.reliability.processes import run_db_worker_here
 from tests.scripted_crm import Answer, ScriptedCrm
@@ -63,7 +65,16 @@ def secret_forms(key: str) -> list[str]:
     return [key, base64.b64encode(f"{key}:".encode()).decode().rstrip("=")]
 
 
-SECRETS = [*secret_forms(API_KEY), *secret_forms(WRONG_KEY)]
+#: HubSpot's private-app tokens, sent as ``Authorization: Bearer <token>``: the token as written.
+HUBSPOT_TOKEN = "pat-na1-crmify-Sec-Tok-5e81d2a7"
+WRONG_HUBSPOT_TOKEN = "pat-na1-crmify-Wrong-Tok-90c4"
+
+SECRETS = [
+    *secret_forms(API_KEY),
+    *secret_forms(WRONG_KEY),
+    HUBSPOT_TOKEN,
+    WRONG_HUBSPOT_TOKEN,
+]
 
 
 def leaks(places: dict[str, str]) -> list[str]:
@@ -97,13 +108,16 @@ class KeyQuotingBackend(BaseBackend):
         return True
 
 
+#: What the CRM does wrong during a scan: 5xx, 429 bursts, dropped connections.
+SCAN_FAULTS = Faults(
+    error_rate=0.2, burst_429_rate=0.1, drop_rate=0.05, requests_per_second=None, seed=7
+)
+
+
 @pytest.fixture(scope="module")
 def keyed_sandbox() -> Iterator[SandboxServer]:
     """A sandbox that takes only :data:`API_KEY` and misbehaves: 5xx, 429 bursts, dropped connections."""
-    faults = Faults(
-        error_rate=0.2, burst_429_rate=0.1, drop_rate=0.05, requests_per_second=None, seed=7
-    )
-    with SandboxServer(api_key=API_KEY, faults=faults) as server:
+    with SandboxServer(api_key=API_KEY, faults=SCAN_FAULTS) as server:
         yield server
 
 
@@ -123,14 +137,52 @@ def drain(timeout: float = 60) -> int:
     raise AssertionError("unreachable")
 
 
+def scan_setup(caplog: pytest.LogCaptureFixture) -> User:
+    """Every logger captured at DEBUG; the superuser who reads the admin pages."""
+    caplog.set_level(logging.DEBUG)
+    for name in ("crmify", "urllib3", "requests", "django", "django_tasks", "django_tasks_db"):
+        caplog.set_level(logging.DEBUG, logger=name)
+    return User.objects.create_superuser("root", "root@example.com", None)
+
+
+def sync_through_faults(
+    configure: Callable[..., None],
+    crmify: dict[str, Any],
+    echoing: ScriptedCrm,
+    key: str,
+    wrong_key: str,
+    count: int,
+) -> list[User]:
+    """``count`` users synced by the database worker through the CRM's faults (``crmify``), then five
+    of them with ``wrong_key`` (401s), then three against ``echoing``, a CRM that quotes ``key`` and the
+    Authorization header back in its error answers. Returns the users."""
+    configure(**crmify, MAX_ATTEMPTS=4, RETRY_BACKOFF_BASE=0.01, RETRY_BACKOFF_MAX=0.05)
+    users = [make_user() for _ in range(count)]
+    drain()
+    configure(BACKEND_AUTH={"API_KEY": wrong_key})
+    change(users[:5], "Rekeyed")
+    drain()
+    configure(
+        BACKEND_AUTH={"API_KEY": key},
+        BACKEND_OPTIONS={"API_URL": echoing.url, **FAST_SANDBOX},
+    )
+    echoing.script(
+        Answer(400, f'{{"Message": "Bad request for key {key}"}}'.encode(), echo_auth=True)
+    )
+    change(users[5:8], "Echoed")
+    drain()
+    return users
+
+
 def change(users: list[User], last_name: str) -> None:
     for user in users:
         user.last_name = last_name
         user.save()
 
 
-def admin_pages(client: Client, crm: ScriptedCrm) -> dict[str, str]:
-    """Every admin page that shows a lead, its ledger, an error or a CRM answer, as staff see it."""
+def admin_pages(client: Client, crm: ScriptedCrm, key: str) -> dict[str, str]:
+    """Every admin page that shows a lead, its ledger, an error or a CRM answer, as staff see it
+    (the CRM quoting ``key``, the configured one, back in its answers)."""
     base = reverse("admin:crmify_lead_changelist")
     pages: dict[str, str] = {}
 
@@ -149,7 +201,7 @@ def admin_pages(client: Client, crm: ScriptedCrm) -> dict[str, str]:
         compare = reverse("admin:crmify_lead_compare", args=[lead.pk])
         keep(f"compare {lead.pk}", client.get(compare))
     # The CRM quotes the key back: the fetch error, the sync error and the backfill's listing error.
-    crm.script(Answer(401, f'{{"Message": "Unknown key {API_KEY}"}}'.encode(), echo_auth=True))
+    crm.script(Answer(401, f'{{"Message": "Unknown key {key}"}}'.encode(), echo_auth=True))
     lead = Lead.objects.exclude(external_id="").first() or Lead.objects.first()
     assert lead is not None
     keep("compare fetched", client.post(reverse("admin:crmify_lead_compare", args=[lead.pk])))
@@ -171,70 +223,30 @@ def test_the_api_key_is_nowhere_after_a_run_with_faults(
     configure: Callable[..., None],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.DEBUG)
-    for name in ("crmify", "urllib3", "requests", "django", "django_tasks", "django_tasks_db"):
-        caplog.set_level(logging.DEBUG, logger=name)
-    root = User.objects.create_superuser("root", "root@example.com", None)
+    root = scan_setup(caplog)
     keyed_sandbox.reset()
-    configure(
-        **crmify_for(keyed_sandbox, api_key=API_KEY, task_backend="default", **FAST_SANDBOX),
-        MAX_ATTEMPTS=4,
-        RETRY_BACKOFF_BASE=0.01,
-        RETRY_BACKOFF_MAX=0.05,
-    )
-    users = [make_user() for _ in range(30)]
-    drain()
-    # The key goes wrong: 401s.
-    configure(BACKEND_AUTH={"API_KEY": WRONG_KEY})
-    change(users[:5], "Rekeyed")
-    drain()
-    # A CRM that quotes the key and the Authorization header back in its error answers.
-    configure(
-        BACKEND_AUTH={"API_KEY": API_KEY},
-        BACKEND_OPTIONS={"API_URL": scripted_crm.url, **FAST_SANDBOX},
-    )
-    scripted_crm.script(
-        Answer(400, f'{{"Message": "Bad request for key {API_KEY}"}}'.encode(), echo_auth=True)
-    )
-    change(users[5:8], "Echoed")
-    drain()
+    crmify = crmify_for(keyed_sandbox, api_key=API_KEY, task_backend="default", **FAST_SANDBOX)
+    users = sync_through_faults(configure, crmify, scripted_crm, API_KEY, WRONG_KEY, 30)
     # A site's own backend that quotes its key in exceptions; one of them fails the task itself.
     configure(BACKEND="tests.test_security.KeyQuotingBackend")
     change(users[8:10], "Quoted")
     change(users[10:11], "config")
     drain()
     # Exceptions raised to callers of the backend.
-    raised: dict[str, str] = {}
-    for name, url, key in (
-        ("wrong key", keyed_sandbox.url, WRONG_KEY),
-        ("echoing crm", scripted_crm.url, API_KEY),
-    ):
-        backend = InsightlyBackend({"API_URL": url, **FAST_SANDBOX}, {"API_KEY": key})
-        with pytest.raises(BackendError) as error:
-            backend.sync_lead(Lead.objects.first() or Lead())
-        exc = error.value
-        raised[f"exception {name}"] = " ".join(
-            [str(exc), repr(exc), exc.message, exc.response_text, *traceback.format_exception(exc)]
+    raised = {
+        f"exception {name}": raised_by(
+            InsightlyBackend({"API_URL": url, **FAST_SANDBOX}, {"API_KEY": key})
         )
+        for name, url, key in (
+            ("wrong key", keyed_sandbox.url, WRONG_KEY),
+            ("echoing crm", scripted_crm.url, API_KEY),
+        )
+    }
     configure(
         BACKEND="crmify.backends.insightly.InsightlyBackend",
         BACKEND_OPTIONS={"API_URL": scripted_crm.url, **FAST_SANDBOX},
     )
-    client = Client()
-    client.force_login(root)
-
-    places: dict[str, str] = {
-        **admin_pages(client, scripted_crm),
-        **raised,
-        **{
-            f"log {n} {record.name}": logging.Formatter("%(name)s %(message)s").format(record)
-            + repr(vars(record))
-            for n, record in enumerate(caplog.records)
-        },
-        **{f"lead {lead.pk}": row_text(lead) for lead in Lead.objects.all()},
-        **{f"ledger {entry.pk}": row_text(entry) for entry in LedgerEntry.objects.all()},
-        **{f"task {task.pk}": row_text(task) for task in DBTaskResult.objects.all()},
-    }
+    places = scanned_places(root, scripted_crm, caplog, raised)
 
     # The run met every fault it was meant to, and the secrets really were offered to crmify.
     statuses = {status for route in keyed_sandbox.stats()["requests"].values() for status in route}
@@ -247,10 +259,81 @@ def test_the_api_key_is_nowhere_after_a_run_with_faults(
     assert Lead.objects.filter(last_error__contains="***").exists()  # scrubbed, not absent
     assert leaks({"self-check": f"x{secret_forms(API_KEY)[1]}x"}), "the scan finds what it seeks"
 
+    assert_no_leaks(places)
+
+
+def scanned_places(
+    root: User,
+    crm: ScriptedCrm,
+    caplog: pytest.LogCaptureFixture,
+    raised: dict[str, str],
+    key: str = API_KEY,
+) -> dict[str, str]:
+    """Every place a secret must not be, by name: admin pages (read with ``crm`` as the CRM), the
+    exceptions ``raised`` to callers, log records, leads, the ledger and task results."""
+    client = Client()
+    client.force_login(root)
+    return {
+        **admin_pages(client, crm, key),
+        **raised,
+        **{
+            f"log {n} {record.name}": logging.Formatter("%(name)s %(message)s").format(record)
+            + repr(vars(record))
+            for n, record in enumerate(caplog.records)
+        },
+        **{f"lead {lead.pk}": row_text(lead) for lead in Lead.objects.all()},
+        **{f"ledger {entry.pk}": row_text(entry) for entry in LedgerEntry.objects.all()},
+        **{f"task {task.pk}": row_text(task) for task in DBTaskResult.objects.all()},
+    }
+
+
+def assert_no_leaks(places: dict[str, str]) -> None:
     found = leaks(places)
     kinds = sorted({place.split(" ")[0] for place in places})
     print(f"\nsecrets scan: {len(places)} places ({', '.join(kinds)}), {len(found)} leaks")
     assert found == [], "\n".join(found)
+
+
+def raised_by(backend: BaseBackend) -> str:
+    """Everything an exception from ``backend.sync_lead`` says, traceback included."""
+    with pytest.raises(BackendError) as error:
+        backend.sync_lead(Lead.objects.first() or Lead())
+    exc = error.value
+    return " ".join(
+        [str(exc), repr(exc), exc.message, exc.response_text, *traceback.format_exception(exc)]
+    )
+
+
+@pytest.mark.django_db(transaction=True)  # the worker commits; the tasks are real rows
+def test_the_hubspot_token_is_nowhere_after_a_run_with_faults(
+    scripted_crm: ScriptedCrm,
+    configure: Callable[..., None],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    root = scan_setup(caplog)
+    with HubSpotSandbox(token=HUBSPOT_TOKEN, faults=SCAN_FAULTS) as crm:
+        crmify = hubspot_crmify_for(
+            crm, token=HUBSPOT_TOKEN, task_backend="default", **FAST_SANDBOX
+        )
+        sync_through_faults(configure, crmify, scripted_crm, HUBSPOT_TOKEN, WRONG_HUBSPOT_TOKEN, 25)
+        raised = {
+            f"exception {name}": raised_by(
+                HubSpotBackend({"API_URL": url, **FAST_SANDBOX}, {"API_KEY": token})
+            )
+            for name, url, token in (
+                ("wrong token", crm.url, WRONG_HUBSPOT_TOKEN),
+                ("echoing crm", scripted_crm.url, HUBSPOT_TOKEN),
+            )
+        }
+        statuses = {status for route in crm.stats()["requests"].values() for status in route}
+        assert {"401", "429"} <= set(statuses), statuses
+        assert any(status.startswith("5") for status in statuses), statuses
+        assert calls(crm, "POST /objects/contacts") >= 25
+    places = scanned_places(root, scripted_crm, caplog, raised, HUBSPOT_TOKEN)
+    assert scripted_crm.requests
+    assert Lead.objects.filter(last_error__contains="***").exists()  # scrubbed, not absent
+    assert LedgerEntry.objects.filter(request_summary__contains="/crm/v3/objects/contacts").exists()
+    assert_no_leaks(places)
 
 
 # -- every custom admin URL: login, permission, CSRF ---------------------------------------------------

@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 import requests
+from django.core import checks
 from django.core.cache import caches
 
 from crmify import __version__
@@ -115,6 +116,19 @@ class HttpBackend(BaseBackend):
         """``BACKEND_OPTIONS['REQUESTS_PER_SECOND']``, else :attr:`default_rate`: the shared pace."""
         return float(self.options.get("REQUESTS_PER_SECOND") or self.default_rate)
 
+    def check(self) -> list[checks.CheckMessage]:
+        """The shared cache's check: a per-process cache cannot pace workers in other processes."""
+        backend = self.cache.__class__.__name__
+        if backend in {"LocMemCache", "DummyCache", "FileBasedCache"}:
+            return [
+                checks.Warning(
+                    f"The rate-limit cache is a {backend}: workers in different processes do not share the pace.",
+                    hint="Point BACKEND_OPTIONS['RATE_LIMIT_CACHE'] at a Redis, Memcached or database cache.",
+                    id="crmify.W051",
+                )
+            ]
+        return []
+
     def scrub(self, text: str) -> str:
         """``text`` without the credentials: for everything recorded or raised."""
         return redact(text, self.auth.values())
@@ -172,6 +186,23 @@ class HttpBackend(BaseBackend):
         if error is not None:
             raise error
         return response
+
+    def request_unless_gone(
+        self,
+        operation: str,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+    ) -> requests.Response | None:
+        """:meth:`request`, with None instead of the error when the CRM answers 404: a record that is
+        not there (a delete of a deleted record, a fetch or lookup that finds nothing)."""
+        try:
+            return self.request(operation, method, path, params=params)
+        except PermanentBackendError as exc:
+            if exc.status_code == 404:
+                return None
+            raise
 
     def quota_headers(self, response: requests.Response) -> tuple[int | None, int | None]:
         """The daily quota's limit and what is left of it, as ``response``'s headers tell them (each

@@ -43,7 +43,7 @@ from __future__ import annotations
 import datetime
 import zoneinfo
 from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
 import requests
@@ -99,6 +99,8 @@ MAX_PAGE = 100
 #: The share of the plan's 10-second limit the shared limiter uses (other apps share the token).
 PACE_SHARE = 0.9
 
+_Part = TypeVar("_Part")
+
 #: A property table: name -> (type, read only, ((value, label), ...)).
 PropertyTable = dict[str, tuple[str, bool, tuple[tuple[str, str], ...]]]
 
@@ -140,6 +142,7 @@ class HubSpotBackend(HttpBackend):
         ).format(prefix=prefix)
         self.table_seconds = float(self.options.get("PROPERTY_CACHE_SECONDS", 600))
         self.max_batch_size = max_batch_size(self.options)
+        self.reported_interval_max: int | None = None
         self.field_properties = {
             field: prop
             for field, prop in {
@@ -157,7 +160,11 @@ class HubSpotBackend(HttpBackend):
 
     def ten_second_limit(self) -> int:
         """``TEN_SECOND_LIMIT``: the calls the plan allows in any 10 seconds (100 by default)."""
-        return int(self.options.get("TEN_SECOND_LIMIT") or 100)
+        value = self.options.get("TEN_SECOND_LIMIT")
+        # A wrong value is the system check crmify.E071; until it is fixed, the Free/Starter figure.
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+        return 100
 
     def requests_per_second(self) -> float:
         """``REQUESTS_PER_SECOND`` if set, else 90 % of ``TEN_SECOND_LIMIT`` / 10 (9 a second)."""
@@ -167,6 +174,8 @@ class HubSpotBackend(HttpBackend):
         return self.ten_second_limit() / 10 * PACE_SHARE
 
     def quota_headers(self, response: requests.Response) -> tuple[int | None, int | None]:
+        # The 10-second limit HubSpot reports, for crmify_check to compare with TEN_SECOND_LIMIT.
+        self.reported_interval_max = int_header(response, "X-HubSpot-RateLimit-Max")
         return int_header(response, "X-HubSpot-RateLimit-Daily"), int_header(
             response, "X-HubSpot-RateLimit-Daily-Remaining"
         )
@@ -229,13 +238,7 @@ class HubSpotBackend(HttpBackend):
         table: PropertyTable | None = self.cache.get(key)
         if table is None and fetch:
             response = self.request("properties", "GET", self.properties_path)
-            body = self.json_of(response, "the property list")
-            rows = body.get("results") if isinstance(body, Mapping) else None
-            if not isinstance(rows, list):
-                raise TransientBackendError(
-                    "HubSpot's answer to the property list has no results.",
-                    status_code=response.status_code,
-                )
+            rows = self.part_of(response, "the property list", "results", list)
             table = {
                 str(row["name"]): (
                     str(row.get("type") or "string"),
@@ -347,16 +350,22 @@ class HubSpotBackend(HttpBackend):
         """What a PATCH of ``lead`` sends: the properties that changed since the last sync, ``""``
         for each one the app cleared; everything when the last sync is unknown."""
         current = self.lead_properties(lead, fetch=fetch)
-        if not lead.synced_values:
+        previous = self.sent_properties(lead, self.property_table(fetch=False))
+        if previous is None:
             return current
-        table = self.property_table(fetch=False)
-        try:
-            previous = self.properties_for(lead.synced_values, table)
-        except PermanentBackendError:
-            return current  # the last status cannot be mapped any more: send everything
         changed = {name: value for name, value in current.items() if previous.get(name) != value}
         changed.update(dict.fromkeys(previous.keys() - current.keys(), ""))
         return changed
+
+    def sent_properties(self, lead: Lead, table: PropertyTable | None) -> dict[str, str] | None:
+        """The properties the last sync of ``lead`` sent, or None when that is unknown (never synced,
+        a forced re-sync, an adopted contact, or a last status that no longer maps)."""
+        if not lead.synced_values:
+            return None
+        try:
+            return self.properties_for(lead.synced_values, table)
+        except PermanentBackendError:
+            return None
 
     def build_payload(self, lead: Lead) -> dict[str, Any]:
         """The exact body the next sync would send; no I/O (the property table only if cached)."""
@@ -394,8 +403,8 @@ class HubSpotBackend(HttpBackend):
         """PATCH ``properties`` onto contact ``contact_id``; a stage moved backwards is cleared first,
         and cleared and set again if HubSpot's answer shows it kept the old one."""
         table = self.property_table(fetch=True) or {}
-        previous = self.properties_for(lead.synced_values, table) if lead.synced_values else {}
-        path = f"{self.objects_path}/{contact_id}"
+        previous = self.sent_properties(lead, table) or {}
+        path = f"{self.objects_path}/{_contact_key(contact_id)}"
         for name in STAGE_PROPERTIES:
             if _moves_back(table, name, previous.get(name, ""), properties.get(name, "")):
                 self.request("update", "PATCH", path, body={"properties": {name: ""}})
@@ -417,6 +426,17 @@ class HubSpotBackend(HttpBackend):
                 self.request("update", "PATCH", path, body={"properties": {name: wanted}})
         return self.contact_id(response, "the contact's update")
 
+    def part_of(self, response: requests.Response, what: str, key: str, kind: type[_Part]) -> _Part:
+        """``key`` of a 2xx answer's JSON object, of type ``kind`` (a ``list`` of results, a
+        ``dict`` of properties); a readable transient error for any other answer."""
+        body = self.json_of(response, what)
+        part = body.get(key) if isinstance(body, Mapping) else None
+        if not isinstance(part, kind):
+            raise TransientBackendError(
+                f"HubSpot's answer to {what} has no {key}.", status_code=response.status_code
+            )
+        return part
+
     def contact_id(self, response: requests.Response, what: str) -> str:
         """The contact id in an answer; a readable transient error if it has none."""
         body = self.json_of(response, what)
@@ -434,29 +454,21 @@ class HubSpotBackend(HttpBackend):
         return sync_contacts(self, leads)
 
     def delete_lead(self, lead_id: str) -> bool:
-        try:
-            self.request("delete", "DELETE", f"{self.objects_path}/{_contact_key(lead_id)}")
-        except PermanentBackendError as exc:
-            if exc.status_code == 404:
-                return True  # archived already, or never there
-            raise
-        return True
+        self.request_unless_gone("delete", "DELETE", f"{self.objects_path}/{_contact_key(lead_id)}")
+        return True  # archived, or already gone
 
     def find_lead_id(self, lead: Lead) -> str | None:
         """The contact with ``lead``'s e-mail (``GET …/{email}?idProperty=email``), if any."""
         if not lead.email:
             return None
-        try:
-            response = self.request(
-                "lookup",
-                "GET",
-                f"{self.objects_path}/{quote(lead.email.strip(), safe='@')}",
-                params={"idProperty": "email", "properties": "email"},
-            )
-        except PermanentBackendError as exc:
-            if exc.status_code == 404:
-                return None
-            raise
+        response = self.request_unless_gone(
+            "lookup",
+            "GET",
+            f"{self.objects_path}/{quote(lead.email.strip(), safe='@')}",
+            params={"idProperty": "email", "properties": "email"},
+        )
+        if response is None:
+            return None
         return self.contact_id(response, "the e-mail lookup")
 
     def fetch_lead(self, lead_id: str) -> dict[str, Any] | None:
@@ -470,25 +482,16 @@ class HubSpotBackend(HttpBackend):
                 "lastmodifieddate",
             }
         )
-        try:
-            response = self.request(
-                "fetch",
-                "GET",
-                f"{self.objects_path}/{_contact_key(lead_id)}",
-                params={"properties": ",".join(wanted)},
-            )
-        except PermanentBackendError as exc:
-            if exc.status_code == 404:
-                return None
-            raise
-        body = self.json_of(response, "the contact fetch")
-        properties = body.get("properties") if isinstance(body, Mapping) else None
-        if not isinstance(properties, Mapping):
-            raise TransientBackendError(
-                "HubSpot's answer to the contact fetch has no properties.",
-                status_code=response.status_code,
-            )
-        return {"id": str(body.get("id")), **properties}
+        response = self.request_unless_gone(
+            "fetch",
+            "GET",
+            f"{self.objects_path}/{_contact_key(lead_id)}",
+            params={"properties": ",".join(wanted)},
+        )
+        if response is None:
+            return None
+        properties = self.part_of(response, "the contact fetch", "properties", dict)
+        return {"id": str(response.json().get("id")), **properties}
 
     def iter_leads(self, page_size: int = MAX_PAGE) -> Iterator[list[CrmLead]]:
         """``GET /contacts?limit=&after=&properties=email`` page by page (100 is HubSpot's largest)."""
@@ -499,19 +502,13 @@ class HubSpotBackend(HttpBackend):
             if after:
                 params["after"] = after
             response = self.request("list", "GET", self.objects_path, params=params)
-            body = self.json_of(response, "the contact listing")
-            rows = body.get("results") if isinstance(body, Mapping) else None
-            if not isinstance(rows, list):
-                raise TransientBackendError(
-                    "HubSpot's answer to the contact listing has no results.",
-                    status_code=response.status_code,
-                )
+            rows = self.part_of(response, "the contact listing", "results", list)
             yield [
                 CrmLead(str(row["id"]), str((row.get("properties") or {}).get("email") or ""))
                 for row in rows
                 if isinstance(row, Mapping) and row.get("id")
             ]
-            paging = body.get("paging") or {}
+            paging = response.json().get("paging") or {}
             after = ((paging.get("next") or {}) if isinstance(paging, Mapping) else {}).get("after")
             if not after:
                 return
@@ -537,46 +534,39 @@ class HubSpotBackend(HttpBackend):
                 )
             )
         zone = self.options.get("DAILY_RESET_TIME_ZONE")
-        if zone:
-            try:
-                zoneinfo.ZoneInfo(str(zone))
-            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-                messages.append(
-                    checks.Error(
-                        f"BACKEND_OPTIONS['DAILY_RESET_TIME_ZONE'] {zone!r} is not a time zone.",
-                        hint="Use the HubSpot account's zone name, e.g. 'Europe/Berlin'.",
-                        id="crmify.E070",
-                    )
+        if zone and not _is_zone(str(zone)):
+            messages.append(
+                _option_error(
+                    "DAILY_RESET_TIME_ZONE",
+                    f"{zone!r} is not a time zone.",
+                    "Use the HubSpot account's zone name, e.g. 'Europe/Berlin'.",
+                    "crmify.E070",
                 )
+            )
         limit = self.options.get("TEN_SECOND_LIMIT")
         if limit is not None and (
             not isinstance(limit, int) or isinstance(limit, bool) or limit < 1
         ):
             messages.append(
-                checks.Error(
-                    f"BACKEND_OPTIONS['TEN_SECOND_LIMIT'] must be a positive whole number, not {limit!r}.",
-                    hint="Your HubSpot plan's calls per 10 seconds: 100 (Free/Starter) or 190.",
-                    id="crmify.E071",
+                _option_error(
+                    "TEN_SECOND_LIMIT",
+                    f"must be a positive whole number, not {limit!r}.",
+                    "Your HubSpot plan's calls per 10 seconds: 100 (Free/Starter) or 190.",
+                    "crmify.E071",
                 )
             )
         messages += batch_checks(self.options)
         statuses = self.options.get("STATUSES")
-        if statuses is not None and not (
-            isinstance(statuses, Mapping)
-            and all(
-                isinstance(values, Mapping)
-                and all(isinstance(k, str) and isinstance(v, str) for k, v in values.items())
-                for values in statuses.values()
-            )
-        ):
+        if statuses is not None and not _is_status_map(statuses):
             messages.append(
-                checks.Error(
-                    "BACKEND_OPTIONS['STATUSES'] must map each status name to {property: value}.",
-                    hint="e.g. {'Contacted': {'hs_lead_status': 'CONNECTED'}}",
-                    id="crmify.E072",
+                _option_error(
+                    "STATUSES",
+                    "must map each status name to {property: value}.",
+                    "e.g. {'Contacted': {'hs_lead_status': 'CONNECTED'}}",
+                    "crmify.E072",
                 )
             )
-        return messages
+        return messages + super().check()
 
     def check_connection(self, status_names: Sequence[str]) -> list[ConnectionCheck]:
         """The property table read afresh (the token, the URL and the scope), each status checked
@@ -611,10 +601,41 @@ class HubSpotBackend(HttpBackend):
                 f"missing: {', '.join(missing)}" if missing else "every mapped property exists",
             )
         )
+        reported, configured = self.reported_interval_max, self.ten_second_limit()
+        results.append(
+            ConnectionCheck(
+                "10-second limit",
+                reported is None or configured <= reported,
+                f"TEN_SECOND_LIMIT {configured}; HubSpot reports "
+                + ("nothing" if reported is None else str(reported))
+                + ("" if reported is None or configured <= reported else ": lower the option"),
+            )
+        )
         state = self.quota.state()
         remaining = "unknown" if state.remaining is None else f"{state.remaining} of {state.limit}"
         results.append(ConnectionCheck("daily quota remaining", not state.exhausted, remaining))
         return results
+
+
+def _option_error(option: str, problem: str, hint: str, check_id: str) -> checks.Error:
+    """A system-check error about ``BACKEND_OPTIONS[option]``."""
+    return checks.Error(f"BACKEND_OPTIONS[{option!r}] {problem}", hint=hint, id=check_id)
+
+
+def _is_zone(name: str) -> bool:
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+def _is_status_map(statuses: Any) -> bool:
+    return isinstance(statuses, Mapping) and all(
+        isinstance(values, Mapping)
+        and all(isinstance(k, str) and isinstance(v, str) for k, v in values.items())
+        for values in statuses.values()
+    )
 
 
 def _text(value: Any) -> str:

@@ -53,15 +53,14 @@ Input = tuple[int, dict[str, Any]]
 
 
 def max_batch_size(options: Mapping[str, Any]) -> int:
-    """``MAX_BATCH_SIZE`` (100 unless set); :func:`batch_checks` reports a wrong value."""
-    value = options.get("MAX_BATCH_SIZE", DEFAULT_MAX_BATCH_SIZE)
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 1
+    """``MAX_BATCH_SIZE`` (100 unless set; 1 while it is wrong, which :func:`batch_checks` reports)."""
+    return _positive(options.get("MAX_BATCH_SIZE", DEFAULT_MAX_BATCH_SIZE)) or 1
 
 
 def batch_checks(options: Mapping[str, Any]) -> list[checks.CheckMessage]:
     """System-check messages about the batch options (``HubSpotBackend.check``)."""
     value = options.get("MAX_BATCH_SIZE", DEFAULT_MAX_BATCH_SIZE)
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+    if _positive(value):
         return []
     return [
         checks.Error(
@@ -70,6 +69,11 @@ def batch_checks(options: Mapping[str, Any]) -> list[checks.CheckMessage]:
             id="crmify.E080",
         )
     ]
+
+
+def _positive(value: Any) -> int | None:
+    """``value`` if it is a positive whole number (not a bool), else None."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
 def sync_contacts(backend: HubSpotBackend, leads: Sequence[Lead]) -> list[BatchItem]:

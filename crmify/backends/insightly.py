@@ -345,13 +345,8 @@ class InsightlyBackend(HttpBackend):
         return str(lead_id)
 
     def delete_lead(self, lead_id: str) -> bool:
-        try:
-            self.request("delete", "DELETE", f"Leads/{int(lead_id)}")
-        except PermanentBackendError as exc:
-            if exc.status_code == 404:
-                return True  # already gone
-            raise
-        return True
+        self.request_unless_gone("delete", "DELETE", f"Leads/{int(lead_id)}")
+        return True  # deleted, or already gone
 
     def find_by_email(self, email: str) -> str | None:
         """The CRM id of a lead whose ``EMAIL`` is ``email`` (ignoring case and surrounding spaces), if any.
@@ -397,12 +392,9 @@ class InsightlyBackend(HttpBackend):
             skip += page_size
 
     def fetch_lead(self, lead_id: str) -> dict[str, Any] | None:
-        try:
-            response = self.request("fetch", "GET", f"Leads/{int(lead_id)}")
-        except PermanentBackendError as exc:
-            if exc.status_code == 404:
-                return None
-            raise
+        response = self.request_unless_gone("fetch", "GET", f"Leads/{int(lead_id)}")
+        if response is None:
+            return None
         body = self.json_of(response, "the lead fetch")
         if not isinstance(body, dict):
             # None would say "the CRM has no such lead": not what an unreadable answer means.
@@ -430,16 +422,7 @@ class InsightlyBackend(HttpBackend):
                     id="crmify.W050",
                 )
             )
-        backend = self.cache.__class__.__name__
-        if backend in {"LocMemCache", "DummyCache", "FileBasedCache"}:
-            messages.append(
-                checks.Warning(
-                    f"The rate-limit cache is a {backend}: workers in different processes do not share the pace.",
-                    hint="Point BACKEND_OPTIONS['RATE_LIMIT_CACHE'] at a Redis, Memcached or database cache.",
-                    id="crmify.W051",
-                )
-            )
-        return messages
+        return messages + super().check()
 
     def check_connection(self, status_names: Sequence[str]) -> list[ConnectionCheck]:
         """One ``GET /Leads`` for the key and the URL, the status table read afresh for each name, and

@@ -1,4 +1,5 @@
-"""An offline Insightly API v3.1 with fault injection (``crmify.sandbox``).
+"""An offline Insightly API v3.1 with fault injection (``crmify.sandbox``); its HubSpot sibling is
+``crmify.sandbox.hubspot``, on the same machinery (``crmify.sandbox.core``).
 
 Who uses it: the demo (``python manage.py crmify_sandbox`` or ``python -m crmify.sandbox``),
 crmify's own tests, and users' tests through the pytest plugin

@@ -28,6 +28,41 @@ from .server import DEFAULT_API_KEY, SandboxServer
 DEFAULT_PORT = 8765
 _DEFAULTS = Faults()
 _DIALECT = Dialect()
+_HUBSPOT = HubSpotDialect()
+#: The dialect switches as flags: (flag, choices, default, help).
+_DIALECT_SWITCHES: tuple[tuple[str, tuple[Any, ...], Any, str], ...] = (
+    ("--create-status", (200, 201), _DIALECT.create_status, "status of a successful POST /Leads"),
+    (
+        "--custom-fields-on-put",
+        ("merge", "replace"),
+        _DIALECT.custom_fields_on_put,
+        "how a PUT's CUSTOMFIELDS apply",
+    ),
+    (
+        "--search-match",
+        ("exact", "contains"),
+        _DIALECT.search_match,
+        "how /Leads/Search matches text",
+    ),
+    (
+        "--lead-status-values",
+        ("codes", "labels"),
+        _HUBSPOT.lead_status_values,
+        "HubSpot: hs_lead_status option values",
+    ),
+    (
+        "--lifecycle-backwards",
+        ("ignored", "rejected", "allowed"),
+        _HUBSPOT.lifecycle_backwards,
+        "HubSpot: a backwards lifecyclestage move",
+    ),
+    (
+        "--conflict",
+        ("legacy", "object_already_exists", "no_id"),
+        _HUBSPOT.conflict,
+        "HubSpot: the shape of a duplicate e-mail's 409",
+    ),
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -83,54 +118,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="NAME[:TYPE[:OPTION|OPTION...]] (repeat); TYPE one of "
         + ", ".join(sorted(CUSTOM_FIELD_TYPES)),
     )
-    # Where the facts leave Insightly open (crmify.sandbox.Dialect): try a client against each reading.
-    parser.add_argument(
-        "--create-status",
-        type=int,
-        choices=(200, 201),
-        default=_DIALECT.create_status,
-        help="status of a successful POST /Leads (default %(default)s)",
-    )
-    parser.add_argument(
-        "--custom-fields-on-put",
-        choices=("merge", "replace"),
-        default=_DIALECT.custom_fields_on_put,
-        help="how a PUT's CUSTOMFIELDS apply (default %(default)s)",
-    )
-    parser.add_argument(
-        "--search-match",
-        choices=("exact", "contains"),
-        default=_DIALECT.search_match,
-        help="how /Leads/Search matches text (default %(default)s)",
-    )
     parser.add_argument(
         "--property",
         action="append",
         type=_property,
         help="HubSpot: a custom contact property NAME[:TYPE[:OPTION|OPTION...]] (repeat)",
     )
-    # Where the facts leave HubSpot open (crmify.sandbox.hubspot.HubSpotDialect).
-    hubspot = HubSpotDialect()
-    parser.add_argument(
-        "--lead-status-values",
-        choices=("codes", "labels"),
-        default=hubspot.lead_status_values,
-        help="HubSpot: hs_lead_status option values (default %(default)s)",
-    )
-    parser.add_argument(
-        "--lifecycle-backwards",
-        choices=("ignored", "rejected", "allowed"),
-        default=hubspot.lifecycle_backwards,
-        help="HubSpot: a backwards lifecyclestage move (default %(default)s)",
-    )
-    parser.add_argument(
-        "--conflict",
-        choices=("legacy", "object_already_exists", "no_id"),
-        default=hubspot.conflict,
-        help="HubSpot: the shape of a duplicate e-mail's 409 (default %(default)s)",
-    )
+    # Where the facts leave a CRM open (crmify.sandbox.Dialect, crmify.sandbox.hubspot.HubSpotDialect):
+    # try a client against each reading.
+    for flag, choices, default, text in _DIALECT_SWITCHES:
+        parser.add_argument(
+            flag,
+            type=type(choices[0]),
+            choices=choices,
+            default=default,
+            help=f"{text} (default %(default)s)",
+        )
     parser.add_argument(
         "--retry-after", action="store_true", help="HubSpot: send Retry-After on a 429"
+    )
+    parser.add_argument(
+        "--batch-max-inputs",
+        type=int,
+        default=_HUBSPOT.batch_max_inputs,
+        help="HubSpot: the most inputs a batch call takes (default %(default)s)",
     )
     parser.add_argument("--quiet", action="store_true", help="do not log each request")
 
@@ -166,6 +177,7 @@ def build_server(options: Mapping[str, Any]) -> BaseSandboxServer:
                 lifecycle_backwards=options["lifecycle_backwards"],
                 conflict=options["conflict"],
                 retry_after=options["retry_after"],
+                batch_max_inputs=options.get("batch_max_inputs", _HUBSPOT.batch_max_inputs),
             ),
         )
     return SandboxServer(

@@ -1,8 +1,8 @@
 """The ``/_sandbox/`` control API: lets another process steer and inspect a running sandbox.
 
 ``SandboxServer.dispatch`` sends every ``/_sandbox/...`` request here. These calls need no
-Basic auth, are never rate-limited, never count against the quota and never suffer faults:
-they are the test harness's back door, not part of Insightly. The sandbox binds to 127.0.0.1
+credentials, are never rate-limited, never count against the quota and never suffer faults:
+they are the test harness's back door, not part of the CRM's API. The sandbox binds to 127.0.0.1
 by default, which is what keeps that door private.
 
     GET  /_sandbox/faults   current Faults as JSON

@@ -4,7 +4,7 @@
 ``set_faults`` in-process or ``PUT /_sandbox/faults`` from another process, so a request thread
 always sees one consistent setting. ``FaultDice`` is the random part, seeded when
 ``Faults.seed`` is set so a failing run can be replayed. The server consults both only for
-``/v3.1/`` calls, never for ``/_sandbox/`` control calls.
+API calls, never for ``/_sandbox/`` control calls.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ _SECONDS = ("latency", "latency_jitter", "create_timeout_delay")
 
 @dataclass(frozen=True)
 class Faults:
-    """How badly the sandbox behaves. The defaults are a healthy Insightly on a Plus plan.
+    """How badly the sandbox behaves. The defaults are a healthy Insightly on a Plus plan (the HubSpot
+    sandbox's are ``crmify.sandbox.hubspot.DEFAULT_FAULTS``, a Free/Starter private app).
 
     Rates are shares of API requests in [0, 1]; durations are seconds. ``daily_quota=None``
     means unlimited (the headers still report a number) and ``requests_per_second=None``

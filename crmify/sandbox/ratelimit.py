@@ -1,9 +1,9 @@
 """The sandboxes' limits: a per-second token bucket (Insightly), a rolling window (HubSpot's ten
 seconds), and requests per day (quota).
 
-``SandboxServer`` owns one of each, rebuilds them when the faults change their settings, and
-asks them about every ``/v3.1/`` call that passed authentication. Both take a monotonic clock
-so tests can drive time; both are thread-safe.
+A sandbox server (``core.BaseSandboxServer``) owns a rate gate and a quota, rebuilds them when the
+faults change their settings, and asks them about every API call that passed authentication. All
+take a monotonic clock so tests can drive time; all are thread-safe.
 """
 
 from __future__ import annotations

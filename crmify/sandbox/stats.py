@@ -1,6 +1,6 @@
 """Counters behind ``GET /_sandbox/stats``, for tests that assert how a client behaved.
 
-``SandboxServer`` records every ``/v3.1/`` call once it knows the outcome: the route template
+A sandbox server records every API call once it knows the outcome: the route template
 (``"POST /Leads"``, ``"GET /Leads/{id}"``), the status (or ``"dropped"``), and for 429s
 whether the per-second rate, the daily quota or an injected burst caused it. Injected faults are
 also counted by kind, so a soak can report what it survived (``crmify.sandbox.faults``).

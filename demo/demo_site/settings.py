@@ -1,15 +1,19 @@
-"""The demo site: crmify on its embedded defaults (SQLite, the database task worker, the Insightly sandbox)."""
+"""The demo site: crmify on its embedded defaults (SQLite, the database task worker, a sandbox CRM: Insightly,
+or HubSpot with ``CRMIFY_DEMO_CRM=hubspot``)."""
 
 from __future__ import annotations
 
 import os
 from importlib.util import find_spec
 from pathlib import Path
+from typing import Any
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 # The database and the sandbox's saved leads; the end-to-end tests point this at a temporary directory.
 VAR_DIR = Path(os.environ.get("CRMIFY_DEMO_VAR") or BASE_DIR / "var")
 VAR_DIR.mkdir(parents=True, exist_ok=True)
+#: Which CRM the demo shop talks to: ``insightly`` (default) or ``hubspot`` (``CRMIFY_DEMO_CRM``).
+DEMO_CRM = os.environ.get("CRMIFY_DEMO_CRM", "insightly")
 
 SECRET_KEY = "crmify-demo-not-secret"
 DEBUG = True
@@ -63,7 +67,9 @@ TEMPLATES = [
 DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.sqlite3",
-        "NAME": VAR_DIR / "demo.sqlite3",
+        # One database per CRM: a lead's CRM id means nothing to the other CRM.
+        "NAME": VAR_DIR
+        / ("demo.sqlite3" if DEMO_CRM == "insightly" else f"demo-{DEMO_CRM}.sqlite3"),
         # The web server and the worker share the file: wait for locks and take them up front.
         "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},
     }
@@ -80,18 +86,37 @@ CACHES = {
 TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
 
 SANDBOX_PORT = int(os.environ.get("CRMIFY_DEMO_SANDBOX_PORT", "8765"))
-# Insightly's own pace by default; run.py gives the sandbox the same rate.
+# The CRM's own pace by default (Insightly: 10 a second; HubSpot: 100 in any 10 seconds); run.py gives
+# the sandbox the same rate.
 CRM_RATE = float(os.environ.get("CRMIFY_DEMO_CRM_RATE", "10"))
+SANDBOX = f"http://127.0.0.1:{SANDBOX_PORT}"
+
+if DEMO_CRM == "hubspot":
+    CRM_BACKEND: dict[str, Any] = {
+        "BACKEND": "crmify.backends.hubspot.HubSpotBackend",
+        "BACKEND_OPTIONS": {
+            "API_URL": SANDBOX,
+            "RECORD_URL": f"{SANDBOX}/crm/v3/objects/contacts/{{id}}?properties=email,hs_lead_status",
+            "TIMEOUT": 5,
+            "TEN_SECOND_LIMIT": round(CRM_RATE * 10),
+            # The shop's one status beyond the three configured ones (those work as they come).
+            "STATUSES": {"Contacted": {"hs_lead_status": "CONNECTED"}},
+        },
+    }
+else:
+    CRM_BACKEND = {
+        "BACKEND": "crmify.backends.insightly.InsightlyBackend",
+        "BACKEND_OPTIONS": {
+            "API_URL": f"{SANDBOX}/v3.1/",
+            "RECORD_URL": f"{SANDBOX}/v3.1/Leads/{{id}}",
+            "TIMEOUT": 5,
+            "REQUESTS_PER_SECOND": CRM_RATE,
+        },
+    }
 
 CRMIFY = {
-    "BACKEND": "crmify.backends.insightly.InsightlyBackend",
+    **CRM_BACKEND,
     "BACKEND_AUTH": {"API_KEY": os.environ.get("CRMIFY_BACKEND_AUTH_API_KEY", "demo-sandbox-key")},
-    "BACKEND_OPTIONS": {
-        "API_URL": f"http://127.0.0.1:{SANDBOX_PORT}/v3.1/",
-        "RECORD_URL": f"http://127.0.0.1:{SANDBOX_PORT}/v3.1/Leads/{{id}}",
-        "TIMEOUT": 5,
-        "REQUESTS_PER_SECOND": CRM_RATE,
-    },
     "LEAD_MODEL": "shop.models.UserProfile",
     "LEAD_MODEL_FIELDMAPPER": "shop.mappers.UserProfileFieldMapper",
     "LEAD_STATUS_MODEL": "shop.models.Subscription",

@@ -50,10 +50,16 @@ def browser(playwright_api: Any) -> Iterator[Any]:
     browser.close()
 
 
-@pytest.fixture(scope="session")
-def demo(playwright_api: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoStack]:
-    """``demo/run.py`` on free ports with its own data directory, started once for the session."""
-    with demo_stack(tmp_path_factory.mktemp("demo-var")) as stack:
+@pytest.fixture(scope="session", params=["insightly", "hubspot"])
+def demo(
+    request: pytest.FixtureRequest,
+    playwright_api: Any,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[DemoStack]:
+    """``demo/run.py`` on free ports with its own data directory, started once per CRM for the session:
+    every browser test runs on the Insightly demo and on ``CRMIFY_DEMO_CRM=hubspot``'s."""
+    crm = str(request.param)
+    with demo_stack(tmp_path_factory.mktemp(f"demo-var-{crm}"), crm=crm) as stack:
         yield stack
 
 
@@ -76,27 +82,30 @@ def browser_errors() -> Iterator[list[str]]:
 
 
 @pytest.fixture(scope="session")
-def _logins() -> dict[str, Any]:
-    """Signed-in browser state by user name, so each user logs in once per session."""
+def _logins() -> dict[tuple[str, str], Any]:
+    """Signed-in browser state by demo and user name, so each user logs in once per demo stack (cookies
+    ignore ports: one stack's session must not reach the other's)."""
     return {}
 
 
 @pytest.fixture
 def open_page(
-    browser: Any, demo: DemoStack, browser_errors: list[str], _logins: dict[str, Any]
+    browser: Any,
+    demo: DemoStack,
+    browser_errors: list[str],
+    _logins: dict[tuple[str, str], Any],
 ) -> Iterator[OpenPage]:
     """``open_page(path, user=ADMIN)``: a page in a new browser context, signed in as ``user`` (or
     anonymous with ``user=None``), watched for console and page errors."""
     contexts: list[Any] = []
 
     def open_(path: str = "/", user: tuple[str, str] | None = ADMIN) -> Any:
-        name = user[0] if user else None
-        page = watched(
-            browser.new_context(**CONTEXT, base_url=demo.url, storage_state=_logins.get(name))
-        )
-        if user is not None and name not in _logins:
+        key = (demo.url, user[0]) if user else None
+        state = _logins.get(key) if key else None
+        page = watched(browser.new_context(**CONTEXT, base_url=demo.url, storage_state=state))
+        if user is not None and key is not None and key not in _logins:
             log_in(page, demo.url, *user)
-            _logins[user[0]] = page.context.storage_state()
+            _logins[key] = page.context.storage_state()
         page.goto(path)
         return page
 
@@ -126,12 +135,13 @@ def open_page(
 
 
 @pytest.fixture
-def shot(artifacts: Path) -> Callable[..., Path]:
+def shot(artifacts: Path, demo: DemoStack) -> Callable[..., Path]:
     """``shot(page, "name")`` saves a screenshot (the whole page, or the window with
-    ``full_page=False``) as a test artifact; ``python -m tests.e2e.screenshots`` copies some to docs/."""
+    ``full_page=False``) as a test artifact, named ``hubspot-name`` on the HubSpot demo;
+    ``python -m tests.e2e.screenshots`` copies some of the Insightly demo's to docs/."""
 
     def save(page: Any, name: str, *, full_page: bool = True) -> Path:
-        path = artifacts / f"{name}.png"
+        path = artifacts / (f"{name}.png" if demo.crm == "insightly" else f"{demo.crm}-{name}.png")
         page.screenshot(path=str(path), full_page=full_page)
         return path
 

@@ -1,5 +1,9 @@
 """A private copy of ``make demo`` (sandbox CRM, ``db_worker``, ``runserver``) and a headless Chromium.
 
+``demo_stack(crm="hubspot")`` runs ``CRMIFY_DEMO_CRM=hubspot make demo`` instead: the same shop on the
+HubSpot sandbox. :class:`DemoStack` reads either sandbox's records in one shape, so a browser test
+checks the CRM the same way on both.
+
 Used by the browser tests' fixtures (``tests/e2e/conftest.py``) and by ``python -m tests.e2e.screenshots``.
 The stack is ``demo/run.py`` itself, started with its environment variables on free ports and a temporary
 data directory, so the tests prove what ``make demo`` runs.
@@ -52,14 +56,60 @@ def chromium_path() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
+#: A HubSpot contact's status properties -> the shop's status they stand for (``demo_site.settings``).
+HUBSPOT_STATUSES = {
+    ("hs_lead_status", "NEW"): "Not Contacted",
+    ("hs_lead_status", "CONNECTED"): "Contacted",
+    ("lifecyclestage", "customer"): "Converted",
+}
+
+
+def insightly_view(lead: dict[str, Any]) -> dict[str, Any]:
+    """An Insightly lead in the tests' shape."""
+    return {
+        "email": lead.get("EMAIL"),
+        "first_name": lead.get("FIRST_NAME"),
+        "last_name": lead.get("LAST_NAME"),
+        "company": lead.get("ORGANISATION_NAME"),
+        "status": lead.get("LEAD_STATUS"),
+    }
+
+
+def hubspot_view(contact: dict[str, Any]) -> dict[str, Any]:
+    """A HubSpot contact in the tests' shape: its status read back from its status properties."""
+    held = contact.get("properties") or {}
+    statuses = [
+        status for (name, value), status in HUBSPOT_STATUSES.items() if held.get(name) == value
+    ]
+    return {
+        "email": held.get("email"),
+        "first_name": held.get("firstname"),
+        "last_name": held.get("lastname"),
+        "company": held.get("company"),
+        "status": statuses[0] if len(statuses) == 1 else statuses or None,
+    }
+
+
+#: Per CRM: how a record reads, and the route of an update in the sandbox's counters.
+VIEWS = {"insightly": insightly_view, "hubspot": hubspot_view}
+UPDATE_ROUTES = {"insightly": "PUT /Leads", "hubspot": "PATCH /objects/contacts/{id}"}
+
+
 @dataclass
 class DemoStack:
-    """Where the running demo answers; ``log`` holds everything its three processes printed."""
+    """Where the running demo answers; ``log`` holds everything its three processes printed; ``crm``
+    is the CRM the shop talks to."""
 
     url: str
     sandbox_url: str
     var_dir: Path
     log: Path
+    crm: str = "insightly"
+
+    @property
+    def update_route(self) -> str:
+        """The sandbox route an update of a record is counted under."""
+        return UPDATE_ROUTES[self.crm]
 
     def _get(self, path: str) -> Any:
         with urllib.request.urlopen(f"{self.sandbox_url}{path}", timeout=5) as response:
@@ -71,15 +121,22 @@ class DemoStack:
         stats: dict[str, Any] = self._get("/_sandbox/stats")
         return stats
 
+    def crm_records(self) -> list[dict[str, Any]]:
+        """Every record the sandbox CRM holds (its control API), as :func:`insightly_view` shapes them."""
+        view = VIEWS[self.crm]
+        return [view(record) for record in self._get("/_sandbox/leads")]
+
     def crm_lead(self, email: str) -> dict[str, Any] | None:
-        """The lead the sandbox CRM holds for ``email`` (its control API), with ``LEAD_STATUS`` by name."""
-        for lead in self._get("/_sandbox/leads"):
-            if lead.get("EMAIL") == email:
-                return dict(lead)
-        return None
+        """The record the sandbox CRM holds for ``email``: ``email``, ``first_name``, ``last_name``,
+        ``company`` and ``status`` (the shop's status name)."""
+        return next((record for record in self.crm_records() if record["email"] == email), None)
+
+    def crm_status(self, email: str) -> str | None:
+        lead = self.crm_lead(email)
+        return lead and lead["status"]
 
     def crm_emails(self) -> set[str]:
-        return {str(lead.get("EMAIL")) for lead in self._get("/_sandbox/leads")}
+        return {str(record["email"]) for record in self.crm_records()}
 
 
 def _answers(url: str) -> bool:
@@ -91,8 +148,11 @@ def _answers(url: str) -> bool:
 
 
 @contextmanager
-def demo_stack(var_dir: Path, *, crm_rate: float = 200) -> Iterator[DemoStack]:
-    """Run ``demo/run.py`` in ``var_dir`` until the block ends, then stop it as Ctrl-C would.
+def demo_stack(
+    var_dir: Path, *, crm: str = "insightly", crm_rate: float = 200
+) -> Iterator[DemoStack]:
+    """Run ``demo/run.py`` in ``var_dir`` against the sandbox of ``crm`` until the block ends, then stop
+    it as Ctrl-C would.
 
     ``crm_rate`` is the sandbox's (and crmify's) requests per second: above Insightly's 10, so a
     500-row backfill does not hold the one worker for a minute while other tests wait on it.
@@ -105,6 +165,7 @@ def demo_stack(var_dir: Path, *, crm_rate: float = 200) -> Iterator[DemoStack]:
         "CRMIFY_DEMO_SANDBOX_PORT": str(sandbox_port),
         "CRMIFY_DEMO_VAR": str(var_dir),
         "CRMIFY_DEMO_CRM_RATE": str(crm_rate),
+        "CRMIFY_DEMO_CRM": crm,
         "CRMIFY_BACKEND_AUTH_API_KEY": API_KEY,
         "PYTHONUNBUFFERED": "1",
     }
@@ -114,6 +175,7 @@ def demo_stack(var_dir: Path, *, crm_rate: float = 200) -> Iterator[DemoStack]:
         sandbox_url=f"http://127.0.0.1:{sandbox_port}",
         var_dir=var_dir,
         log=var_dir / "demo.log",
+        crm=crm,
     )
     with stack.log.open("wb") as log:
         # Its own session: the test's Ctrl-C reaches run.py through the finally below, once.

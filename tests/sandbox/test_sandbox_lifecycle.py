@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import requests
@@ -117,10 +117,24 @@ def test_cli_options_build_a_configured_server(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="sends SIGINT")
-def test_python_m_sandbox_prints_url_and_key_and_stops_on_ctrl_c() -> None:
+@pytest.mark.parametrize(
+    ("crm", "probe", "credentials"),
+    [
+        ([], "LeadStatuses", {"auth": ("K", "")}),
+        (
+            ["--crm", "hubspot"],
+            "/crm/v3/properties/contacts",
+            {"headers": {"Authorization": "Bearer K"}},
+        ),
+    ],
+    ids=["insightly", "hubspot"],
+)
+def test_python_m_sandbox_prints_url_and_key_and_stops_on_ctrl_c(
+    crm: list[str], probe: str, credentials: dict[str, Any]
+) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     process = subprocess.Popen(
-        [sys.executable, "-m", "crmify.sandbox", "--port", "0", "--api-key", "K", "--quiet"],
+        [sys.executable, "-m", "crmify.sandbox", *crm, "--port", "0", "--api-key", "K", "--quiet"],
         stdout=subprocess.PIPE,
         text=True,
         env=env,
@@ -128,9 +142,9 @@ def test_python_m_sandbox_prints_url_and_key_and_stops_on_ctrl_c() -> None:
     try:
         assert process.stdout is not None
         url = process.stdout.readline().strip().rsplit(" ", 1)[-1]
-        assert url.endswith("/v3.1/")
+        assert url.endswith("/v3.1/") if not crm else url.startswith("http://127.0.0.1:")
         assert "K" in process.stdout.readline()
-        assert requests.get(url + "LeadStatuses", auth=("K", ""), timeout=5).status_code == 200
+        assert requests.get(url + probe, timeout=5, **credentials).status_code == 200
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=5) == 0
     finally:

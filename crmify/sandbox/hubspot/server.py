@@ -64,10 +64,7 @@ class HubSpotSandbox(BaseSandboxServer):
             state_file=state_file,
             clock=clock,
         )
-        self._search_gate = TokenBucket(self.dialect.search_requests_per_second)
-        self._account = Account(
-            self.contacts, self._search_gate.try_take, self.dialect.batch_max_inputs
-        )
+        self._account = self._new_account()
         self._window = RollingWindow(None, INTERVAL_SECONDS)
         super().__init__(
             host,
@@ -105,8 +102,14 @@ class HubSpotSandbox(BaseSandboxServer):
             lines.append(f"Contacts kept in: {self.contacts.state_file}")
         return lines
 
+    def _new_account(self) -> Account:
+        """What the handlers reach, with a fresh search limit (at construction and on reset)."""
+        self._search_gate = TokenBucket(self.dialect.search_requests_per_second)
+        return Account(self.contacts, self._search_gate.try_take, self.dialect.batch_max_inputs)
+
     def clear_account(self) -> None:
         self.contacts.clear()
+        self._account = self._new_account()
 
     def rate_gate(self, faults: Faults) -> RateGate:
         rate = faults.requests_per_second
