@@ -31,7 +31,7 @@ from crmify import api
 from crmify.backends.base import BaseBackend
 from crmify.models import Lead, SyncState
 
-#: How much of the last error the changelist shows; the whole message is on the lead's page.
+#: How much of the last error the changelist shows closed; one click opens the whole message in place.
 ERROR_EXCERPT_LENGTH = 60
 
 
@@ -79,13 +79,21 @@ def relative_time(value: datetime | None) -> SafeString | str:
     )
 
 
-def error_excerpt(text: str) -> SafeString | str:
-    """The start of an error's first line, the whole message on hover."""
+def error_details(text: str) -> SafeString | str:
+    """The changelist's last-error cell: the start of the first line, and the whole message one click
+    away (a ``<details>`` that opens in place and wraps, so it reads at any width without JavaScript)."""
     if not text:
         return ""
-    first_line = text.strip().splitlines()[0]
+    whole = text.strip()
+    first_line = whole.splitlines()[0]
+    excerpt = Truncator(first_line).chars(ERROR_EXCERPT_LENGTH)
+    if excerpt == whole:
+        return format_html('<span class="crmify-error">{}</span>', whole)
     return format_html(
-        '<span title="{}">{}</span>', text[:1000], Truncator(first_line).chars(ERROR_EXCERPT_LENGTH)
+        '<details class="crmify-error"><summary>{}</summary><div class="crmify-error-whole">{}</div>'
+        "</details>",
+        excerpt,
+        whole,
     )
 
 
