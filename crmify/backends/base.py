@@ -15,7 +15,8 @@ capability flag where the default cannot do the work (``supports_*``, as ``djang
 code reads the flags and calls the hooks; it never probes a backend for attributes nor reads its options.
 
 - ``supports_payload_preview``: :meth:`BaseBackend.build_payload`, the exact body without I/O.
-- ``supports_fetch``: :meth:`BaseBackend.fetch_lead`, the CRM's current record.
+- ``supports_fetch``: :meth:`BaseBackend.fetch_lead`, the CRM's current record, and
+  :meth:`BaseBackend.read_record`, that record by lead field names (the default reads it as it is).
 - ``supports_listing``: :meth:`BaseBackend.iter_leads`, every CRM lead in pages (the backfill finds CRM
   matches by e-mail with it instead of one search per lead).
 - ``supports_lookup``: :meth:`BaseBackend.find_lead_id`, a lead's record without its CRM id (a deleted
@@ -265,6 +266,18 @@ class BaseBackend:
     def fetch_lead(self, lead_id: str) -> dict[str, Any] | None:
         """The CRM's current record for ``lead_id`` or None if it has none (the admin's "Compare with CRM")."""
         raise NotImplementedError
+
+    def read_record(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        """``record`` (what :meth:`fetch_lead` returned) in the app's terms: lead values by field name,
+        as ``Lead.crm_values()`` holds them (``status`` and ``lead_source`` by name, ``custom_fields`` a
+        ``{key: value}`` dict, a field the record leaves out left out), so "Compare with CRM" lines each
+        value up with the app's by name.
+
+        Called by :func:`crmify.api.read_from_crm` right after :meth:`fetch_lead`, inside the same
+        recorded call: it may look names up (status ids) and raise the usual ``BackendError`` s. The
+        default takes the record as it is, right for a CRM whose records use the lead's field names.
+        """
+        return dict(record)
 
     def iter_leads(self, page_size: int = 500) -> Iterator[list[CrmLead]]:
         """Every lead in the CRM, one page (one CRM call) at a time, the last page short or empty.

@@ -417,6 +417,42 @@ class InsightlyBackend(HttpBackend):
             )
         return body
 
+    def read_record(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        """A v3.1 Lead by lead field names: status and source ids resolved to their names through the
+        cached tables (read afresh when not cached), custom fields by their key in ``CUSTOM_FIELDS``."""
+        by_crm_name = {crm_name: name for name, crm_name in FIELD_NAMES.items()}
+        values: dict[str, Any] = {
+            by_crm_name[key]: value for key, value in record.items() if key in by_crm_name
+        }
+        values["status"] = self._name_of(
+            "LeadStatuses", "LEAD_STATUS_ID", "LEAD_STATUS", record.get("LEAD_STATUS_ID")
+        )
+        values["lead_source"] = self._name_of(
+            "LeadSources", "LEAD_SOURCE_ID", "LEAD_SOURCE", record.get("LEAD_SOURCE_ID")
+        )
+        names: Mapping[str, str] = self.options.get("CUSTOM_FIELDS") or {}
+        key_of = {field_name: key for key, field_name in names.items()}
+        values["custom_fields"] = {
+            key_of.get(str(item["FIELD_NAME"]), str(item["FIELD_NAME"])): item.get("FIELD_VALUE")
+            for item in record.get("CUSTOMFIELDS") or ()
+            if isinstance(item, Mapping)
+            and item.get("FIELD_NAME")
+            and item.get("FIELD_VALUE") not in ("", None)
+        }
+        return values
+
+    def _name_of(self, collection: str, id_key: str, name_key: str, value: Any) -> str:
+        """The name of status or source id ``value`` ("" for none); an id the account does not list
+        (deleted since) is said to be one rather than shown as a bare number."""
+        number = crm_id(value)
+        if number is None:
+            return ""
+        table = self._table(collection, id_key, name_key, fetch=True) or {}
+        for known, name in table.values():
+            if known == number:
+                return name
+        return f"#{number} (an id {collection} does not list)"
+
     def error_for(self, response: Any) -> PermanentBackendError | TransientBackendError:
         error = super().error_for(response)
         if response.status_code == 404 and response.request.method == "PUT":
