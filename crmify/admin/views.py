@@ -21,8 +21,8 @@ from crmify import api
 from crmify.admin.compare import compare
 from crmify.admin.display import admin_url, configured_backend, crm_record_url, exact_time
 from crmify.exceptions import BackendError
-from crmify.preview import to_json
 from crmify.models import Lead
+from crmify.preview import to_json
 from crmify.worker import SyncOutcome
 
 if TYPE_CHECKING:
