@@ -28,7 +28,7 @@ code reads the flags and calls the hooks; it never probes a backend for attribut
 
 Hooks without a flag, with defaults that do no harm: ``max_lengths`` and :meth:`BaseBackend.max_length`
 (what the CRM accepts), :meth:`BaseBackend.encode_date`, :meth:`BaseBackend.missing_last_name`,
-:meth:`BaseBackend.record_url`, :meth:`BaseBackend.health`, :meth:`BaseBackend.daily_quota`,
+:meth:`BaseBackend.refusals`, :meth:`BaseBackend.record_url`, :meth:`BaseBackend.health`, :meth:`BaseBackend.daily_quota`,
 :meth:`BaseBackend.requests_per_second` and :meth:`BaseBackend.check`. A backend reports each HTTP call for
 the ledger through :func:`record_call`.
 
@@ -256,6 +256,12 @@ class BaseBackend:
         """What is sent as the last name of ``lead``, which has none (a CRM that requires one), or None
         when the backend sends none. Called by the mapper preview to warn; pure. None by default."""
         return None
+
+    def refusals(self, lead: Lead) -> list[str]:
+        """What the CRM is known to refuse in ``lead``'s values (a dropdown value it does not offer),
+        one sentence each, from what the backend already knows: no I/O. Called by the mapper preview to
+        warn before anything is sent. None known by default."""
+        return []
 
     # -- optional features (their flags above) ------------------------------------------------------
 

@@ -204,6 +204,55 @@ class InsightlyBackend(HttpBackend):
             self.cache.set(key, table, timeout=self.table_seconds)
         return table
 
+    def _custom_field_table(self, *, fetch: bool) -> dict[str, tuple[str, tuple[str, ...]]] | None:
+        """``FIELD_NAME -> (FIELD_TYPE, dropdown options)`` from ``/CustomFields/Leads``, cached as the
+        status table is; with ``fetch=False`` (the preview) only the cache is read."""
+        key = self.table_key("CustomFields")
+        table: dict[str, tuple[str, tuple[str, ...]]] | None = self.cache.get(key)
+        if table is None and fetch:
+            response = self.request("lookup", "GET", "CustomFields/Leads")
+            rows = self.json_of(response, "the custom field definitions")
+            table = {
+                str(row["FIELD_NAME"]): (
+                    str(row.get("FIELD_TYPE") or ""),
+                    tuple(
+                        str(option.get("OPTION_VALUE"))
+                        for option in row.get("CUSTOM_FIELD_OPTIONS") or ()
+                        if isinstance(option, Mapping)
+                    ),
+                )
+                for row in (rows if isinstance(rows, list) else ())
+                if isinstance(row, Mapping) and row.get("FIELD_NAME")
+            }
+            self.cache.set(key, table, timeout=self.table_seconds)
+        return table
+
+    def refusals(self, lead: Lead) -> list[str]:
+        """Custom field values the account's definitions refuse (a dropdown value it does not offer, a
+        field it does not have), from the cached definitions: the sync loads them for a lead with
+        custom fields. No I/O; nothing said before they are cached."""
+        table = self._custom_field_table(fetch=False)
+        if table is None:
+            return []
+        names: Mapping[str, str] = self.options.get("CUSTOM_FIELDS") or {}
+        problems = []
+        for key, value in sorted((lead.custom_fields or {}).items()):
+            if value in ("", None) or (names and key not in names):
+                continue  # not sent
+            field_name = names.get(key, key)
+            if field_name not in table:
+                problems.append(
+                    f"Custom field {field_name} does not exist in this Insightly account."
+                )
+                continue
+            field_type, options = table[field_name]
+            if field_type == "DROPDOWN" and str(value) not in options:
+                problems.append(
+                    f"Custom field {field_name} (DROPDOWN) cannot take {value!r}: "
+                    f"its options are {', '.join(options)}."
+                )
+        return problems
+
     def table_key(self, collection: str) -> str:
         """The shared-cache key of ``collection``'s table: per base URL, so two accounts never mix."""
         return f"crmify:insightly:{collection}:{self.base_url}"
@@ -322,6 +371,9 @@ class InsightlyBackend(HttpBackend):
             raise PermanentBackendError(
                 f"Not sent: {' '.join(too_long)} Shorten it on the lead or in the mapper."
             )
+        if lead.custom_fields:
+            # Once per cache period: what the mapper preview checks dropdown values against.
+            self._custom_field_table(fetch=True)
         if (
             not lead.external_id
             and lead.email
