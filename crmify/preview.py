@@ -439,9 +439,11 @@ def _state_warnings(lead: Lead) -> list[str]:
     ]
 
 
-def _last_name_warning(
+def last_name_warning(
     lead: Lead, backend: BaseBackend | None, payload: Mapping[str, Any] | None
 ) -> str:
+    """What the CRM gets for ``lead`` without a last name ("" when it has one): the mapper preview's and
+    the import preview's warning."""
     if lead.last_name:
         return ""
     filled = backend.missing_last_name(lead) if backend is not None else None
@@ -511,7 +513,7 @@ def preview_row(
                 f"{backend.display_name} cannot show its payload (supports_payload_preview is off).",
             ),
         )
-    if last_name := _last_name_warning(lead, backend, payload):
+    if last_name := last_name_warning(lead, backend, payload):
         warnings.append(last_name)
     if lead.email:
         try:

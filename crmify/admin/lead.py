@@ -33,7 +33,6 @@ from crmify.admin.display import (
     error_details,
     relative_time,
     source_link,
-    source_model,
     state_badge,
 )
 from crmify.admin.filters import HasCrmIdFilter, HasErrorFilter
@@ -43,6 +42,7 @@ from crmify.admin.summary import changelist_context, health_banners
 from crmify.admin.support import support_summary
 from crmify.loading import get_mapper
 from crmify.models import CUSTOM_FIELD_PREFIX, MAPPABLE_FIELDS, Lead, LedgerEntry, SyncState
+from crmify.tracking import source_model
 
 if TYPE_CHECKING:
     LeadModelAdmin = admin.ModelAdmin[Lead]
@@ -79,7 +79,7 @@ def fields_from_source() -> set[str]:
         )  # the checks report it; staff must not edit what a fixed mapper fills
     return {
         "custom_fields" if target.startswith(CUSTOM_FIELD_PREFIX) else target
-        for _source, target, _fallback in mapper.mappings()
+        for target in mapper.filled_fields()
         if target in EDITABLE_FIELDS or target.startswith(CUSTOM_FIELD_PREFIX)
     }
 
