@@ -315,7 +315,7 @@ class LeadResource(resources.ModelResource):  # type: ignore[misc]
         else:
             self._import_custom_fields(instance, clean_text(row[field.column_name]))
         if instance.pk is not None and instance.source_type_id is not None:
-            self._check_ownership(instance, before, kwargs.get("row_number", 0))
+            self._check_ownership(instance, field.attribute, before, kwargs.get("row_number", 0))
 
     def _owned_values(self, lead: Lead) -> dict[str, Any]:
         """The lead's values the mapper fills, by target (``custom_fields__<key>`` for custom fields)."""
@@ -325,7 +325,9 @@ class LeadResource(resources.ModelResource):  # type: ignore[misc]
         }
         return values
 
-    def _check_ownership(self, lead: Lead, before: dict[str, Any], row_number: int) -> None:
+    def _check_ownership(
+        self, lead: Lead, column: str, before: dict[str, Any], row_number: int
+    ) -> None:
         """Refuse, or send to the source row, what this column changed in fields the mapper fills."""
         after = self._owned_values(lead)
         changed = [
@@ -339,16 +341,16 @@ class LeadResource(resources.ModelResource):  # type: ignore[misc]
         if refused:
             where = source_name(lead)
             path = source_admin_path(lead)
+            keys = [target.removeprefix(CUSTOM_FIELD_PREFIX) for target in refused]
             raise ValueError(
                 _(
-                    "%(fields)s come from %(source)s for this lead: change it there%(link)s, or leave "
-                    "this column out. Imported into the lead, the next save of %(source)s would put "
-                    "the old value back."
+                    "%(fields)sfilled from %(source)s for this lead: change it there%(link)s, or "
+                    "leave the column out. Imported into the lead only, the next save of %(source)s "
+                    "would put the old value back."
                 )
                 % {
-                    "fields": ", ".join(
-                        target.removeprefix(CUSTOM_FIELD_PREFIX) for target in refused
-                    ),
+                    # A plain column is named by the error's own prefix; custom fields by their keys.
+                    "fields": "" if refused == [column] else f"{', '.join(keys)}: ",
                     "source": where,
                     "link": f" ({path})" if path else "",
                 }

@@ -19,7 +19,7 @@ from django.urls import reverse
 from crmify.mappers import DjangoUserFieldMapper
 from crmify.models import Lead, SyncState
 from tests.admin_fixtures import login, make_lead, people, texts
-from tests.factories import lead_of, make_user
+from tests.factories import lead_of, make_profile, make_user
 
 __all__ = ["login", "people"]  # fixtures, imported for pytest
 
@@ -71,7 +71,7 @@ def test_a_column_the_mapper_fills_is_refused_for_a_lead_with_a_source_row(login
     assert row.kind == "invalid"
     (error,) = row.errors
     assert error.startswith(
-        f"first_name: first_name come from user {user.pk} for this lead: change it there"
+        f"first_name: filled from user {user.pk} for this lead: change it there"
     )
     assert reverse("admin:auth_user_change", args=[user.pk]) in error
     assert "the next save of" in error
@@ -207,3 +207,21 @@ def test_a_skipping_confirm_removes_the_upload(login: Login) -> None:
     stored = response.context["form"].cleaned_data["import_file"].tmp_storage_name
     confirm(client, response, skip_invalid=True)
     assert not os.path.exists(os.path.join(tempfile.gettempdir(), os.path.basename(stored)))
+
+
+def test_a_custom_field_the_mapper_fills_is_refused_by_key_and_others_import(
+    login: Login, profile_leads: None
+) -> None:
+    client = login("root")
+    profile = make_profile(make_user(email="kit@example.com"), nickname="kit")
+    lead = lead_of(profile)
+    refused = upload(client, 'email,custom_fields\nkit@example.com,"{""Nickname__c"": ""K""}"\n')
+    (row,) = rows(refused).values()
+    (error,) = row.errors
+    assert error.startswith(f"custom_fields: Nickname__c: filled from user profile {profile.pk}")
+    accepted = upload(client, 'email,custom_fields\nkit@example.com,"{""Tier"": ""gold""}"\n')
+    (row,) = rows(accepted).values()
+    assert row.kind == "update" and row.errors == []
+    confirm(client, accepted)
+    lead.refresh_from_db()
+    assert lead.custom_fields == {"Nickname__c": "kit", "Tier": "gold"}

@@ -308,7 +308,9 @@ class LeadImportExportMixin(ImportExportMixin):  # type: ignore[misc]
             and preview.importable
         ):
             # Staff may import the valid rows and skip the others: the same confirm step, marked.
-            context["crmify_skip_form"] = self.create_confirm_form(request, import_form=context["form"])
+            context["crmify_skip_form"] = self.create_confirm_form(
+                request, import_form=context["form"]
+            )
         if "confirm_form" not in context and "crmify_skip_form" not in context:
             self._discard_upload(context["form"])
         return response
