@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import OpenPage, eventually, row_text
+from tests.e2e.conftest import OpenPage, eventually, row_text, upload_csv
 from tests.e2e.stack import API_KEY, DemoStack
 
 pytestmark = pytest.mark.slow
@@ -41,11 +41,17 @@ def crm_api(demo: DemoStack, method: str, path: str, body: Any = None) -> Any:
         return json.load(response)
 
 
+def listed(open_page: OpenPage, query: str, email: str, shows: str) -> Any:
+    """The changelist at ``query``, once the worker has brought ``email``'s row to show ``shows``."""
+    page = open_page(f"{CHANGELIST}{query}")
+    eventually(lambda: shows in row_text(page, email), page=page)
+    return page
+
+
 def test_compare_shows_a_status_changed_in_the_crm_by_name(
     open_page: OpenPage, demo: DemoStack, shot: Shot
 ) -> None:
-    page = open_page(f"{CHANGELIST}?q=alan%40example.com")
-    eventually(lambda: "Synced" in row_text(page, "alan@example.com"), page=page)
+    page = listed(open_page, "?q=alan%40example.com", "alan@example.com", "Synced")
     crm_lead = demo.crm_lead("alan@example.com")
     assert crm_lead is not None and crm_lead["LEAD_STATUS"] == "Contacted"
     statuses = crm_api(demo, "GET", "LeadStatuses?include_converted=true")
@@ -68,8 +74,7 @@ def test_compare_shows_a_status_changed_in_the_crm_by_name(
 def test_an_import_writes_the_company_to_the_profile_and_refuses_the_name(
     open_page: OpenPage, demo: DemoStack, shot: Shot
 ) -> None:
-    page = open_page(f"{CHANGELIST}?q=grace%40example.com")
-    eventually(lambda: "Synced" in row_text(page, "grace@example.com"), page=page)
+    page = listed(open_page, "?q=grace%40example.com", "grace@example.com", "Synced")
     page.goto(f"{CHANGELIST}import/")
     content = (
         "email,first_name,company\n"
@@ -77,12 +82,7 @@ def test_an_import_writes_the_company_to_the_profile_and_refuses_the_name(
         "ngozi@example.com,Nkechi,\n"
         "newbie@example.com,,\n"
     )
-    page.set_input_files(
-        "#id_import_file",
-        files=[{"name": "leads.csv", "mimeType": "text/csv", "buffer": content.encode()}],
-    )
-    page.select_option("#id_format", label="csv")
-    page.get_by_role("button", name="Submit").click()
+    upload_csv(page, content)
     rows = page.locator("table.crmify-import-preview tbody tr")
     grace = rows.filter(has_text="grace@example.com").inner_text()
     assert "company will be written to user profile" in grace and "sends it to the CRM" in grace
@@ -107,8 +107,7 @@ def test_an_import_writes_the_company_to_the_profile_and_refuses_the_name(
 def test_the_mapper_preview_warns_on_a_failed_row_with_the_crms_message(
     open_page: OpenPage, shot: Shot
 ) -> None:
-    page = open_page(f"{CHANGELIST}?sync_state__exact=failed")
-    eventually(lambda: "erin@example.com" in row_text(page, "erin@example.com"), page=page)
+    page = listed(open_page, "?sync_state__exact=failed", "erin@example.com", "Failed")
     page.goto(f"{CHANGELIST}preview/")
     page.fill("input[name=q]", "erin@example.com")
     page.get_by_role("button", name="Search").click()
@@ -123,9 +122,9 @@ def test_the_mapper_preview_warns_on_a_failed_row_with_the_crms_message(
 def test_the_whole_failure_reason_is_one_click_from_the_changelist_at_1400_px(
     open_page: OpenPage, demo: DemoStack, shot: Shot
 ) -> None:
-    page = open_page(f"{CHANGELIST}?sync_state__exact=failed")
+    page = listed(open_page, "?sync_state__exact=failed", "erin@example.com", "Failed")
     page.set_viewport_size({"width": 1400, "height": 900})
-    eventually(lambda: "erin@example.com" in row_text(page, "erin@example.com"), page=page)
+    page.reload()
     row = page.locator("#result_list tbody tr").filter(has_text="erin@example.com")
     summary = row.locator("td.field-error_start details summary")
     box = summary.bounding_box()
