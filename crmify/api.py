@@ -287,19 +287,46 @@ def crm_health() -> QuotaState | None:
     return crm_backend().health()
 
 
+@dataclass(frozen=True, slots=True)
+class CrmRecord:
+    """A lead as the CRM holds it: ``raw`` as the backend fetched it, ``values`` by lead field name
+    (:meth:`crmify.backends.base.BaseBackend.read_record`)."""
+
+    raw: dict[str, Any]
+    values: dict[str, Any]
+
+
 def fetch_from_crm(lead: Lead) -> dict[str, Any] | None:
     """The CRM's current record of ``lead`` as the backend returns it; None when there is none.
 
-    Called by the admin's "Compare with CRM", inside the request: like :func:`sync_now` it is a CRM call
-    staff asked for, and it is kept in the ledger as a ``fetch``. Raises :class:`BackendError` (its text
-    free of secrets) when the backend cannot fetch or the call fails.
+    Called by site code; the admin's "Compare with CRM" calls :func:`read_from_crm`. Like
+    :func:`sync_now` it is a CRM call staff asked for, and it is kept in the ledger as a ``fetch``.
+    Raises :class:`BackendError` (its text free of secrets) when the backend cannot fetch or the call fails.
     """
+    record = _fetch(lead, read=False)
+    return record.raw if record is not None else None
+
+
+def read_from_crm(lead: Lead) -> CrmRecord | None:
+    """:func:`fetch_from_crm`, with the record also read by lead field names (status and source by name,
+    custom fields by key) in the same recorded call: what "Compare with CRM" lines up with the app."""
+    return _fetch(lead, read=True)
+
+
+def _fetch(lead: Lead, *, read: bool) -> CrmRecord | None:
     if not crm_backend().supports_fetch:
         raise PermanentBackendError("This CRM backend cannot fetch leads (supports_fetch is off).")
     if not lead.external_id:
         return None
-    fetched, error = recorded_call(lead, "fetch", lambda crm: crm.fetch_lead(lead.external_id))
-    record: dict[str, Any] | None = fetched
+
+    def call(crm: BaseBackend) -> CrmRecord | None:
+        raw = crm.fetch_lead(lead.external_id)
+        if raw is None:
+            return None
+        return CrmRecord(raw, crm.read_record(raw) if read else {})
+
+    fetched, error = recorded_call(lead, "fetch", call)
+    record: CrmRecord | None = fetched
     if error is not None:
         # A site's own backend may quote its key in an exception: only the redacted text leaves here.
         if isinstance(error, BackendError):

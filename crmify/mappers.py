@@ -176,6 +176,11 @@ class LeadModelFieldMapper:
 
     field_mapping: ClassVar[dict[Any, str]] = {}
     fallbacks: ClassVar[dict[Any, str]] = {}
+    #: Lead fields (``"company"``, ``"custom_fields__Plan__c"``) that an import may change on a lead with
+    #: a source row: :meth:`import_to_source` writes the value to the row, and the row's save sends it.
+    #: An imported column for any other field this mapper fills is refused for such leads (the import
+    #: says where to change it): written to the lead only, the next save of the row would revert it.
+    import_to_source_fields: ClassVar[frozenset[str]] = frozenset()
 
     def mappings(self) -> Iterator[tuple[SourcePath, str, bool]]:
         """Every (source path, lead field, is_fallback) this mapper declares (checks and preview read it)."""
@@ -183,6 +188,38 @@ class LeadModelFieldMapper:
             yield source, target, False
         for source, target in self.fallbacks.items():
             yield source, target, True
+
+    def filled_fields(self) -> set[str]:
+        """The lead fields this mapper fills from the source row, custom fields as
+        ``custom_fields__<key>``: what staff change on the source row, not on the lead."""
+        return {target for _source, target, _fallback in self.mappings()}
+
+    def import_to_source(self, instance: Any, target: str, value: Any) -> None:
+        """Write an imported ``value`` of lead field ``target`` (one of :attr:`import_to_source_fields`)
+        to ``instance``, the source row, and save what changed.
+
+        Called by crmify's import (``crmify.resources.LeadResource``) inside the import's transaction (its
+        preview is rolled back), only for rows that are imported, before the lead is saved; the row's
+        save maps it again, so the CRM gets the value from where the mapper reads it. The default follows
+        the primary mapping's path for ``target`` (``user__first_name`` sets ``instance.user.first_name``)
+        and saves the row it lands on; override it for a callable mapping or other rules. Raise
+        ``ValueError`` with a message for staff to refuse the value.
+        """
+        paths = [
+            source
+            for source, mapped_to in self.field_mapping.items()
+            if mapped_to == target and isinstance(source, str)
+        ]
+        if not paths:
+            raise ValueError(
+                f"{target} is not mapped from a field path: it cannot be written back."
+            )
+        *hops, attribute = paths[0].split("__")
+        row = instance
+        for hop in hops:
+            row = getattr(row, hop)
+        setattr(row, attribute, value)
+        row.save()
 
     def map(self, instance: Any) -> MappedLead:
         """Map ``instance``; raise :class:`MappingError` for a value of the wrong type or too long."""

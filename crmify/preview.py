@@ -10,6 +10,7 @@ partial update it would be) or an unsaved :func:`crmify.tracking.new_lead`.
 from __future__ import annotations
 
 import contextlib
+import copy
 import inspect
 import json
 from collections.abc import Iterable, Mapping
@@ -30,12 +31,12 @@ from crmify.conf import crmify_settings
 from crmify.exceptions import BackendError, MappingError, PermanentBackendError
 from crmify.loading import get_lead_model, get_mapper, walk_path
 from crmify.mappers import LeadModelFieldMapper, MappedLead, SourcePath, source_label
-from crmify.models import CUSTOM_FIELD_PREFIX, MAPPABLE_FIELDS, Lead
+from crmify.models import CUSTOM_FIELD_PREFIX, MAPPABLE_FIELDS, Lead, SyncState
 from crmify.secrets import redact
 
 # The engine's own wrapper around ``mapper.map``: the preview reports exactly the error a save would record
 # (a buggy callable in a site's mapper becomes a MappingError there too, not a 500 here).
-from crmify.tracking import assign_values, map_for_crm, new_lead
+from crmify.tracking import assign_values, fingerprint, map_for_crm, new_lead
 from crmify.worker import current_backend
 
 #: How many rows "sample" and a search show at most.
@@ -334,7 +335,12 @@ class RowPreview:
     lead_pk: int | None = None
     values: tuple[LeadValue, ...] = ()
     external_id: str = ""
+    #: The body of the next call: a create's whole record, or an update of what changed since the last sync.
     payload: dict[str, Any] | None = None
+    #: The whole record the CRM will hold after that call (for a create, the payload itself).
+    record: dict[str, Any] | None = None
+    #: The CRM holds these values already (as last synced): a save would send nothing.
+    up_to_date: bool = False
     warnings: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
     can_compare: bool = False
@@ -347,6 +353,10 @@ class RowPreview:
     @property
     def payload_json(self) -> str:
         return to_json(self.payload) if self.payload is not None else ""
+
+    @property
+    def record_json(self) -> str:
+        return to_json(self.record) if self.record is not None else ""
 
 
 def existing_leads(instances: Iterable[models.Model]) -> dict[str, Lead]:
@@ -410,9 +420,30 @@ def _build_payload(lead: Lead, backend: BaseBackend) -> tuple[dict[str, Any] | N
         return None, redact(f"The backend cannot build the payload: {type(exc).__name__}: {exc}")
 
 
-def _last_name_warning(
+def _whole_record(lead: Lead, backend: BaseBackend) -> dict[str, Any] | None:
+    """The whole record the CRM holds once ``lead`` is sent: the backend's payload for the lead as if it
+    had never been synced (a re-sync sends everything), built on a copy so ``lead`` keeps its state."""
+    whole = copy.copy(lead)
+    whole.synced_values = {}
+    record, _error = _build_payload(whole, backend)
+    return record
+
+
+def _state_warnings(lead: Lead) -> list[str]:
+    """What the row's lead already went through that staff must know before trusting the preview."""
+    if lead.pk is None or lead.sync_state != SyncState.FAILED:
+        return []
+    return [
+        f"This row's lead failed its last sync and stays failed until its values change or staff "
+        f"retry it. The CRM said: {redact(lead.last_error) or '(no message)'}"
+    ]
+
+
+def last_name_warning(
     lead: Lead, backend: BaseBackend | None, payload: Mapping[str, Any] | None
 ) -> str:
+    """What the CRM gets for ``lead`` without a last name ("" when it has one): the mapper preview's and
+    the import preview's warning."""
     if lead.last_name:
         return ""
     filled = backend.missing_last_name(lead) if backend is not None else None
@@ -454,14 +485,26 @@ def preview_row(
     if isinstance(mapped, MappingError):
         return replace(base, warnings=(f"Mapping failed: {mapped}",))
     assign_values(lead, mapped)  # in memory only: the preview never saves the lead
-    warnings: list[str] = []
+    # As the engine decides "unchanged": the values' fingerprint is the one the last sync recorded.
+    up_to_date = bool(
+        lead.external_id
+        and lead.sync_state == SyncState.SYNCED
+        and fingerprint(lead.crm_values()) == lead.synced_fingerprint
+    )
+    warnings: list[str] = _state_warnings(lead)
     payload: dict[str, Any] | None = None
+    record: dict[str, Any] | None = None
     if backend is None:
         pass  # the configuration error is shown at the top of the page
     elif backend.supports_payload_preview:
         payload, error = _build_payload(lead, backend)
         if error:
             warnings.append(error)
+        elif lead.external_id and lead.synced_values:
+            record = _whole_record(lead, backend)
+        else:
+            record = payload  # a create, or a re-sync: the call carries the whole record
+        warnings += [redact(problem) for problem in backend.refusals(lead)]
     else:
         base = replace(
             base,
@@ -470,7 +513,7 @@ def preview_row(
                 f"{backend.display_name} cannot show its payload (supports_payload_preview is off).",
             ),
         )
-    if last_name := _last_name_warning(lead, backend, payload):
+    if last_name := last_name_warning(lead, backend, payload):
         warnings.append(last_name)
     if lead.email:
         try:
@@ -480,7 +523,12 @@ def preview_row(
     if payload is not None and backend is not None:
         warnings += length_problems(backend.payload_fields(payload), crm_max_lengths(backend))
     return replace(
-        base, values=_lead_values(lead, mapped), payload=payload, warnings=tuple(warnings)
+        base,
+        values=_lead_values(lead, mapped),
+        payload=payload,
+        record=record,
+        up_to_date=up_to_date,
+        warnings=tuple(warnings),
     )
 
 

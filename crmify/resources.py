@@ -14,17 +14,24 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
-from django.core.exceptions import ValidationError
+from django.contrib.admin.utils import quote
+from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.core.validators import validate_email
 from django.db import models
 from django.db.models.functions import Lower, Trim
+from django.urls import NoReverseMatch, reverse
 from django.utils.translation import gettext as _
 from import_export import fields, resources, widgets
 from import_export.results import RowResult
 
+from crmify.backends.base import BaseBackend
 from crmify.conf import crmify_settings
-from crmify.models import MAPPABLE_FIELDS, Lead
-from crmify.tracking import save_if_changed
+from crmify.loading import get_mapper
+from crmify.mappers import LeadModelFieldMapper
+from crmify.models import CUSTOM_FIELD_PREFIX, MAPPABLE_FIELDS, Lead
+from crmify.preview import last_name_warning
+from crmify.tracking import save_if_changed, source_model, source_row
+from crmify.worker import current_backend
 
 #: The columns an import reads, in the order an export writes them: every field a mapper may fill, and
 #: the custom fields as one JSON object (``{"plan": "pro"}``).
@@ -113,10 +120,39 @@ class TextWidget(widgets.CharWidget):  # type: ignore[misc]
 
 
 class LeadRowResult(RowResult):  # type: ignore[misc]
-    """A row's result, telling a tombstone apart from an unchanged row (both are skipped)."""
+    """A row's result, telling a tombstone apart from an unchanged row (both are skipped), with what the
+    preview says beside it."""
 
     #: The row matched a lead deleted from the CRM: an import does not bring it back.
     deleted_from_crm = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        #: What the row does besides the lead (a value written to its source row).
+        self.notes: list[str] = []
+        #: What staff should know before importing it (no last name).
+        self.warnings: list[str] = []
+
+
+def source_admin_path(lead: Lead) -> str:
+    """The default admin site's page of ``lead``'s source row, or "" when it has none there."""
+    model = source_model(lead)
+    if model is None:
+        return ""
+    try:
+        return reverse(
+            f"admin:{model._meta.app_label}_{model._meta.model_name}_change",
+            args=[quote(lead.source_id)],
+        )
+    except NoReverseMatch:
+        return ""
+
+
+def source_name(lead: Lead) -> str:
+    """``"user profile 3"``: the source row of ``lead`` as the import's messages name it."""
+    model = source_model(lead)
+    label = model._meta.verbose_name if model is not None else "source row"
+    return f"{label} {lead.source_id}"
 
 
 class LeadResource(resources.ModelResource):  # type: ignore[misc]
@@ -131,8 +167,14 @@ class LeadResource(resources.ModelResource):  # type: ignore[misc]
       lead's, and a new lead starts at ``LEAD_NEW_STATUS``;
     - no value is longer than its field allows.
 
+    - on a lead with a source row (a ``LEAD_MODEL`` row), a column the mapper fills from that row is
+      refused, with a message naming the row to change instead, unless the mapper lists the field in
+      ``import_to_source_fields``: then the value is written to the source row
+      (``LeadModelFieldMapper.import_to_source``) and the preview says so. A value equal to the lead's
+      is no change and passes (an exported file imports back).
+
     Only the columns present in the file are written. Unchanged rows and leads deleted from the CRM
-    (tombstones) are skipped and reported.
+    (tombstones) are skipped and reported. A row without a last name is imported with a warning.
     """
 
     sync_state = fields.Field(attribute="sync_state", column_name="sync_state", readonly=True)
@@ -162,6 +204,13 @@ class LeadResource(resources.ModelResource):  # type: ignore[misc]
         self._statuses: dict[str, str] = {}
         self._first_row_of: dict[str, int] = {}
         self._tombstones: set[int] = set()
+        self._mapper: LeadModelFieldMapper | None = None
+        self._owned: set[str] = set()
+        self._backend: BaseBackend | None = None
+        #: Values for source rows, by lead (``id()``): written when the row is saved, not before.
+        self._to_source: dict[int, list[tuple[str, Any]]] = {}
+        self._notes: dict[int, list[str]] = defaultdict(list)
+        self._pending_warnings: list[str] = []
 
     @classmethod
     def get_row_result_class(cls) -> type[LeadRowResult]:
@@ -192,6 +241,18 @@ class LeadResource(resources.ModelResource):  # type: ignore[misc]
         self._statuses = known_statuses()
         self._first_row_of = {}
         self._tombstones = set()
+        self._to_source, self._notes = {}, defaultdict(list)
+        try:
+            self._mapper = get_mapper()
+            self._owned = self._mapper.filled_fields()
+        except ImproperlyConfigured:
+            # The system checks report it; meanwhile no column may overwrite what the mapper fills.
+            self._mapper = None
+            self._owned = {*MAPPABLE_FIELDS, CUSTOM_FIELD_PREFIX}
+        try:
+            self._backend = current_backend()
+        except Exception:
+            self._backend = None  # the last-name warning then says what the lead itself holds
 
     # -- import: each row --------------------------------------------------------------------------------
 
@@ -240,6 +301,7 @@ class LeadResource(resources.ModelResource):  # type: ignore[misc]
         **kwargs: Any,
     ) -> None:
         """Set one column on the lead; a ``ValueError`` becomes that column's error in the preview."""
+        before = self._owned_values(instance)
         if field.column_name not in row or field.attribute not in (
             "email",
             "status",
@@ -252,6 +314,53 @@ class LeadResource(resources.ModelResource):  # type: ignore[misc]
             self._import_status(instance, field.clean(row))
         else:
             self._import_custom_fields(instance, clean_text(row[field.column_name]))
+        if instance.pk is not None and instance.source_type_id is not None:
+            self._check_ownership(instance, field.attribute, before, kwargs.get("row_number", 0))
+
+    def _owned_values(self, lead: Lead) -> dict[str, Any]:
+        """The lead's values the mapper fills, by target (``custom_fields__<key>`` for custom fields)."""
+        values: dict[str, Any] = {name: getattr(lead, name) for name in MAPPABLE_FIELDS}
+        values |= {
+            CUSTOM_FIELD_PREFIX + key: value for key, value in (lead.custom_fields or {}).items()
+        }
+        return values
+
+    def _check_ownership(
+        self, lead: Lead, column: str, before: dict[str, Any], row_number: int
+    ) -> None:
+        """Refuse, or send to the source row, what this column changed in fields the mapper fills."""
+        after = self._owned_values(lead)
+        changed = [
+            target
+            for target in sorted(before.keys() | after.keys())
+            if before.get(target) != after.get(target)
+            and (target in self._owned or CUSTOM_FIELD_PREFIX in self._owned)
+        ]
+        writable = self._mapper.import_to_source_fields if self._mapper is not None else frozenset()
+        refused = [target for target in changed if target not in writable]
+        if refused:
+            where = source_name(lead)
+            path = source_admin_path(lead)
+            keys = [target.removeprefix(CUSTOM_FIELD_PREFIX) for target in refused]
+            raise ValueError(
+                _(
+                    "%(fields)sfilled from %(source)s for this lead: change it there%(link)s, or "
+                    "leave the column out. Imported into the lead only, the next save of %(source)s "
+                    "would put the old value back."
+                )
+                % {
+                    # A plain column is named by the error's own prefix; custom fields by their keys.
+                    "fields": "" if refused == [column] else f"{', '.join(keys)}: ",
+                    "source": where,
+                    "link": f" ({path})" if path else "",
+                }
+            )
+        for target in changed:
+            self._to_source.setdefault(id(lead), []).append((target, after.get(target)))
+            self._notes[row_number].append(
+                _("%(field)s will be written to %(source)s, which sends it to the CRM.")
+                % {"field": target.removeprefix(CUSTOM_FIELD_PREFIX), "source": source_name(lead)}
+            )
 
     def _import_email(self, lead: Lead, value: str) -> None:
         key = email_key(value)
@@ -318,11 +427,8 @@ class LeadResource(resources.ModelResource):  # type: ignore[misc]
             return True
         return bool(super().skip_row(instance, original, row, import_validation_errors))
 
-    def validate_instance(
-        self,
-        instance: Lead,
-        import_validation_errors: dict[str, Any] | None = None,
-        validate_unique: bool = True,
+    def check_fields(
+        self, instance: Lead, import_validation_errors: dict[str, Any] | None = None
     ) -> None:
         """Add the model's own field checks (``max_length``) to the row's errors and raise them together.
 
@@ -340,14 +446,41 @@ class LeadResource(resources.ModelResource):  # type: ignore[misc]
             raise ValidationError(errors)
 
     def do_instance_save(self, instance: Lead, is_create: bool) -> None:
-        """Save through the engine: fingerprint the lead and queue it with the import's transaction."""
+        """Save through the engine: fingerprint the lead and queue it with the import's transaction.
+
+        Values for the source row go there first (the mapper's ``import_to_source``); the row's save maps
+        it onto the lead, so the lead is read back before its own save compares fingerprints.
+        """
+        pending = self._to_source.pop(id(instance), [])
+        source = source_row(instance) if pending and self._mapper is not None else None
+        if source is not None and self._mapper is not None:
+            for target, value in pending:
+                self._mapper.import_to_source(source, target, value)
+            instance.refresh_from_db(fields=["fingerprint", "source_fingerprint"])
         save_if_changed(instance, using=self.get_db_connection_name())
+
+    def validate_instance(
+        self,
+        instance: Lead,
+        import_validation_errors: dict[str, Any] | None = None,
+        validate_unique: bool = True,
+    ) -> None:
+        """The model's own field checks (:meth:`check_fields`); a valid row gets its warnings."""
+        self.check_fields(instance, import_validation_errors)
+        warning = last_name_warning(instance, self._backend, None)
+        if warning:
+            self._pending_warnings = [warning]
 
     def after_import_row(
         self, row: dict[str, Any], row_result: LeadRowResult, **kwargs: Any
     ) -> None:
         row_result.deleted_from_crm = row_result.is_skip() and (
             row_result.object_id in self._tombstones
+        )
+        row_result.notes = self._notes.pop(kwargs.get("row_number", 0), [])
+        row_result.warnings, self._pending_warnings = (
+            self._pending_warnings if not row_result.is_skip() else [],
+            [],
         )
 
     # -- export ------------------------------------------------------------------------------------------

@@ -58,14 +58,21 @@ def new_lead(
     )
 
 
-def source_row(lead: Lead) -> models.Model | None:
-    """The ``LEAD_MODEL`` row ``lead`` was mapped from, or None when it is gone."""
-    if lead.source_type_id is None or not lead.source_id:
+def source_model(lead: Lead) -> type[models.Model] | None:
+    """The model of ``lead``'s source row, or None for a lead without one (added by hand, imported).
+
+    ``get_for_id`` is served from the content-type cache; ``lead.source_type`` would be a query.
+    """
+    if lead.source_type_id is None:
         return None
-    # get_for_id is served from the content-type cache; lead.source_type would be a query.
-    model = (
+    return (
         ContentType.objects.db_manager(lead._state.db).get_for_id(lead.source_type_id).model_class()
     )
+
+
+def source_row(lead: Lead) -> models.Model | None:
+    """The ``LEAD_MODEL`` row ``lead`` was mapped from, or None when it is gone."""
+    model = source_model(lead) if lead.source_id else None
     if model is None:
         return None
     return model._default_manager.filter(pk=lead.source_id).first()

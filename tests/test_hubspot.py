@@ -18,11 +18,11 @@ from django.test import override_settings
 from django.utils import timezone
 
 from crmify import backfill
-from crmify.admin.compare import crm_keys
 from crmify.backends import build_backend, get_backend
 from crmify.backends.hubspot import HubSpotBackend, seconds_to_midnight
 from crmify.backends.hubspot_errors import describe_error, existing_id, property_problems
 from crmify.backfill import BackfillOptions
+from crmify.conf import crmify_settings
 from crmify.exceptions import PermanentBackendError
 from crmify.models import BackfillRun, Lead, LedgerEntry, SyncState
 from crmify.sandbox.hubspot import HubSpotDialect, HubSpotSandbox, PropertyDef
@@ -201,9 +201,30 @@ def test_fetch_returns_the_contact_flat_or_none(hubspot, django_capture_on_commi
     assert get_backend().fetch_lead("999999") is None
 
 
-def test_compare_lines_lead_fields_up_with_contact_properties(hubspot):
-    keys = crm_keys(build_backend())
-    assert (keys["first_name"], keys["postcode"], keys["title"]) == ("firstname", "zip", "jobtitle")
+def test_compare_reads_the_contact_by_lead_field_and_status_name(hubspot):
+    backend = build_backend()
+    record = {
+        "id": "7",
+        "firstname": "Ada",
+        "zip": "E1 6AN",
+        "jobtitle": "Engineer",
+        "hs_lead_status": "NEW",
+        "lifecyclestage": "customer",
+        "plan": "gold",
+        "createdate": "2026-12-01T10:00:00Z",
+    }
+    values = backend.read_record(record)
+    assert (values["first_name"], values["postcode"], values["title"]) == (
+        "Ada",
+        "E1 6AN",
+        "Engineer",
+    )
+    # A customer whose lead status still says NEW is converted, as the app names it.
+    assert values["status"] == crmify_settings.LEAD_CONVERTED_STATUS
+    assert values["custom_fields"] == {"plan": "gold"}
+    assert backend.read_record({"hs_lead_status": "UNQUALIFIED"})["status"] == (
+        crmify_settings.LEAD_DEAD_STATUS
+    )
 
 
 def test_build_payload_is_the_body_and_makes_no_call(hubspot, django_capture_on_commit_callbacks):

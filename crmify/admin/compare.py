@@ -1,9 +1,10 @@
-"""Lines up a lead as the app holds it, as it was last sent, and as the CRM holds it now.
+"""Lines up a lead as the app holds it, as it was last sent, and as the CRM holds it now, field by field.
 
-Called by the admin's "Compare with CRM" page (``crmify.admin.views.compare_view``) with the CRM's raw
-record, already fetched through ``crmify.api.fetch_from_crm``; nothing here does I/O. A backend's own key
-for each lead field is learnt from its ``build_payload`` (fed marker values), so the rows line up for any
-backend that can preview; the record's other keys are listed as they are.
+Called by the admin's "Compare with CRM" page (``crmify.admin.views.compare_view``) with the CRM's record
+already fetched and read by lead field names (``crmify.api.read_from_crm``, the backend's
+``read_record``: status and source by name, custom fields by key); nothing here does I/O or knows a CRM.
+"Last sent" is the whole of what the app held at its last successful sync (``Lead.synced_values``), not
+the partial update that carried it.
 """
 
 from __future__ import annotations
@@ -13,31 +14,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from crmify.backends.base import BaseBackend
 from crmify.models import MAPPABLE_FIELDS, Lead
+from crmify.resources import status_key
 
-_MARKER = "\x00crmify-compare:"
-#: Fields whose CRM value is not the lead's text (Insightly sends a status id, not its name).
-_NOT_PROBED = frozenset({"status", "lead_source"})
-_ALL_FIELDS = (*MAPPABLE_FIELDS, "custom_fields")
-
-
-def crm_keys(backend: BaseBackend | None) -> dict[str, str]:
-    """Lead field -> the key the backend sends it under; a field's own name where that cannot be learnt."""
-    keys = {name: name for name in _ALL_FIELDS}
-    if backend is None or not backend.supports_payload_preview:
-        return keys
-    probe = Lead(**{name: _MARKER + name for name in MAPPABLE_FIELDS if name not in _NOT_PROBED})
-    try:
-        payload = backend.build_payload(probe)
-    except Exception:
-        # A site's backend whose preview wants more than text (a lookup it cannot do from the cache):
-        # the page still shows every value, only unaligned.
-        return keys
-    for key, value in backend.payload_fields(payload).items():
-        if isinstance(value, str) and value.startswith(_MARKER):
-            keys[value.removeprefix(_MARKER)] = key
-    return keys
+#: Fields held by name whose spelling the CRM may change ("NotContacted" is "Not Contacted" there).
+_NAMED = frozenset({"status", "lead_source"})
 
 
 def shown(value: Any) -> str:
@@ -49,18 +30,22 @@ def shown(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
 
 
+def same(name: str, one: str, other: str) -> bool:
+    """Whether two shown values of field ``name`` are the same value (names compared as statuses are)."""
+    if name in _NAMED:
+        return status_key(one) == status_key(other)
+    return one == other
+
+
 @dataclass(frozen=True, slots=True)
 class ComparedField:
-    """One row of the comparison."""
+    """One row of the comparison; ``crm_now`` is None when the CRM was not asked."""
 
     name: str
     label: str
     app_now: str
     last_sent: str
-    crm_key: str
-    crm_now: str
-    #: The CRM's record has this field's key, so ``crm_now`` can be compared.
-    in_crm: bool
+    crm_now: str | None
     #: The app's value is not what was last sent (the next sync sends it).
     unsent: bool
     #: The CRM holds something else than the app (changed in the CRM, or not sent yet).
@@ -70,37 +55,61 @@ class ComparedField:
 @dataclass(frozen=True, slots=True)
 class Comparison:
     fields: list[ComparedField]
-    #: The CRM record's keys that no lead field maps to, with their values.
-    crm_only: list[tuple[str, str]]
+
+    @property
+    def differences(self) -> int:
+        return sum(row.differs for row in self.fields)
 
 
-def compare(
-    lead: Lead, crm_record: Mapping[str, Any] | None, backend: BaseBackend | None
-) -> Comparison:
-    """The rows of the comparison; ``crm_record`` None means the CRM was not asked (or has no such lead)."""
-    keys = crm_keys(backend)
-    record = crm_record or {}
-    app_values = lead.crm_values()
-    sent_values = lead.synced_values or {}
-    rows: list[ComparedField] = []
-    for name in _ALL_FIELDS:
-        app_now, last_sent = shown(app_values.get(name)), shown(sent_values.get(name))
-        key = keys[name]
-        in_crm = key in record
-        crm_now = shown(record.get(key))
+def _row(
+    name: str, label: str, app: Any, sent: Any, crm: Any, fetched: bool, was_sent: bool
+) -> ComparedField:
+    app_now, last_sent = shown(app), shown(sent)
+    crm_now = shown(crm) if fetched else None
+    return ComparedField(
+        name=name,
+        label=label,
+        app_now=app_now,
+        last_sent=last_sent,
+        crm_now=crm_now,
+        unsent=was_sent and not same(name, app_now, last_sent),
+        differs=crm_now is not None and not same(name, app_now, crm_now),
+    )
+
+
+def compare(lead: Lead, crm_values: Mapping[str, Any] | None) -> Comparison:
+    """The rows of the comparison: every lead field, then each custom field by key (those the app, the
+    last sync or the CRM has). ``crm_values`` None means the CRM was not asked (or has no such lead)."""
+    fetched = crm_values is not None
+    crm = dict(crm_values or {})
+    app = lead.crm_values()
+    sent = lead.synced_values or {}
+    was_sent = bool(sent)
+    rows = [
+        _row(
+            name,
+            str(getattr(Lead._meta.get_field(name), "verbose_name", name)),
+            app.get(name),
+            sent.get(name),
+            crm.get(name),
+            fetched,
+            was_sent,
+        )
+        for name in MAPPABLE_FIELDS
+    ]
+    app_custom = app.get("custom_fields") or {}
+    sent_custom = sent.get("custom_fields") or {}
+    crm_custom = crm.get("custom_fields") or {}
+    for key in sorted({*app_custom, *sent_custom, *crm_custom}):
         rows.append(
-            ComparedField(
-                name=name,
-                label=str(getattr(Lead._meta.get_field(name), "verbose_name", name)),
-                app_now=app_now,
-                last_sent=last_sent,
-                crm_key=key,
-                crm_now=crm_now,
-                in_crm=in_crm,
-                unsent=bool(sent_values) and app_now != last_sent,
-                differs=in_crm and app_now != crm_now,
+            _row(
+                f"custom_fields.{key}",
+                f"{key} (custom field)",
+                app_custom.get(key),
+                sent_custom.get(key),
+                crm_custom.get(key),
+                fetched,
+                was_sent,
             )
         )
-    mapped = {row.crm_key for row in rows}
-    crm_only = [(key, shown(value)) for key, value in record.items() if key not in mapped]
-    return Comparison(rows, crm_only)
+    return Comparison(rows)

@@ -15,9 +15,7 @@ from typing import Any
 
 from django.contrib import admin
 from django.contrib.admin.utils import quote
-from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import ImproperlyConfigured
-from django.db import models
 from django.urls import NoReverseMatch, URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.formats import date_format
@@ -30,8 +28,9 @@ from django.utils.translation import gettext as _
 from crmify import api
 from crmify.backends.base import BaseBackend
 from crmify.models import Lead, SyncState
+from crmify.tracking import source_model
 
-#: How much of the last error the changelist shows; the whole message is on the lead's page.
+#: How much of the last error the changelist shows closed; one click opens the whole message in place.
 ERROR_EXCERPT_LENGTH = 60
 
 
@@ -79,13 +78,21 @@ def relative_time(value: datetime | None) -> SafeString | str:
     )
 
 
-def error_excerpt(text: str) -> SafeString | str:
-    """The start of an error's first line, the whole message on hover."""
+def error_details(text: str) -> SafeString | str:
+    """The changelist's last-error cell: the start of the first line, and the whole message one click
+    away (a ``<details>`` that opens in place and wraps, so it reads at any width without JavaScript)."""
     if not text:
         return ""
-    first_line = text.strip().splitlines()[0]
+    whole = text.strip()
+    first_line = whole.splitlines()[0]
+    excerpt = Truncator(first_line).chars(ERROR_EXCERPT_LENGTH)
+    if excerpt == whole:
+        return format_html('<span class="crmify-error">{}</span>', whole)
     return format_html(
-        '<span title="{}">{}</span>', text[:1000], Truncator(first_line).chars(ERROR_EXCERPT_LENGTH)
+        '<details class="crmify-error"><summary>{}</summary><div class="crmify-error-whole">{}</div>'
+        "</details>",
+        excerpt,
+        whole,
     )
 
 
@@ -112,13 +119,6 @@ def crm_id_link(backend: BaseBackend | None, external_id: str) -> SafeString | s
     if url is None:
         return external_id
     return format_html('<a href="{}" target="_blank" rel="noopener">{}</a>', url, external_id)
-
-
-def source_model(lead: Lead) -> type[models.Model] | None:
-    """The model of ``lead``'s source row, from the content-type cache (no query once cached)."""
-    if lead.source_type_id is None:
-        return None
-    return ContentType.objects.get_for_id(lead.source_type_id).model_class()
 
 
 def source_admin_url(admin_site: admin.AdminSite, lead: Lead) -> str | None:

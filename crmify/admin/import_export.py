@@ -10,7 +10,10 @@ errors, and a confirm step that applies all rows or none.
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import csv
+import io
 import json
 import os
 import zipfile
@@ -30,7 +33,7 @@ from import_export.forms import ImportForm
 
 from crmify.admin.display import admin_url
 from crmify.conf import crmify_settings
-from crmify.resources import LeadResource, LeadRowResult
+from crmify.resources import LeadResource, LeadRowResult, escape_formula
 
 #: Largest file an import accepts unless the admin says otherwise (``import_max_bytes``).
 DEFAULT_IMPORT_MAX_BYTES = 5 * 1024 * 1024
@@ -42,8 +45,10 @@ def import_help() -> str:
         "Rows are matched to leads by e-mail (ignoring case and spaces); a row with a new e-mail adds "
         "a lead. Only the columns in the file are changed. A status must be %(new)s, %(converted)s, "
         "%(dead)s or one some lead already has; a blank status keeps the lead's, and a new lead starts "
-        "at %(new)s. Leads deleted from the CRM are skipped, not brought back. Nothing is imported "
-        "until you confirm the preview, and nothing while a row is invalid."
+        "at %(new)s. Leads deleted from the CRM are skipped, not brought back. On a lead that has a "
+        "source row, a column the mapper fills from that row is refused (change it there) unless the "
+        "mapper writes it back to the row; the preview says which. Nothing is imported until you confirm the "
+        "preview; when some rows are invalid you may import the valid ones and download the others."
     ) % {
         "new": crmify_settings.LEAD_NEW_STATUS,
         "converted": crmify_settings.LEAD_CONVERTED_STATUS,
@@ -96,21 +101,53 @@ def read_error_message(error: Exception, format_title: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class PreviewRow:
-    """One line of the import preview: what will happen to a row of the file, and why not if invalid."""
+    """One line of the import preview: what will happen to a row of the file, and why not if invalid;
+    ``notes`` what else it does (a value written to the lead's source row), ``warnings`` what to know."""
 
     number: int
     kind: str  # new | update | skip | deleted | invalid: the row's CSS class and label
     label: str
     errors: list[str] = field(default_factory=list)
     cells: list[Any] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
 class ImportPreview:
-    """The preview of a dry run: every row in file order and the count of each kind."""
+    """The preview of a dry run: every row in file order and the count of each kind; ``skipped_file`` a
+    ``data:`` URL of a CSV of the invalid rows with their errors (empty when every row is valid)."""
 
     rows: list[PreviewRow]
     counts: list[tuple[str, str, int]]  # (kind, label, count) for the summary line
+    skipped_file: str = ""
+
+    @property
+    def invalid(self) -> int:
+        return sum(1 for row in self.rows if row.kind == "invalid")
+
+    @property
+    def importable(self) -> int:
+        """Rows a "skip the invalid rows" import would write (new and updated leads)."""
+        return sum(1 for row in self.rows if row.kind in ("new", "update"))
+
+
+def skipped_rows_file(result: Any) -> str:
+    """The invalid rows of ``result`` as a CSV ``data:`` URL (the file's own columns as it gave them,
+    then ``row`` and ``errors``), so staff can correct them and import them alone; "" when there are
+    none. No storage: the file lives in the preview page. Reads django-import-export's
+    ``failed_dataset`` (the import runs with ``collect_failed_rows``)."""
+    failed = result.failed_dataset
+    if not result.invalid_rows or len(failed) != len(result.invalid_rows):
+        return ""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow([*failed.headers[:-1], "row", "errors"])
+    for values, row in zip(failed, result.invalid_rows, strict=True):
+        cells = [escape_formula(value) for value in values[:-1]]
+        writer.writerow([*cells, row.number, "; ".join(_row_errors(row.error_dict))])
+    encoded = base64.b64encode(("\ufeff" + out.getvalue()).encode()).decode()
+    return f"data:text/csv;charset=utf-8;base64,{encoded}"
 
 
 def _row_errors(error_dict: dict[str, list[str]]) -> list[str]:
@@ -148,10 +185,21 @@ def import_preview(result: Any) -> ImportPreview:
                 )
             )
         else:
-            rows.append(PreviewRow(number, kind, labels[kind], cells=list(row_result.diff or ())))
+            rows.append(
+                PreviewRow(
+                    number,
+                    kind,
+                    labels[kind],
+                    cells=list(row_result.diff or ()),
+                    notes=list(getattr(row_result, "notes", ())),
+                    warnings=list(getattr(row_result, "warnings", ())),
+                )
+            )
     tally = kind_counts(result)
     return ImportPreview(
-        rows=rows, counts=[(kind, label, tally[kind]) for kind, label in labels.items()]
+        rows=rows,
+        counts=[(kind, label, tally[kind]) for kind, label in labels.items()],
+        skipped_file=skipped_rows_file(result),
     )
 
 
@@ -167,6 +215,15 @@ def _kind(row_result: LeadRowResult) -> str:
     if getattr(row_result, "deleted_from_crm", False):
         return "deleted"
     return str(row_result.import_type)
+
+
+#: The confirm form's field saying staff chose to import the valid rows and skip the invalid ones.
+SKIP_INVALID_FIELD = "crmify_skip_invalid"
+
+
+def skip_invalid_requested(request: HttpRequest) -> bool:
+    """Whether this confirm is the "import the valid rows, skip the invalid ones" one."""
+    return request.method == "POST" and request.POST.get(SKIP_INVALID_FIELD) == "1"
 
 
 class LeadImportExportMixin(ImportExportMixin):  # type: ignore[misc]
@@ -209,8 +266,16 @@ class LeadImportExportMixin(ImportExportMixin):  # type: ignore[misc]
         return {**super().get_import_form_kwargs(request), "max_bytes": self.import_max_bytes}
 
     def get_import_data_kwargs(self, **kwargs: Any) -> dict[str, Any]:
-        # At confirm, a row that became invalid since the preview rolls the whole import back.
-        return {**super().get_import_data_kwargs(**kwargs), "rollback_on_validation_errors": True}
+        # At confirm, a row that became invalid since the preview rolls the whole import back, unless
+        # staff chose to import the valid rows and skip the invalid ones. Either way each imported row
+        # is whole: an invalid row writes nothing, and an error in any row rolls everything back.
+        request = kwargs.get("request")
+        skip = request is not None and skip_invalid_requested(request)
+        return {
+            **super().get_import_data_kwargs(**kwargs),
+            "rollback_on_validation_errors": not skip,
+            "collect_failed_rows": True,  # the invalid rows, as the file gave them, for their download
+        }
 
     def add_data_read_fail_error_to_form(self, form: Any, error: Exception) -> None:
         formats = self.get_import_formats()
@@ -234,8 +299,19 @@ class LeadImportExportMixin(ImportExportMixin):  # type: ignore[misc]
         context = getattr(response, "context_data", None)
         if not context or context.get("result") is None:
             return response
-        context["crmify_import"] = import_preview(context["result"])
-        if "confirm_form" not in context:
+        result = context["result"]
+        preview = context["crmify_import"] = import_preview(result)
+        if (
+            "confirm_form" not in context
+            and not result.has_errors()
+            and result.has_validation_errors()
+            and preview.importable
+        ):
+            # Staff may import the valid rows and skip the others: the same confirm step, marked.
+            context["crmify_skip_form"] = self.create_confirm_form(
+                request, import_form=context["form"]
+            )
+        if "confirm_form" not in context and "crmify_skip_form" not in context:
             self._discard_upload(context["form"])
         return response
 
@@ -252,7 +328,8 @@ class LeadImportExportMixin(ImportExportMixin):  # type: ignore[misc]
 
     def process_result(self, result: Any, request: HttpRequest) -> HttpResponse:
         """After confirm: report the counts, or that nothing was imported when the run was rolled back."""
-        if result.has_errors() or result.has_validation_errors():
+        skipping = skip_invalid_requested(request)
+        if result.has_errors() or (result.has_validation_errors() and not skipping):
             count = len(result.invalid_rows) + len(result.error_rows)
             messages.error(
                 request,
@@ -271,6 +348,16 @@ class LeadImportExportMixin(ImportExportMixin):  # type: ignore[misc]
 
     def add_success_message(self, result: Any, request: HttpRequest) -> None:
         counts = kind_counts(result)
+        if counts["invalid"]:
+            messages.warning(
+                request,
+                ngettext(
+                    "%(count)s invalid row was skipped: nothing of it was imported.",
+                    "%(count)s invalid rows were skipped: nothing of them was imported.",
+                    counts["invalid"],
+                )
+                % {"count": counts["invalid"]},
+            )
         messages.success(
             request,
             _(

@@ -30,18 +30,19 @@ from crmify.admin.display import (
     admin_url,
     configured_backend,
     crm_id_link,
-    error_excerpt,
+    error_details,
     relative_time,
     source_link,
-    source_model,
     state_badge,
 )
 from crmify.admin.filters import HasCrmIdFilter, HasErrorFilter
 from crmify.admin.import_export import LeadImportExportMixin
 from crmify.admin.preview import mapper_preview_view
 from crmify.admin.summary import changelist_context, health_banners
+from crmify.admin.support import support_summary
 from crmify.loading import get_mapper
-from crmify.models import CUSTOM_FIELD_PREFIX, MAPPABLE_FIELDS, Lead, LedgerEntry
+from crmify.models import CUSTOM_FIELD_PREFIX, MAPPABLE_FIELDS, Lead, LedgerEntry, SyncState
+from crmify.tracking import source_model
 
 if TYPE_CHECKING:
     LeadModelAdmin = admin.ModelAdmin[Lead]
@@ -78,7 +79,7 @@ def fields_from_source() -> set[str]:
         )  # the checks report it; staff must not edit what a fixed mapper fills
     return {
         "custom_fields" if target.startswith(CUSTOM_FIELD_PREFIX) else target
-        for _source, target, _fallback in mapper.mappings()
+        for target in mapper.filled_fields()
         if target in EDITABLE_FIELDS or target.startswith(CUSTOM_FIELD_PREFIX)
     }
 
@@ -95,10 +96,11 @@ class LeadAdmin(LeadImportExportMixin, LeadModelAdmin):
         "email",
         "status",
         "sync_state_badge",
+        # Beside the state it explains, so it is on screen at laptop widths; it wraps when opened.
+        "error_start",
         "crm_id",
         "last_synced",
         "attempts",
-        "error_start",
         "source",
     )
     list_filter = (
@@ -157,7 +159,7 @@ class LeadAdmin(LeadImportExportMixin, LeadModelAdmin):
 
     @admin.display(description=gettext_lazy("last error"))
     def error_start(self, lead: Lead) -> SafeString | str:
-        return error_excerpt(lead.last_error)
+        return error_details(lead.last_error)
 
     @admin.display(description=gettext_lazy("source"))
     def source(self, lead: Lead) -> SafeString | str:
@@ -258,12 +260,25 @@ class LeadAdmin(LeadImportExportMixin, LeadModelAdmin):
         form_url: str = "",
         obj: Lead | None = None,
     ) -> HttpResponse:
-        """The lead's page, with its ledger, the CRM banner and the "Sync now"/"Compare" buttons."""
+        """The lead's page, with its ledger, the CRM banner and the "Sync now"/"Compare" buttons.
+
+        A failed lead's page opens with why: the whole last error, the ledger and a "Copy for support"
+        block, above the form's fields.
+        """
         if obj is not None and obj.pk is not None:
             can_sync = self.has_sync_permission(request)
+            ledger = self.ledger_page(request, obj)
+            failed = obj.sync_state == SyncState.FAILED
+            backend = configured_backend()
             context.update(
                 crmify_banners=health_banners(),
-                ledger=self.ledger_page(request, obj),
+                crmify_failed=failed,
+                crmify_support=support_summary(
+                    obj, ledger.object_list, backend.display_name if backend else ""
+                )
+                if failed
+                else "",
+                ledger=ledger,
                 ledger_page_parameter=LEDGER_PAGE_PARAMETER,
                 crmify_sync_now_url=admin_url(self, "sync_now", obj.pk) if can_sync else None,
                 crmify_compare_url=admin_url(self, "compare", obj.pk) if can_sync else None,

@@ -22,6 +22,7 @@ from crmify.admin.compare import compare
 from crmify.admin.display import admin_url, configured_backend, crm_record_url, exact_time
 from crmify.exceptions import BackendError
 from crmify.models import Lead
+from crmify.preview import to_json
 from crmify.worker import SyncOutcome
 
 if TYPE_CHECKING:
@@ -76,11 +77,11 @@ def compare_view(model_admin: LeadAdmin, request: HttpRequest, object_id: str) -
     if not model_admin.has_sync_permission(request):
         raise PermissionDenied
     lead = _lead_or_404(model_admin, request, object_id)
-    record: dict[str, Any] | None = None
+    record: api.CrmRecord | None = None
     fetched, error = False, ""
     if request.method == "POST":
         try:
-            record = api.fetch_from_crm(lead)
+            record = api.read_from_crm(lead)
             fetched = True
         except (BackendError, ImproperlyConfigured) as exc:
             error = str(exc)
@@ -92,7 +93,8 @@ def compare_view(model_admin: LeadAdmin, request: HttpRequest, object_id: str) -
         "subtitle": None,
         "opts": opts,
         "original": lead,
-        "comparison": compare(lead, record, backend),
+        "comparison": compare(lead, record.values if record is not None else None),
+        "crm_record_json": to_json(record.raw) if record is not None else "",
         "fetched": fetched,
         "found": record is not None,
         "error": error,

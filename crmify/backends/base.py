@@ -15,7 +15,8 @@ capability flag where the default cannot do the work (``supports_*``, as ``djang
 code reads the flags and calls the hooks; it never probes a backend for attributes nor reads its options.
 
 - ``supports_payload_preview``: :meth:`BaseBackend.build_payload`, the exact body without I/O.
-- ``supports_fetch``: :meth:`BaseBackend.fetch_lead`, the CRM's current record.
+- ``supports_fetch``: :meth:`BaseBackend.fetch_lead`, the CRM's current record, and
+  :meth:`BaseBackend.read_record`, that record by lead field names (the default reads it as it is).
 - ``supports_listing``: :meth:`BaseBackend.iter_leads`, every CRM lead in pages (the backfill finds CRM
   matches by e-mail with it instead of one search per lead).
 - ``supports_lookup``: :meth:`BaseBackend.find_lead_id`, a lead's record without its CRM id (a deleted
@@ -27,8 +28,9 @@ code reads the flags and calls the hooks; it never probes a backend for attribut
   to ``max_batch_size`` a call (``crmify.worker.process_leads``); ``delete_leads`` is not called yet.
 
 Hooks without a flag, with defaults that do no harm: ``max_lengths`` and :meth:`BaseBackend.max_length`
-(what the CRM accepts), :meth:`BaseBackend.payload_fields`, :meth:`BaseBackend.encode_date`, :meth:`BaseBackend.missing_last_name`,
-:meth:`BaseBackend.record_url`, :meth:`BaseBackend.health`, :meth:`BaseBackend.daily_quota`,
+(what the CRM accepts), :meth:`BaseBackend.payload_fields`, :meth:`BaseBackend.encode_date`,
+:meth:`BaseBackend.missing_last_name`, :meth:`BaseBackend.refusals`, :meth:`BaseBackend.record_url`,
+:meth:`BaseBackend.health`, :meth:`BaseBackend.daily_quota`,
 :meth:`BaseBackend.requests_per_second` and :meth:`BaseBackend.check`. A backend reports each HTTP call for
 the ledger through :func:`record_call`.
 
@@ -268,6 +270,12 @@ class BaseBackend:
         when the backend sends none. Called by the mapper preview to warn; pure. None by default."""
         return None
 
+    def refusals(self, lead: Lead) -> list[str]:
+        """What the CRM is known to refuse in ``lead``'s values (a dropdown value it does not offer),
+        one sentence each, from what the backend already knows: no I/O. Called by the mapper preview to
+        warn before anything is sent. None known by default."""
+        return []
+
     # -- optional features (their flags above) ------------------------------------------------------
 
     def build_payload(self, lead: Lead) -> dict[str, Any]:
@@ -283,6 +291,18 @@ class BaseBackend:
     def fetch_lead(self, lead_id: str) -> dict[str, Any] | None:
         """The CRM's current record for ``lead_id`` or None if it has none (the admin's "Compare with CRM")."""
         raise NotImplementedError
+
+    def read_record(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        """``record`` (what :meth:`fetch_lead` returned) in the app's terms: lead values by field name,
+        as ``Lead.crm_values()`` holds them (``status`` and ``lead_source`` by name, ``custom_fields`` a
+        ``{key: value}`` dict, a field the record leaves out left out), so "Compare with CRM" lines each
+        value up with the app's by name.
+
+        Called by :func:`crmify.api.read_from_crm` right after :meth:`fetch_lead`, inside the same
+        recorded call: it may look names up (status ids) and raise the usual ``BackendError`` s. The
+        default takes the record as it is, right for a CRM whose records use the lead's field names.
+        """
+        return dict(record)
 
     def iter_leads(self, page_size: int = 500) -> Iterator[list[CrmLead]]:
         """Every lead in the CRM, one page (one CRM call) at a time, the last page short or empty.

@@ -94,6 +94,8 @@ FIELD_PROPERTIES: dict[str, str] = {
 }
 #: Properties whose options are stages in order: a move to an earlier one clears the property first.
 STAGE_PROPERTIES = ("lifecyclestage",)
+#: Properties HubSpot keeps on every contact itself: never a lead's custom field in Compare.
+HUBSPOT_OWN_PROPERTIES = ("id", "createdate", "lastmodifieddate")
 #: The largest page of ``GET /contacts``.
 MAX_PAGE = 100
 #: The share of the plan's 10-second limit the shared limiter uses (other apps share the token).
@@ -493,6 +495,49 @@ class HubSpotBackend(HttpBackend):
         properties = self.part_of(response, "the contact fetch", "properties", dict)
         return {"id": str(response.json().get("id")), **properties}
 
+    def read_record(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        """A fetched contact by lead field names: each standard property under its field, the status
+        as the name whose properties the contact holds (converted and dead win over the others: a
+        customer's ``hs_lead_status`` may still say NEW), or
+        the ``STATUS_PROPERTY`` option's label; other non-HubSpot properties as custom fields."""
+        values: dict[str, Any] = {
+            field: record[prop] for field, prop in self.field_properties.items() if prop in record
+        }
+        status_map = self.status_map()
+        matching = [
+            name
+            for name, wanted in status_map.items()
+            if wanted and all(record.get(prop) == value for prop, value in wanted.items())
+        ]
+        configured: Mapping[str, Any] = self.options.get("STATUSES") or {}
+        spelled = {normalise_name(n): n for n in (*_configured_status_names(), *configured)}
+        final = {
+            normalise_name(crmify_settings.LEAD_CONVERTED_STATUS),
+            normalise_name(crmify_settings.LEAD_DEAD_STATUS),
+        }
+        if matching:
+            # A converted contact may still say NEW in hs_lead_status: the final stages win.
+            best = max(matching, key=lambda name: name in final)
+            values["status"] = spelled.get(best, best)
+        else:
+            target = str(self.options.get("STATUS_PROPERTY", "hs_lead_status"))
+            table = self.property_table(fetch=False)
+            options = dict(table[target][2]) if table is not None and target in table else {}
+            raw = record.get(target)
+            values["status"] = (options.get(raw) or raw) if raw else ""
+        known = {
+            *self.field_properties.values(),
+            *(prop for wanted in status_map.values() for prop in wanted),
+            str(self.options.get("STATUS_PROPERTY", "hs_lead_status")),
+            *HUBSPOT_OWN_PROPERTIES,
+        }
+        values["custom_fields"] = {
+            key: value
+            for key, value in record.items()
+            if key not in known and not key.startswith("hs_") and value not in ("", None)
+        }
+        return values
+
     def iter_leads(self, page_size: int = MAX_PAGE) -> Iterator[list[CrmLead]]:
         """``GET /contacts?limit=&after=&properties=email`` page by page (100 is HubSpot's largest)."""
         after: str | None = None
@@ -620,6 +665,15 @@ class HubSpotBackend(HttpBackend):
 def _option_error(option: str, problem: str, hint: str, check_id: str) -> checks.Error:
     """A system-check error about ``BACKEND_OPTIONS[option]``."""
     return checks.Error(f"BACKEND_OPTIONS[{option!r}] {problem}", hint=hint, id=check_id)
+
+
+def _configured_status_names() -> tuple[str, ...]:
+    """The site's status names as configured (spelling kept), for naming a status read back."""
+    return (
+        crmify_settings.LEAD_NEW_STATUS,
+        crmify_settings.LEAD_CONVERTED_STATUS,
+        crmify_settings.LEAD_DEAD_STATUS,
+    )
 
 
 def _is_zone(name: str) -> bool:

@@ -199,6 +199,55 @@ class InsightlyBackend(HttpBackend):
             self.cache.set(key, table, timeout=self.table_seconds)
         return table
 
+    def _custom_field_table(self, *, fetch: bool) -> dict[str, tuple[str, tuple[str, ...]]] | None:
+        """``FIELD_NAME -> (FIELD_TYPE, dropdown options)`` from ``/CustomFields/Leads``, cached as the
+        status table is; with ``fetch=False`` (the preview) only the cache is read."""
+        key = self.table_key("CustomFields")
+        table: dict[str, tuple[str, tuple[str, ...]]] | None = self.cache.get(key)
+        if table is None and fetch:
+            response = self.request("lookup", "GET", "CustomFields/Leads")
+            rows = self.json_of(response, "the custom field definitions")
+            table = {
+                str(row["FIELD_NAME"]): (
+                    str(row.get("FIELD_TYPE") or ""),
+                    tuple(
+                        str(option.get("OPTION_VALUE"))
+                        for option in row.get("CUSTOM_FIELD_OPTIONS") or ()
+                        if isinstance(option, Mapping)
+                    ),
+                )
+                for row in (rows if isinstance(rows, list) else ())
+                if isinstance(row, Mapping) and row.get("FIELD_NAME")
+            }
+            self.cache.set(key, table, timeout=self.table_seconds)
+        return table
+
+    def refusals(self, lead: Lead) -> list[str]:
+        """Custom field values the account's definitions refuse (a dropdown value it does not offer, a
+        field it does not have), from the cached definitions: the sync loads them for a lead with
+        custom fields. No I/O; nothing said before they are cached."""
+        table = self._custom_field_table(fetch=False)
+        if table is None:
+            return []
+        names: Mapping[str, str] = self.options.get("CUSTOM_FIELDS") or {}
+        problems = []
+        for key, value in sorted((lead.custom_fields or {}).items()):
+            if value in ("", None) or (names and key not in names):
+                continue  # not sent
+            field_name = names.get(key, key)
+            if field_name not in table:
+                problems.append(
+                    f"Custom field {field_name} does not exist in this Insightly account."
+                )
+                continue
+            field_type, options = table[field_name]
+            if field_type == "DROPDOWN" and str(value) not in options:
+                problems.append(
+                    f"Custom field {field_name} (DROPDOWN) cannot take {value!r}: "
+                    f"its options are {', '.join(options)}."
+                )
+        return problems
+
     def table_key(self, collection: str) -> str:
         """The shared-cache key of ``collection``'s table: per base URL, so two accounts never mix."""
         return f"crmify:insightly:{collection}:{self.base_url}"
@@ -317,6 +366,9 @@ class InsightlyBackend(HttpBackend):
             raise PermanentBackendError(
                 f"Not sent: {' '.join(too_long)} Shorten it on the lead or in the mapper."
             )
+        if lead.custom_fields:
+            # Once per cache period: what the mapper preview checks dropdown values against.
+            self._custom_field_table(fetch=True)
         if (
             not lead.external_id
             and lead.email
@@ -403,6 +455,42 @@ class InsightlyBackend(HttpBackend):
                 status_code=response.status_code,
             )
         return body
+
+    def read_record(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        """A v3.1 Lead by lead field names: status and source ids resolved to their names through the
+        cached tables (read afresh when not cached), custom fields by their key in ``CUSTOM_FIELDS``."""
+        by_crm_name = {crm_name: name for name, crm_name in FIELD_NAMES.items()}
+        values: dict[str, Any] = {
+            by_crm_name[key]: value for key, value in record.items() if key in by_crm_name
+        }
+        values["status"] = self._name_of(
+            "LeadStatuses", "LEAD_STATUS_ID", "LEAD_STATUS", record.get("LEAD_STATUS_ID")
+        )
+        values["lead_source"] = self._name_of(
+            "LeadSources", "LEAD_SOURCE_ID", "LEAD_SOURCE", record.get("LEAD_SOURCE_ID")
+        )
+        names: Mapping[str, str] = self.options.get("CUSTOM_FIELDS") or {}
+        key_of = {field_name: key for key, field_name in names.items()}
+        values["custom_fields"] = {
+            key_of.get(str(item["FIELD_NAME"]), str(item["FIELD_NAME"])): item.get("FIELD_VALUE")
+            for item in record.get("CUSTOMFIELDS") or ()
+            if isinstance(item, Mapping)
+            and item.get("FIELD_NAME")
+            and item.get("FIELD_VALUE") not in ("", None)
+        }
+        return values
+
+    def _name_of(self, collection: str, id_key: str, name_key: str, value: Any) -> str:
+        """The name of status or source id ``value`` ("" for none); an id the account does not list
+        (deleted since) is said to be one rather than shown as a bare number."""
+        number = crm_id(value)
+        if number is None:
+            return ""
+        table = self._table(collection, id_key, name_key, fetch=True) or {}
+        for known, name in table.values():
+            if known == number:
+                return name
+        return f"#{number} (an id {collection} does not list)"
 
     def error_for(self, response: Any) -> PermanentBackendError | TransientBackendError:
         error = super().error_for(response)

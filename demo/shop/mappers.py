@@ -10,7 +10,13 @@ class UserProfileFieldMapper(LeadModelFieldMapper):
 
     A fallback fills a lead field the mapping left empty (``None`` or blank): a user who gave no first
     name is sent with their user name.
+
+    An import of leads may change the company and the phone: they are written to the profile (crmify's
+    default ``import_to_source`` follows the mapping's path), which sends them to the CRM. The other
+    columns this mapper fills are refused for a lead with a profile: the profile's page is the place.
     """
+
+    import_to_source_fields = frozenset({"company", "phone"})
 
     field_mapping = {
         "user__first_name": "first_name",

@@ -167,3 +167,13 @@ def row_text(page: Any, text: str) -> str:
     """The text of the changelist row that mentions ``text`` ('' if there is none)."""
     rows = page.locator("#result_list tbody tr").filter(has_text=re.compile(re.escape(text)))
     return str(rows.first.inner_text()) if rows.count() else ""
+
+
+def upload_csv(page: Any, content: str) -> None:
+    """On the import page: choose ``content`` as a CSV file and submit it for its preview."""
+    page.set_input_files(
+        "#id_import_file",
+        files=[{"name": "leads.csv", "mimeType": "text/csv", "buffer": content.encode()}],
+    )
+    page.select_option("#id_format", label="csv")
+    page.get_by_role("button", name="Submit").click()

@@ -1,8 +1,9 @@
 """``python -m tests.e2e.screenshots``: regenerate the README's screenshots under ``docs/``.
 
-The pictures are the browser tests' own artifacts (``tests/e2e/test_demo_browser.py`` on a fresh demo
-stack), so every one shows a page a passing test has just checked. This runs those tests with the
-artifacts in a temporary directory and copies the README's choice to ``docs/``.
+The pictures are the browser tests' own artifacts (``tests/e2e/test_demo_browser.py`` and
+``test_compare_import_failures.py`` on one fresh demo stack), so every one shows a page a passing test
+has just checked. This runs those tests with the artifacts in a temporary directory and copies the
+README's choice to ``docs/``.
 """
 
 from __future__ import annotations
@@ -26,14 +27,20 @@ DOCS = {
     "admin-backfill-dry-run": "admin-backfill-dry-run.png",
     "admin-backfill-progress": "admin-backfill-progress.png",
     "admin-import-preview": "admin-import-preview.png",
+    "admin-compare-drift": "admin-compare.png",
+    "admin-changelist-failure-open": "admin-changelist-failure.png",
+    "admin-mapper-preview-failed": "admin-mapper-preview-failed.png",
+    "admin-import-ownership": "admin-import-ownership.png",
 }
+#: The browser tests whose artifacts these are, in the order they run.
+TESTS = ("test_compare_import_failures.py", "test_demo_browser.py")
 
 
 def main() -> int:
     with tempfile.TemporaryDirectory(prefix="crmify-shots-") as artifacts:
         env = {**os.environ, "CRMIFY_E2E_ARTIFACTS": artifacts}
-        tests = str(ROOT / "tests" / "e2e" / "test_demo_browser.py")
-        status = subprocess.run([sys.executable, "-m", "pytest", "-q", tests], env=env, cwd=ROOT)
+        tests = [str(ROOT / "tests" / "e2e" / name) for name in TESTS]
+        status = subprocess.run([sys.executable, "-m", "pytest", "-q", *tests], env=env, cwd=ROOT)
         if status.returncode != 0:
             print("The browser tests failed: docs/ left as it was.", file=sys.stderr)
             return status.returncode

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import calls
-from tests.e2e.conftest import VIEWER, OpenPage, eventually, row_text
+from tests.e2e.conftest import VIEWER, OpenPage, eventually, row_text, upload_csv
 from tests.e2e.stack import DemoStack
 
 pytestmark = pytest.mark.slow
@@ -155,12 +155,7 @@ def test_import_preview_names_the_bad_row_and_its_error(open_page: OpenPage, sho
         "lise@example.com,Lise,Meitner,Kaiser Wilhelm Institut,NotContacted\n"
         "not-an-email,Bad,Row,,\n"
     )
-    page.set_input_files(
-        "#id_import_file",
-        files=[{"name": "leads.csv", "mimeType": "text/csv", "buffer": content.encode()}],
-    )
-    page.select_option("#id_format", label="csv")
-    page.get_by_role("button", name="Submit").click()
+    upload_csv(page, content)
     body = page.inner_text("#content")
     assert "Some rows are invalid" in body
     assert "New: 1" in body and "Invalid: 1" in body
