@@ -16,7 +16,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
@@ -27,10 +27,17 @@ from crmify.conf import crmify_settings
 from crmify.exceptions import PermanentBackendError
 from crmify.ledger import MAX_ERROR_LENGTH, classify, write_ledger
 from crmify.models import Lead, SyncState
-from crmify.queue import crmify_task, enqueue_on_commit, enqueue_task
+from crmify.queue import crmify_task, enqueue_on_commit, enqueue_task, higher_priority_waiting
+from crmify.ratelimit import QuotaShare, spending
 from crmify.secrets import redact
 
+if TYPE_CHECKING:
+    from django.tasks import Task
+
 logger = logging.getLogger("crmify")
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 
 class _PerThread(threading.local):
@@ -105,18 +112,111 @@ def process_lead(lead_id: int) -> SyncOutcome:
 
 @crmify_task
 def process_lead_task(lead_id: int) -> str:
-    """Sync or delete one lead, whichever it is waiting for (queued by :func:`enqueue_lead`)."""
+    """Sync or delete one lead, whichever it is waiting for (queued by :func:`enqueue_lead`).
+
+    A live change: it spends the live share of the quota, and waits only when the quota is used up.
+    """
+    if (pause := quota_pause(QuotaShare.LIVE)) is not None:
+        wait_for_quota([lead_id], *pause)
+        return SyncOutcome.RETRYING
     return process_lead(lead_id)
 
 
+#: Below every other crmify task (priority 0): a free worker takes a live sign-up before a backfill chunk.
+BACKFILL_PRIORITY = -10
+#: The longest a backfill send task holds its worker when the Tasks backend cannot say whether live work
+#: waits (any backend but the database one): then a sign-up waits at most this long for a worker.
+BACKFILL_SLICE_SECONDS = 30.0
+#: The chunks waiting for the quota wake up spread over this many seconds after its reset, so the workers
+#: do not all reach for the CRM (and the database) at the same instant.
+QUOTA_WAKE_SPREAD = 5.0
+
+
+def _at_backfill_priority(task: Task[_P, _R]) -> Task[_P, _R]:
+    """``task`` queued at :data:`BACKFILL_PRIORITY` wherever it is enqueued."""
+    return task.using(priority=BACKFILL_PRIORITY)
+
+
+@_at_backfill_priority
 @crmify_task
 def process_leads_task(lead_ids: list[int]) -> dict[str, int]:
     """Sync or delete each lead in turn: one task for a backfill chunk's leads (``crmify.backfill``).
 
-    Each lead goes through ``process_lead`` as if queued alone (claim, ledger, retries queued one by
-    one); a lead this task never reaches (its worker died) stays pending and the sweeper queues it.
+    Each lead goes through ``process_lead`` as if queued alone (claim, ledger, retries); a lead this task
+    never reaches (its worker died) stays pending and the sweeper queues it. The calls count against the
+    backfill's share of the quota. When that share is spent the rest of the chunk waits as one deferred
+    task (:func:`wait_for_quota`); when a live change waits in the queue the rest goes back to the queue
+    behind it (:func:`yield_to_live_work`).
     """
-    return dict(Counter(process_lead(lead_id) for lead_id in lead_ids))
+    counts: Counter[str] = Counter()
+    started = time.monotonic()
+    with spending(QuotaShare.BACKFILL):
+        for index, lead_id in enumerate(lead_ids):
+            rest = lead_ids[index:]
+            if (pause := quota_pause(QuotaShare.BACKFILL)) is not None:
+                counts["waiting for the quota"] += wait_for_quota(rest, *pause)
+                break
+            if index and yield_to_live_work(rest, started):
+                counts["handed back to the queue"] += len(rest)
+                break
+            counts[process_lead(lead_id)] += 1
+    return dict(counts)
+
+
+def quota_pause(share: QuotaShare) -> tuple[datetime, str] | None:
+    """``(until, why)`` when calls counted against ``share`` must wait for the CRM's quota, else None.
+
+    Read from the backend's shared quota state (no I/O but the cache): the live share stops only when
+    the quota is used up, the backfill's when no more than ``LIVE_QUOTA_SHARE`` of the daily limit is left.
+    """
+    state = current_backend().health()
+    if state is None:
+        return None
+    reserve = crmify_settings.LIVE_QUOTA_SHARE if share is QuotaShare.BACKFILL else 0.0
+    return state.paused_until(reserve)
+
+
+def wait_for_quota(lead_ids: list[int], until: datetime, why: str) -> int:
+    """Park ``lead_ids`` until ``until`` without claiming them or writing a ledger row, and queue them again
+    as one task for then, a few seconds of jitter later; how many leads were parked.
+
+    One lead (a live change) goes back as ``process_lead_task``, several (a chunk) as one
+    ``process_leads_task``. The leads say why and when on the changelist (``last_error``, retrying). A
+    Tasks backend that cannot defer queues nothing: the sweeper queues the leads once they are due.
+    """
+    now = timezone.now()
+    moved = Lead.objects.filter(pk__in=lead_ids).wait_for_quota_in_bulk(
+        until=until, error=redact(why)[:MAX_ERROR_LENGTH], now=now
+    )
+    if not moved:
+        return 0  # nothing of these leads waits to be sent (synced or claimed meanwhile)
+    run_after = until + timedelta(seconds=random.uniform(0, QUOTA_WAKE_SPREAD))
+    if len(lead_ids) == 1:
+        enqueue_lead(lead_ids[0], run_after=run_after)
+    else:
+        enqueue_task(
+            process_leads_task,
+            lead_ids,
+            run_after=run_after,
+            what=f"{len(lead_ids)} leads after the quota reset; the sweeper will retry",
+        )
+    return moved
+
+
+def yield_to_live_work(lead_ids: list[int], started: float) -> bool:
+    """Hand ``lead_ids`` (the rest of a backfill chunk) back to the queue, behind the live work waiting
+    there, or after :data:`BACKFILL_SLICE_SECONDS`; True when they were. One task row per hand-back; the
+    leads stay pending (the sweeper queues them if that enqueue fails)."""
+    if not (
+        higher_priority_waiting(BACKFILL_PRIORITY)
+        or time.monotonic() - started > BACKFILL_SLICE_SECONDS
+    ):
+        return False
+    return enqueue_task(
+        process_leads_task,
+        lead_ids,
+        what=f"{len(lead_ids)} backfilled leads; the sweeper will retry",
+    )
 
 
 #: The tasks that carry leads to the worker: a lead id, or a list of them, is each one's first argument.
