@@ -3,6 +3,7 @@ queue, the database cache (shared by worker processes), and the CRM the bench na
 
 from __future__ import annotations
 
+import json
 import os
 from importlib.util import find_spec
 
@@ -36,4 +37,8 @@ CRMIFY = {
     "BACKEND_OPTIONS": {"API_URL": os.environ.get("CRMIFY_BENCH_API_URL", ""), "TIMEOUT": 10},
     "AUTO_SYNC": os.environ.get("CRMIFY_BENCH_AUTO_SYNC", "1") == "1",
 }
+# A bench's own keys (bench/million.py: the quota's share and window), as JSON; BACKEND_OPTIONS merge.
+_extra = json.loads(os.environ.get("CRMIFY_BENCH_CRMIFY", "{}"))
+CRMIFY["BACKEND_OPTIONS"] |= _extra.pop("BACKEND_OPTIONS", {})
+CRMIFY |= _extra
 LOGGING = {"version": 1, "disable_existing_loggers": False, "root": {"level": "WARNING"}}

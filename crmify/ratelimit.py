@@ -118,10 +118,15 @@ class QuotaState:
     def paused_until(
         self, reserve: float, now: datetime | None = None
     ) -> tuple[datetime, str] | None:
-        """``(until, why)`` when calls that must leave ``reserve`` (a share of the daily limit) to others
-        may not be made now; None when they may. The live path passes 0: it stops only when the quota
-        is used up. The backfill passes ``LIVE_QUOTA_SHARE``: it stops while no more than that share of
-        the limit is left, until the window resets (a window past its reset is taken as a fresh one)."""
+        """``(until, why)`` when calls that must leave ``reserve`` (a share of the daily limit) to live
+        changes may not be made now; None when they may.
+
+        The live path passes 0: it stops only when the quota is used up. The backfill passes
+        ``LIVE_QUOTA_SHARE``: it stops once it made ``limit - reserve`` calls this window, or sooner when
+        no more is left than what live changes have not used of their share (another client of the same
+        API key spends the quota too), until the window resets. A window past its reset counts as a
+        fresh one.
+        """
         now = now or timezone.now()
         if self.exhausted_until is not None and self.exhausted_until > now:
             return self.exhausted_until, quota_message(self.exhausted_until)
@@ -130,7 +135,8 @@ class QuotaState:
         if self.resets_at is not None and self.resets_at <= now:
             return None
         kept = math.ceil(self.limit * reserve)
-        if self.remaining > kept:
+        left_for_live = max(kept - self.used_by(QuotaShare.LIVE), 0)
+        if self.remaining > left_for_live and self.used_by(QuotaShare.BACKFILL) < self.limit - kept:
             return None
         until = self.resets_at or now + timedelta(seconds=DEFAULT_QUOTA_WINDOW)
         return until, (
