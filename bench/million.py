@@ -105,7 +105,7 @@ def main() -> int:
     #: Backfill calls answered so far, at each window's reset; the calls of the window that ends.
     per_window: list[int] = []
     started = time.monotonic()
-    next_signup = started + 1.0
+    next_signup = started + 3.0  # once the workers are up and sending the backfill
     last_remaining = QUOTA
     backfill_calls_at_reset = 0
     try:

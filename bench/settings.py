@@ -24,6 +24,19 @@ DATABASES = {
         "OPTIONS": {"timeout": 30, "transaction_mode": "IMMEDIATE"},
     }
 }
+if os.environ.get("CRMIFY_BENCH_PG_NAME"):  # bench/latency.py on PostgreSQL
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": os.environ["CRMIFY_BENCH_PG_NAME"],
+            "HOST": os.environ.get("PGHOST", "127.0.0.1"),
+            "USER": os.environ.get("PGUSER", "postgres"),
+            "PASSWORD": os.environ.get("PGPASSWORD", ""),
+        }
+    }
+# The README's worker settings keep the worker's connection open between polls (bench/latency.py).
+DATABASES["default"]["CONN_MAX_AGE"] = float(os.environ.get("CRMIFY_BENCH_CONN_MAX_AGE", "0"))
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.db.DatabaseCache",

@@ -55,14 +55,12 @@ def quota_share_rows(
     ``LIVE_QUOTA_SHARE`` kept for live changes), and whether the backfill is paused and until when.
 
     Empty when the backend reports no quota. The live figure is the CRM's own count of the window's calls
-    less the backfill's, so it is true whatever the cache's counters lost (and it includes any other
-    client of the same API key). Read by the admin's backfill progress page.
+    less the backfill's (``QuotaState.used_by``). Read by the admin's backfill progress page.
     """
     if state is None or state.limit is None or state.remaining is None:
         return []
     kept = math.ceil(state.limit * live_share)
-    backfill = state.used_by(QuotaShare.BACKFILL)
-    live = max(state.limit - state.remaining - backfill, 0)
+    backfill, live = state.used_by(QuotaShare.BACKFILL), state.used_by(QuotaShare.LIVE)
     rows = [
         (
             "CRM quota used today",

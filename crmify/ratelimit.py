@@ -94,7 +94,7 @@ def quota_message(until: datetime) -> str:
 
 @dataclass(frozen=True)
 class QuotaState:
-    """What the CRM last said about its daily quota, and what each share spent of it this window; the
+    """What the CRM last said about its daily quota, and what the backfill spent of it this window; the
     admin's banner, the backfill's progress page and the worker's pause read it."""
 
     limit: int | None = None
@@ -105,15 +105,22 @@ class QuotaState:
     #: When the current quota window ends: said by the CRM (a 429's ``Retry-After``), else estimated
     #: from the first call seen in the window plus the window's length.
     resets_at: datetime | None = None
-    #: Calls counted this window against each :class:`QuotaShare` (by value).
-    used: dict[str, int] | None = None
+    #: Calls the backfill made this window (``QuotaTracker.count``).
+    backfill_used: int = 0
 
     @property
     def exhausted(self) -> bool:
         return self.exhausted_until is not None and self.exhausted_until > timezone.now()
 
     def used_by(self, share: QuotaShare) -> int:
-        return (self.used or {}).get(share.value, 0)
+        """Calls ``share`` made this window. Live changes are not counted one by one (their calls stay
+        as cheap as before): theirs is the CRM's own count of the window's calls less the backfill's,
+        so it also holds any other client of the same API key."""
+        if share is QuotaShare.BACKFILL:
+            return self.backfill_used
+        if self.limit is None or self.remaining is None:
+            return 0
+        return max(self.limit - self.remaining - self.backfill_used, 0)
 
     def paused_until(
         self, reserve: float, now: datetime | None = None
@@ -122,10 +129,9 @@ class QuotaState:
         changes may not be made now; None when they may.
 
         The live path passes 0: it stops only when the quota is used up. The backfill passes
-        ``LIVE_QUOTA_SHARE``: it stops once it made ``limit - reserve`` calls this window, or sooner when
-        no more is left than what live changes have not used of their share (another client of the same
-        API key spends the quota too), until the window resets. A window past its reset counts as a
-        fresh one.
+        ``LIVE_QUOTA_SHARE``: it stops once it made ``limit - reserve`` calls this window, until the window
+        resets (a window past its reset counts as a fresh one). The reserve is the live changes' however
+        the window goes, assuming crmify is the only client of the API key.
         """
         now = now or timezone.now()
         if self.exhausted_until is not None and self.exhausted_until > now:
@@ -135,8 +141,7 @@ class QuotaState:
         if self.resets_at is not None and self.resets_at <= now:
             return None
         kept = math.ceil(self.limit * reserve)
-        left_for_live = max(kept - self.used_by(QuotaShare.LIVE), 0)
-        if self.remaining > left_for_live and self.used_by(QuotaShare.BACKFILL) < self.limit - kept:
+        if self.backfill_used < self.limit - kept:
             return None
         until = self.resets_at or now + timedelta(seconds=DEFAULT_QUOTA_WINDOW)
         return until, (
@@ -151,41 +156,43 @@ DEFAULT_QUOTA_WINDOW = 24 * 3600
 
 class QuotaTracker:
     """Reads the quota headers of every answer, stops calls while the quota is used up, and counts the
-    calls of each share in the current window.
+    backfill's calls in the current window.
 
-    The counters are Django cache counters: ``incr`` is atomic on Redis and Memcached; on the database
-    cache two workers counting at the same instant may lose one, so the live figure shown is the CRM's
-    own count of the window's calls minus the backfill's.
+    The count is a Django cache counter: ``incr`` is atomic on Redis and Memcached; on the database
+    cache two workers counting at the same instant may lose one (the backfill then spends a call of
+    the live share; measured 1-2 a window in ``bench/million.py``).
     """
 
     def __init__(
         self, name: str, cache: BaseCache, window_seconds: float = DEFAULT_QUOTA_WINDOW
     ) -> None:
         self.key = f"crmify:quota:{name}"
+        self.used_key = f"{self.key}:backfill"
         self.cache = cache
         self.window = timedelta(seconds=window_seconds)
 
-    def _used_key(self, share: QuotaShare) -> str:
-        return f"{self.key}:used:{share.value}"
-
     def state(self) -> QuotaState:
-        keys = [self.key, *(self._used_key(share) for share in QuotaShare)]
-        found = self.cache.get_many(keys)
+        found = self.cache.get_many([self.key, self.used_key])
         raw: dict[str, Any] = found.get(self.key) or {}
-        known = {f.name for f in fields(QuotaState)}
-        used = {share.value: int(found.get(self._used_key(share)) or 0) for share in QuotaShare}
-        return QuotaState(**{k: v for k, v in raw.items() if k in known and k != "used"}, used=used)
+        known = {f.name for f in fields(QuotaState)} - {"backfill_used"}
+        return QuotaState(
+            **{k: v for k, v in raw.items() if k in known},
+            backfill_used=int(found.get(self.used_key) or 0),
+        )
 
     def _save(self, state: QuotaState) -> None:
         data = asdict(state)
-        del data["used"]
+        del data["backfill_used"]
         self.cache.set(self.key, data, timeout=3 * 24 * 3600)
 
-    def observe(self, limit: int | None, remaining: int | None) -> None:
-        """Remember the quota headers of an answer (called after every CRM call that was answered)."""
+    def observe(
+        self, limit: int | None, remaining: int | None, before: QuotaState | None = None
+    ) -> None:
+        """Remember the quota headers of an answer (called after every CRM call that was answered);
+        ``before`` is the state read before the call, when the caller has it (one cache read less)."""
         if limit is None and remaining is None:
             return
-        old = self.state()
+        old = before or self.state()
         now = timezone.now()
         limit = limit if limit is not None else old.limit
         resets_at = old.resets_at
@@ -196,7 +203,7 @@ class QuotaTracker:
         )
         if fresh_window and not old.exhausted:
             resets_at = now + self.window
-            self.cache.delete_many([self._used_key(share) for share in QuotaShare])
+            self.cache.delete(self.used_key)
         self._save(
             QuotaState(
                 limit=limit,
@@ -209,14 +216,15 @@ class QuotaTracker:
         )
 
     def count(self, share: QuotaShare) -> None:
-        """Count one call against ``share`` (the HTTP plumbing, after each answered call)."""
-        key = self._used_key(share)
+        """Count one call of ``share`` (the HTTP plumbing, after each answered call): the backfill's."""
+        if share is not QuotaShare.BACKFILL:
+            return
         timeout = self.window.total_seconds() * 2
-        if not self.cache.add(key, 1, timeout=timeout):
+        if not self.cache.add(self.used_key, 1, timeout=timeout):
             try:
-                self.cache.incr(key)
+                self.cache.incr(self.used_key)
             except ValueError:  # expired between the add and the incr
-                self.cache.add(key, 1, timeout=timeout)
+                self.cache.add(self.used_key, 1, timeout=timeout)
 
     def exhaust(self, seconds: float) -> datetime:
         """The quota is used up for ``seconds``: no call is made before the returned time, when the

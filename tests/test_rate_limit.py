@@ -174,21 +174,19 @@ def test_the_quota_tracker_counts_each_share_and_starts_over_with_a_new_window()
         state.resets_at is not None
         and 58 < (state.resets_at - timezone.now()).total_seconds() <= 60
     )
-    # The backfill stops when no more is left than what live changes have not used of their share
-    # (LIVE_QUOTA_SHARE: 10 calls, one used); live calls do not.
-    tracker.observe(limit=100, remaining=10)
-    assert tracker.state().paused_until(0.1) is None
+    # The backfill stops once it made its share of the window's calls (90 of 100), whatever is left;
+    # live calls never stop for that.
     tracker.observe(limit=100, remaining=9)
+    assert tracker.state().paused_until(0.1) is None
+    for _ in range(87):
+        tracker.count(QuotaShare.BACKFILL)
+    assert tracker.state().paused_until(0.1) is None
+    tracker.count(QuotaShare.BACKFILL)
     paused = tracker.state().paused_until(0.1)
     assert paused is not None and paused[0] == state.resets_at
     assert "10 calls are kept for live changes" in paused[1]
     assert tracker.state().paused_until(0) is None
-    # Or when it made its own share of calls, whatever is left.
-    tracker.observe(limit=100, remaining=50)
-    for _ in range(88):
-        tracker.count(QuotaShare.BACKFILL)
-    assert tracker.state().paused_until(0.1) is not None
     # A new window (the CRM's count starts over) forgets the counts.
     tracker.observe(limit=100, remaining=99)
-    assert tracker.state().used == {"live": 0, "backfill": 0}
+    assert tracker.state().backfill_used == 0
     assert tracker.state().paused_until(0.1) is None

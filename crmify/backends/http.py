@@ -181,6 +181,7 @@ class HttpBackend(BaseBackend):
         self.quota.observe(
             _int_header(response, "X-RateLimit-Limit"),
             _int_header(response, "X-RateLimit-Remaining"),
+            before=state,
         )
         if response.status_code != 429:  # a refused call spends no quota
             self.quota.count(current_share())
