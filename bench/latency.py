@@ -32,6 +32,7 @@ INTERVAL = "0.1"
 CONN_MAX_AGE = "60"
 IDLE_SECONDS = 10.0
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+WORKER = [sys.executable, "-m", "django", "db_worker"]
 
 
 def main() -> int:
@@ -163,8 +164,7 @@ def _idle(env: dict[str, str], conn_max_age: str, pg_name: str) -> tuple[float, 
 
 def _worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "django", "db_worker", "--interval", INTERVAL]
-        + ["--no-startup-delay", "--no-reload"],
+        [*WORKER, "--interval", INTERVAL, "--no-startup-delay", "--no-reload"],
         env=env,
         cwd=ROOT,
         stdout=subprocess.DEVNULL,

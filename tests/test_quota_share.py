@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 from django.core.cache import cache
-from django.utils import timezone
 
 from crmify.compat import task_backends
 from crmify.models import Lead, LedgerEntry, SyncState
