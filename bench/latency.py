@@ -83,14 +83,20 @@ def _run(env: dict[str, str], server: Any, card: Any, pg_name: str) -> int:
         f"latency: {SIGNUPS} sign-ups, one db_worker --interval {INTERVAL} with CONN_MAX_AGE "
         f"{CONN_MAX_AGE} on {database}, sandbox paced at 10 requests/s"
     )
-    bursting = _signups(env, SIGNUPS, "bursting", burst=2)
-    strict = _signups(env, SIGNUPS // 2, "strict", burst=1)
+    bursting, pickup, work = _signups(env, SIGNUPS, "bursting", burst=2)
+    strict, _, _ = _signups(env, SIGNUPS // 2, "strict", burst=1)
     p50, p99 = _percentile(bursting, 50), _percentile(bursting, 99)
     card.check(
         "commit to CRM, p50 / p99 / max (README worker settings)",
         f"{p50:.3f} s / {p99:.3f} s / {max(bursting):.3f} s over {len(bursting)} sign-ups",
         "p50 <= 0.15 s, p99 <= 0.5 s",
         p50 <= 0.15 and p99 <= 0.5,
+    )
+    card.check(
+        "of which: waiting for the worker's poll; the task (claim, 2 calls, ledger), p50 / p99",
+        f"{_percentile(pickup, 50):.3f} s / {_percentile(pickup, 99):.3f} s; "
+        f"{_percentile(work, 50):.3f} s / {_percentile(work, 99):.3f} s "
+        f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)",
     )
     card.check(
         "the same with the strict pace (BURST 1, before issue 17)",
@@ -114,9 +120,11 @@ def _run(env: dict[str, str], server: Any, card: Any, pg_name: str) -> int:
     return int(card.exit_status)
 
 
-def _signups(env: dict[str, str], count: int, prefix: str, *, burst: int) -> list[float]:
-    """Create ``count`` users a few tenths of a second apart while one worker runs with ``burst``; the
-    commit-to-CRM time of each."""
+def _signups(
+    env: dict[str, str], count: int, prefix: str, *, burst: int
+) -> tuple[list[float], list[float], list[float]]:
+    """Create ``count`` users a few tenths of a second apart while one worker runs with ``burst``: the
+    commit-to-CRM time of each, and of their tasks the time waiting for the worker and the time run."""
     import json
 
     from django.contrib.auth.models import User
@@ -141,7 +149,19 @@ def _signups(env: dict[str, str], count: int, prefix: str, *, burst: int) -> lis
             if time.monotonic() > deadline:
                 raise SystemExit("the worker did not sync the sign-ups within 2 minutes")
             time.sleep(0.2)
-        return [lead.last_synced_at.timestamp() - committed[int(lead.source_id)] for lead in leads]
+        from django_tasks_db.models import DBTaskResult
+
+        ids = set(leads.values_list("pk", flat=True))
+        tasks = [
+            task
+            for task in DBTaskResult.objects.filter(task_path="crmify.tasks.process_lead_task")
+            if task.args_kwargs["args"][0] in ids
+        ]
+        return (
+            [lead.last_synced_at.timestamp() - committed[int(lead.source_id)] for lead in leads],
+            [(task.started_at - task.enqueued_at).total_seconds() for task in tasks],
+            [(task.finished_at - task.started_at).total_seconds() for task in tasks],
+        )
     finally:
         worker.terminate()
         worker.wait(10)
