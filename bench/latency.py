@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,17 +26,18 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from bench.common import Scorecard, sandbox_env, start_worker, stop_workers  # noqa: E402
+
 SIGNUPS = int(os.environ.get("CRMIFY_BENCH_SIGNUPS", "200"))
 INTERVAL = "0.1"
 CONN_MAX_AGE = "60"
 IDLE_SECONDS = 10.0
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-WORKER = [sys.executable, "-m", "django", "db_worker"]
 
 
 def main() -> int:
     sys.path.insert(0, str(ROOT))
-    from bench.common import Scorecard
     from crmify.sandbox import Faults, SandboxServer
 
     workdir = Path(tempfile.mkdtemp(prefix="crmify-bench-"))
@@ -45,17 +45,9 @@ def main() -> int:
     pg_name = (
         f"crmify_bench_latency_{os.getpid()}" if os.environ.get("CRMIFY_BENCH_POSTGRES") else ""
     )
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "DJANGO_SETTINGS_MODULE": "bench.settings",
-        "CRMIFY_BENCH_DB": str(workdir / "bench.sqlite3"),
-        "CRMIFY_BENCH_PG_NAME": pg_name,
-        "CRMIFY_BENCH_CONN_MAX_AGE": CONN_MAX_AGE,
-        "CRMIFY_BENCH_BACKEND": "crmify.backends.insightly.InsightlyBackend",
-        "CRMIFY_BENCH_API_URL": server.url,
-        "CRMIFY_BENCH_API_KEY": server.api_key,
-    }
+    env = sandbox_env(
+        server, workdir, CRMIFY_BENCH_PG_NAME=pg_name, CRMIFY_BENCH_CONN_MAX_AGE=CONN_MAX_AGE
+    )
     os.environ.update(env)
     if pg_name:
         _postgres(f"CREATE DATABASE {pg_name}")
@@ -134,7 +126,7 @@ def _signups(
 
     cache.clear()  # a fresh bucket
     worker_env = {**env, "CRMIFY_BENCH_CRMIFY": json.dumps({"BACKEND_OPTIONS": {"BURST": burst}})}
-    worker = _worker(worker_env)
+    worker = start_worker(worker_env, INTERVAL)
     try:
         time.sleep(3.0)  # the worker is up and polling
         committed: dict[int, float] = {}
@@ -163,13 +155,12 @@ def _signups(
             [(task.finished_at - task.started_at).total_seconds() for task in tasks],
         )
     finally:
-        worker.terminate()
-        worker.wait(10)
+        stop_workers(worker)
 
 
 def _idle(env: dict[str, str], conn_max_age: str, pg_name: str) -> tuple[float, float]:
     """The idle worker's CPU share and new database sessions a second over ``IDLE_SECONDS``."""
-    worker = _worker({**env, "CRMIFY_BENCH_CONN_MAX_AGE": conn_max_age})
+    worker = start_worker({**env, "CRMIFY_BENCH_CONN_MAX_AGE": conn_max_age}, INTERVAL)
     try:
         time.sleep(3.0)
         cpu_before, sessions_before = _cpu(worker.pid), _sessions(pg_name)
@@ -177,19 +168,8 @@ def _idle(env: dict[str, str], conn_max_age: str, pg_name: str) -> tuple[float, 
         cpu = (_cpu(worker.pid) - cpu_before) / IDLE_SECONDS
         sessions = (_sessions(pg_name) - sessions_before) / IDLE_SECONDS
     finally:
-        worker.terminate()
-        worker.wait(10)
+        stop_workers(worker)
     return cpu, sessions
-
-
-def _worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [*WORKER, "--interval", INTERVAL, "--no-startup-delay", "--no-reload"],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
 
 
 def _cpu(pid: int) -> float:

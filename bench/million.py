@@ -23,7 +23,6 @@ import json
 import math
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,14 +37,13 @@ LIVE_SHARE = 0.1
 BATCH_SIZE = 100
 SIGNUP_EVERY = 4.0
 INTERVAL = 0.1
-WORKER = [sys.executable, "-m", "django", "db_worker"]
 #: Before issue 17, measured on 1,000 leads over 5 windows (the issue's figures).
 BEFORE = {"leads": 1000, "windows": 5, "ledger": 2010, "tasks": 2010}
 
 
 def main() -> int:
     sys.path.insert(0, str(ROOT))
-    from bench.common import Scorecard
+    from bench.common import Scorecard, sandbox_env, start_worker, stop_workers
     from crmify.sandbox import Faults, SandboxServer
 
     workdir = Path(tempfile.mkdtemp(prefix="crmify-bench-"))
@@ -60,16 +58,7 @@ def main() -> int:
             "QUOTA_WINDOW_SECONDS": WINDOW,
         },
     }
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "DJANGO_SETTINGS_MODULE": "bench.settings",
-        "CRMIFY_BENCH_DB": str(workdir / "bench.sqlite3"),
-        "CRMIFY_BENCH_BACKEND": "crmify.backends.insightly.InsightlyBackend",
-        "CRMIFY_BENCH_API_URL": server.url,
-        "CRMIFY_BENCH_API_KEY": server.api_key,
-        "CRMIFY_BENCH_CRMIFY": json.dumps(crmify),
-    }
+    env = sandbox_env(server, workdir, CRMIFY_BENCH_CRMIFY=json.dumps(crmify))
     os.environ.update(env)
     import django
 
@@ -90,16 +79,7 @@ def main() -> int:
     )
     report = backfill.plan(backfill.BackfillOptions(batch_size=BATCH_SIZE))
     run = backfill.start(backfill.BackfillOptions(batch_size=BATCH_SIZE), report=report)
-    workers = [
-        subprocess.Popen(
-            [*WORKER, "--interval", str(INTERVAL), "--no-startup-delay"],
-            env=env,
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for _ in range(2)
-    ]
+    workers = [start_worker(env, str(INTERVAL)) for _ in range(2)]
     backfill_share = QUOTA - math.ceil(QUOTA * LIVE_SHARE)
     live: dict[int, float] = {}  # live lead id -> when its sign-up committed (epoch seconds)
     #: Backfill calls answered so far, at each window's reset; the calls of the window that ends.
@@ -147,10 +127,7 @@ def main() -> int:
         )
         task_rows = DBTaskResult.objects.count() - live_tasks
     finally:
-        for worker in workers:
-            worker.terminate()
-        for worker in workers:
-            worker.wait(10)
+        stop_workers(*workers)
         server.stop()
     run.refresh_from_db()
     windows = len([calls for calls in per_window if calls])
