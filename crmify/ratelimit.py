@@ -54,10 +54,18 @@ class SharedRateLimiter:
         while True:
             first = math.ceil(time.time() / self.interval) - (self.burst - 1)
             # At least one slot ahead: below 0.5 calls a second no slot starts within the lookahead.
-            for slot in range(first, first + self.burst - 1 + ahead):
+            keys = {
+                slot: f"crmify:rl:{self.name}:{slot}"
+                for slot in range(first, first + self.burst - 1 + ahead)
+            }
+            # One read finds the slots others took, so a busy bucket costs one read and one add, not
+            # an add (a write, on the database cache) per taken slot; a slot taken since the read is
+            # refused by the add, which alone decides.
+            taken = self.cache.get_many(list(keys.values()))
+            for slot, key in keys.items():
                 # Short-lived keys: a database cache culls at MAX_ENTRIES, which must not evict the
                 # status tables kept beside them.
-                if self.cache.add(f"crmify:rl:{self.name}:{slot}", 1, timeout=timeout):
+                if key not in taken and self.cache.add(key, 1, timeout=timeout):
                     delay = slot * self.interval - time.time()
                     if delay > 0:
                         time.sleep(delay)
