@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -69,3 +71,42 @@ class Scorecard:
     @property
     def exit_status(self) -> int:
         return 1 if self.failures else 0
+
+
+def sandbox_env(server: Any, workdir: Path, **extra: str) -> dict[str, str]:
+    """The environment of a bench whose worker processes run ``bench/settings.py`` against the sandbox
+    ``server`` over HTTP with the Insightly backend, on a SQLite file in ``workdir``; ``extra`` adds
+    ``CRMIFY_BENCH_*`` variables. The bench puts it in its own ``os.environ`` too, before Django loads."""
+    return {
+        **os.environ,
+        "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+        "DJANGO_SETTINGS_MODULE": "bench.settings",
+        "CRMIFY_BENCH_DB": str(workdir / "bench.sqlite3"),
+        "CRMIFY_BENCH_BACKEND": "crmify.backends.insightly.InsightlyBackend",
+        "CRMIFY_BENCH_API_URL": server.url,
+        "CRMIFY_BENCH_API_KEY": server.api_key,
+        **extra,
+    }
+
+
+WORKER = [sys.executable, "-m", "django", "db_worker"]
+
+
+def start_worker(env: dict[str, str], interval: str) -> subprocess.Popen[bytes]:
+    """One ``manage.py db_worker`` polling every ``interval`` seconds, in the environment ``env``
+    (:func:`sandbox_env`), its output discarded."""
+    return subprocess.Popen(
+        [*WORKER, "--interval", interval, "--no-startup-delay", "--no-reload"],
+        env=env,
+        cwd=Path(__file__).resolve().parent.parent,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def stop_workers(*workers: subprocess.Popen[bytes]) -> None:
+    """Ask ``workers`` to stop, and wait for them."""
+    for worker in workers:
+        worker.terminate()
+    for worker in workers:
+        worker.wait(10)

@@ -8,7 +8,6 @@ root: ``python bench/rate_limit.py`` (``make bench``).
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -20,20 +19,12 @@ LEADS = int(os.environ.get("CRMIFY_BENCH_LEADS", "300"))
 
 def main() -> int:
     sys.path.insert(0, str(ROOT))
-    from bench.common import Scorecard
+    from bench.common import Scorecard, sandbox_env, start_worker, stop_workers
     from crmify.sandbox import Faults, SandboxServer
 
     workdir = Path(tempfile.mkdtemp(prefix="crmify-bench-"))
     server = SandboxServer(faults=Faults(requests_per_second=10.0, daily_quota=None)).start()
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "DJANGO_SETTINGS_MODULE": "bench.settings",
-        "CRMIFY_BENCH_DB": str(workdir / "bench.sqlite3"),
-        "CRMIFY_BENCH_BACKEND": "crmify.backends.insightly.InsightlyBackend",
-        "CRMIFY_BENCH_API_URL": server.url,
-        "CRMIFY_BENCH_API_KEY": server.api_key,
-    }
+    env = sandbox_env(server, workdir)
     os.environ.update(env)
     import django
 
@@ -55,24 +46,7 @@ def main() -> int:
         )
     queued = DBTaskResult.objects.count()
     started = time.monotonic()
-    workers = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "django",
-                "db_worker",
-                "--interval",
-                "0.1",
-                "--no-startup-delay",
-            ],
-            env=env,
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for _ in range(2)
-    ]
+    workers = [start_worker(env, "0.1") for _ in range(2)]
     try:
         while Lead.objects.exclude(sync_state=SyncState.SYNCED).exists():
             if time.monotonic() - started > 600:
@@ -87,10 +61,7 @@ def main() -> int:
         unchanged_calls = server.stats()["total"] - created_calls
         unchanged_tasks = DBTaskResult.objects.count() - queued
     finally:
-        for worker in workers:
-            worker.terminate()
-        for worker in workers:
-            worker.wait(10)
+        stop_workers(*workers)
         server.stop()
     throttled = stats["throttled"]
     rps = created_calls / elapsed

@@ -19,7 +19,14 @@ from importlib.metadata import version
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHES = ("save_overhead.py", "rate_limit.py", "backfill.py", "backfill_hubspot.py")
+BENCHES = (
+    "save_overhead.py",
+    "rate_limit.py",
+    "backfill.py",
+    "backfill_hubspot.py",
+    "million.py",
+    "latency.py",
+)
 
 
 def machine() -> str:

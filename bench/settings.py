@@ -3,6 +3,7 @@ queue, the database cache (shared by worker processes), and the CRM the bench na
 
 from __future__ import annotations
 
+import json
 import os
 from importlib.util import find_spec
 
@@ -23,6 +24,19 @@ DATABASES = {
         "OPTIONS": {"timeout": 30, "transaction_mode": "IMMEDIATE"},
     }
 }
+if os.environ.get("CRMIFY_BENCH_PG_NAME"):  # bench/latency.py on PostgreSQL
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": os.environ["CRMIFY_BENCH_PG_NAME"],
+            "HOST": os.environ.get("PGHOST", "127.0.0.1"),
+            "USER": os.environ.get("PGUSER", "postgres"),
+            "PASSWORD": os.environ.get("PGPASSWORD", ""),
+        }
+    }
+# The README's worker settings keep the worker's connection open between polls (bench/latency.py).
+DATABASES["default"]["CONN_MAX_AGE"] = float(os.environ.get("CRMIFY_BENCH_CONN_MAX_AGE", "0"))
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.db.DatabaseCache",
@@ -36,4 +50,8 @@ CRMIFY = {
     "BACKEND_OPTIONS": {"API_URL": os.environ.get("CRMIFY_BENCH_API_URL", ""), "TIMEOUT": 10},
     "AUTO_SYNC": os.environ.get("CRMIFY_BENCH_AUTO_SYNC", "1") == "1",
 }
+# A bench's own keys (bench/million.py: the quota's share and window), as JSON; BACKEND_OPTIONS merge.
+_extra = json.loads(os.environ.get("CRMIFY_BENCH_CRMIFY", "{}"))
+CRMIFY["BACKEND_OPTIONS"] |= _extra.pop("BACKEND_OPTIONS", {})
+CRMIFY |= _extra
 LOGGING = {"version": 1, "disable_existing_loggers": False, "root": {"level": "WARNING"}}

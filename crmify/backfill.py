@@ -168,6 +168,12 @@ class BackfillPlan:
     quota_remaining: int | None = None
     daily_limit: int | None = None
     quota_days: float | None = None
+    #: The share of each day's quota kept for live changes (``LIVE_QUOTA_SHARE``) and the calls a day it
+    #: leaves to the run.
+    live_share: float | None = None
+    backfill_calls_per_day: int | None = None
+    #: Quota windows (days) the run spans, today's included: it finishes on the last.
+    quota_windows: int | None = None
     requests_per_second: float | None = None
     estimated_seconds: float | None = None
     options: dict[str, Any] = field(default_factory=dict)
@@ -189,14 +195,22 @@ class BackfillPlan:
             quota = f"{self.quota_remaining:,}" + (
                 f" of {self.daily_limit:,}" if self.daily_limit else ""
             )
-        if self.quota_days is None:
+        if self.backfill_calls_per_day is not None and self.backfill_calls_per_day <= 0:
+            days = "never: LIVE_QUOTA_SHARE keeps the whole daily quota for live changes"
+        elif self.quota_days is None:
             days = "unknown (no daily limit known)"
         else:
             days = f"{self.quota_days:.2f}" if self.quota_days >= 0.01 else "under 0.01"
-            if self.quota_days > 1:
-                days += " (the run pauses while the quota resets)"
-            elif self.quota_remaining is not None and self.api_calls > self.quota_remaining:
-                days += " (more than is left today: the run pauses until the quota resets)"
+            if (self.quota_windows or 1) > 1:
+                days += (
+                    " (the run pauses while the quota resets; it finishes on day "
+                    f"{self.quota_windows} counting today)"
+                )
+        if self.backfill_calls_per_day is not None and self.live_share:
+            days += (
+                f"; {self.backfill_calls_per_day:,} calls a day, {self.live_share:.0%} of the quota "
+                "kept for live sign-ups and changes"
+            )
         duration = (
             "no rate limit"
             if self.estimated_seconds is None
@@ -435,11 +449,28 @@ def _add_costs(result: BackfillPlan, backend: BaseBackend) -> None:
     daily = backend.daily_quota() or (state.limit if state is not None else None)
     result.daily_limit = int(daily) if daily else None
     if result.daily_limit:
-        result.quota_days = result.api_calls / result.daily_limit
+        _forecast_days(result, result.daily_limit, crmify_settings.LIVE_QUOTA_SHARE)
     rate = backend.requests_per_second()
     if rate:
         result.requests_per_second = rate
         result.estimated_seconds = result.api_calls / rate
+
+
+def _forecast_days(result: BackfillPlan, daily: int, live_share: float) -> None:
+    """Days (quota windows) the run needs when each day it may spend ``daily`` less the share kept for
+    live changes, as the worker's pause enforces (``QuotaState.paused_until``), starting with what that
+    share leaves of today's remaining quota."""
+    per_day = daily - math.ceil(daily * live_share)
+    result.live_share = live_share
+    result.backfill_calls_per_day = per_day
+    if per_day <= 0:
+        return  # the share kept for live changes leaves the backfill nothing: rows() says so
+    result.quota_days = result.api_calls / per_day
+    today = per_day
+    if result.quota_remaining is not None:
+        today = min(per_day, max(result.quota_remaining - (daily - per_day), 0))
+    left = result.api_calls - today
+    result.quota_windows = 1 if left <= 0 else 1 + math.ceil(left / per_day)
 
 
 # -- runs --------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""How a backfill run's progress reads: its counts with their labels and its time left.
+"""How a backfill run's progress reads: its counts with their labels, its time left, and today's use of the
+CRM's quota by the backfill and by live changes.
 
 Shared by the ``crmify_backfill`` command (its progress bar and closing line) and the admin's progress page
 (:mod:`crmify.admin.backfill`), so both name the counts alike and estimate the time left the same way. The
@@ -7,10 +8,15 @@ dry run's own figures read through :meth:`crmify.backfill.BackfillPlan.rows`.
 
 from __future__ import annotations
 
+import math
+from datetime import datetime
+
 from django.db import models
+from django.utils import timezone
 
 from crmify.backfill import format_duration
 from crmify.models import BackfillRun
+from crmify.ratelimit import QuotaShare, QuotaState
 
 
 def run_counts(run: BackfillRun) -> list[tuple[str, int]]:
@@ -40,3 +46,34 @@ def eta_text(run: BackfillRun, seconds_per_row: float | None = None) -> str | No
     else:
         seconds = run.eta_seconds()
     return format_duration(seconds) if seconds is not None else None
+
+
+def quota_share_rows(
+    state: QuotaState | None, live_share: float, now: datetime | None = None
+) -> list[tuple[str, str]]:
+    """``(label, value)`` rows for today's use of the CRM's quota by each share (the backfill's, and the
+    ``LIVE_QUOTA_SHARE`` kept for live changes), and whether the backfill is paused and until when.
+
+    Empty when the backend reports no quota. The live figure is the CRM's own count of the window's calls
+    less the backfill's (``QuotaState.used_by``). Read by the admin's backfill progress page.
+    """
+    if state is None or state.limit is None or state.remaining is None:
+        return []
+    kept = math.ceil(state.limit * live_share)
+    backfill, live = state.used_by(QuotaShare.BACKFILL), state.used_by(QuotaShare.LIVE)
+    rows = [
+        (
+            "CRM quota used today",
+            f"{state.limit - state.remaining:,} of {state.limit:,}"
+            + (f" (the window resets about {_when(state.resets_at)})" if state.resets_at else ""),
+        ),
+        ("By the backfill", f"{backfill:,} of its {state.limit - kept:,}"),
+        ("By live sign-ups and changes", f"{live:,} of the {kept:,} kept for them"),
+    ]
+    paused = state.paused_until(live_share, now)
+    rows.append(("Backfill", f"paused until {_when(paused[0])}" if paused else "sending"))
+    return rows
+
+
+def _when(moment: datetime) -> str:
+    return timezone.localtime(moment).strftime("%Y-%m-%d %H:%M:%S %Z")

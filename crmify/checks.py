@@ -49,8 +49,11 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
         if key not in DEFAULTS
     ]
     messages += _check_values()
-    # A backend is built from BACKEND_OPTIONS and BACKEND_AUTH: not when E005 says they are broken.
-    messages += _check_backend(build=not any(m.id == "crmify.E005" for m in messages))
+    messages += _check_quota_values()
+    # A backend is built from BACKEND_OPTIONS and BACKEND_AUTH: not when E005 (or E106) says they are broken.
+    messages += _check_backend(
+        build=not any(m.id in ("crmify.E005", "crmify.E106") for m in messages)
+    )
     messages += _check_models_and_mapper()
     messages += _check_tasks()
     messages += _check_apps()
@@ -111,6 +114,51 @@ def _check_values() -> list[checks.CheckMessage]:
         if not isinstance(crmify_settings.get(key) or {}, Mapping):
             messages.append(
                 _error(f"CRMIFY[{key!r}] must be a dict.", "Give a dict or leave it out.", 5)
+            )
+    return messages
+
+
+#: ``BACKEND_OPTIONS`` of the HTTP backends that pace and count calls, and what each must be.
+PACING_OPTIONS = {
+    "BURST": "a whole number of calls, 1 or more (2 lets a lookup and its create go out together)",
+    "QUOTA_WINDOW_SECONDS": "a number of seconds above 0 (86400: a day)",
+}
+
+
+def _check_quota_values() -> list[checks.CheckMessage]:
+    """``LIVE_QUOTA_SHARE`` (E105) and the pacing options of ``BACKEND_OPTIONS`` (E106)."""
+    messages: list[checks.CheckMessage] = []
+    share = crmify_settings.get("LIVE_QUOTA_SHARE")
+    if isinstance(share, bool) or not isinstance(share, int | float) or not 0 <= share < 1:
+        messages.append(
+            _error(
+                f"CRMIFY['LIVE_QUOTA_SHARE'] must be a fraction from 0 up to (not including) 1, "
+                f"not {share!r}.",
+                f"It is the share of each day's CRM quota a backfill leaves to live sign-ups and "
+                f"changes; the default is {DEFAULTS['LIVE_QUOTA_SHARE']} (0 lets a backfill spend it all).",
+                105,
+            )
+        )
+    options = crmify_settings.get("BACKEND_OPTIONS") or {}
+    if not isinstance(options, Mapping):
+        return messages  # E005
+    for key, expected in PACING_OPTIONS.items():
+        value = options.get(key)
+        if value is None:
+            continue
+        whole = key == "BURST"
+        kind = int if whole else int | float
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, kind)
+            or not (value >= 1 if whole else value > 0)
+        ):
+            messages.append(
+                _error(
+                    f"CRMIFY['BACKEND_OPTIONS'][{key!r}] is {value!r}.",
+                    f"Give {expected}, or leave it out.",
+                    106,
+                )
             )
     return messages
 

@@ -34,6 +34,7 @@ DEFAULTS: dict[str, Any] = {
     "SWEEP_PENDING_AFTER": 300,
     "CLAIM_TIMEOUT": 600,
     "LEDGER_RETENTION_DAYS": 90,
+    "LIVE_QUOTA_SHARE": 0.1,
 }
 
 #: The environment variables the seed README names for ``BACKEND_AUTH``, by the key they fill.
@@ -141,6 +142,12 @@ class CrmifySettings:
         """Days the sweeper keeps ledger entries; None keeps them for ever."""
         value = self.get("LEDGER_RETENTION_DAYS")
         return None if value is None else int(value)
+
+    @property
+    def LIVE_QUOTA_SHARE(self) -> float:
+        """The share of each day's CRM quota a backfill leaves to live sign-ups and changes (0.1: on a
+        40,000-call plan, 4,000 calls, about 2,000 new leads a day); 0 lets a backfill spend it all."""
+        return float(self.get("LIVE_QUOTA_SHARE"))
 
 
 crmify_settings = CrmifySettings()

@@ -105,6 +105,29 @@ def waiting_in_queue(lead_ids: Collection[int], tasks: Collection[Task[..., Any]
     return waiting
 
 
+def higher_priority_waiting(priority: int) -> bool:
+    """Whether a task of a priority above ``priority`` is due in crmify's queue.
+
+    Called between leads by the backfill's send task (``crmify.worker``), which then hands its worker
+    back so a live sign-up is not stuck behind a chunk. Known for the database Tasks backend, whose rows
+    crmify can read (one indexed ``EXISTS``); for any other backend the answer is "no", and a site runs a
+    worker of its own for ``TASK_QUEUE`` (README, "Production").
+    """
+    if not stores_tasks_in(None):
+        return False
+    from django_tasks_db.models import DBTaskResult
+
+    return (
+        DBTaskResult.objects.ready()
+        .filter(
+            backend_name=crmify_settings.TASK_BACKEND,
+            queue_name=crmify_settings.TASK_QUEUE,
+            priority__gt=priority,
+        )
+        .exists()
+    )
+
+
 def stores_tasks_in(using: str | None) -> bool:
     """Whether the configured Tasks backend keeps its tasks in the database ``using``.
 

@@ -58,21 +58,48 @@ def on_status_model_saved(
         track(lead_instance, status=status)
 
 
-def related_receiver(lookups: list[str]) -> Callable[..., None]:
-    """A receiver that re-maps the ``LEAD_MODEL`` rows reaching the saved instance through ``lookups``."""
+def related_receiver(lookups: list[str], lookups_to_new: list[str]) -> Callable[..., None]:
+    """A receiver that re-maps the ``LEAD_MODEL`` rows reaching the saved instance through ``lookups``.
+
+    A newly created instance is looked for only through ``lookups_to_new`` (see
+    :func:`reaches_new_rows`): a ``UserProfile`` lead mapped from ``user__first_name`` has no profile
+    pointing at a ``User`` being created, so that create runs no query at all.
+    """
 
     def on_related_saved(
-        sender: type[models.Model], instance: models.Model, raw: bool = False, **kwargs: Any
+        sender: type[models.Model],
+        instance: models.Model,
+        created: bool = False,
+        raw: bool = False,
+        **kwargs: Any,
     ) -> None:
         if raw or not crmify_settings.AUTO_SYNC:
             return
         condition = Q()
-        for lookup in lookups:
+        for lookup in lookups_to_new if created else lookups:
             condition |= Q(**{lookup: instance})
+        if not condition:
+            return
         for row in get_lead_model()._default_manager.filter(condition).distinct():
             track_saved(row)
 
     return on_related_saved
+
+
+def reaches_new_rows(lead_model: type[models.Model], lookup: str) -> bool:
+    """Whether a ``LEAD_MODEL`` row can reach, through ``lookup``, a row that was just created.
+
+    Not when the lookup's last step is a foreign key, one-to-one or many-to-many field declared on the
+    model before it (``user`` of a profile): no row can point at a row that did not exist, and the
+    many-to-many rows of a new row are added after its save. A reverse step (a ``Profile`` created
+    for an existing ``User`` lead, ``profile__company``) can.
+    """
+    model: Any = lead_model
+    field: Any = None
+    for part in lookup.split("__"):
+        field = model._meta.get_field(part)
+        model = field.related_model
+    return not (field is not None and (field.concrete or field.many_to_many))
 
 
 def _connect(signal: Any, receiver: Callable[..., None], sender: type[models.Model]) -> None:
@@ -116,7 +143,8 @@ def connect_receivers() -> None:
         _connect(post_save, on_status_model_saved, status_model)
     for model, lookups in related.items():
         if model is not lead_model:
-            _connect(post_save, related_receiver(lookups), model)
+            to_new = [lookup for lookup in lookups if reaches_new_rows(lead_model, lookup)]
+            _connect(post_save, related_receiver(lookups, to_new), model)
 
 
 def on_setting_changed(setting: str, **kwargs: Any) -> None:

@@ -24,7 +24,7 @@ from crmify.conf import crmify_settings
 from crmify.exceptions import MappingError
 from crmify.loading import get_mapper
 from crmify.mappers import LeadModelFieldMapper, MappedLead, fit_to_crm
-from crmify.models import Lead
+from crmify.models import Lead, SyncState
 from crmify.transitions import note_changed, note_mapping_failed, note_tombstone, prepare_insert
 from crmify.worker import current_backend, enqueue_lead_on_commit
 
@@ -204,7 +204,14 @@ def apply_values(
         existing = Lead.objects.using(using).get(
             source_type=lead.source_type, source_id=lead.source_id
         )
-        return apply_values(existing, mapped, status=status, using=using)
+        waiting, sent_as = existing.sync_state == SyncState.PENDING, existing.fingerprint
+        result = apply_values(existing, mapped, status=status, using=using)
+        if waiting and result.fingerprint == sent_as:
+            # Unchanged, so not queued above. Most often a backfill chunk read the row a moment before
+            # the site's save made its lead: send it as the live change it is, not in the chunk's turn
+            # (which may wait for the quota's reset).
+            enqueue_lead_on_commit(existing.pk, using)
+        return result
 
 
 def assign_values(lead: Lead, mapped: MappedLead, *, status: str | None = None) -> None:

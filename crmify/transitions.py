@@ -19,6 +19,7 @@ States (the admin shows each)::
     (new) --prepare_insert--> pending (failed when its mapping failed)
     pending --claim_for_sync--> syncing --finish_synced--> synced --mark_changed--> pending
     syncing --schedule_retry / wait_for_quota--> retrying --claim_for_sync--> syncing
+    pending / retrying --wait_for_quota_in_bulk--> retrying (deleting stays deleting), due at the reset
     syncing --fail / fail_configuration--> failed --retry_failed / force_pending--> pending
     any live lead --fail_mapping--> failed (values not sent; a tombstone keeps its state)
     any live lead --request_delete--> deleting (deleted when never sent) --claim_for_delete-->
@@ -300,6 +301,26 @@ class LeadQuerySet(models.QuerySet["Lead"]):
         so the count of attempts is left as it is."""
         return self.update(
             sync_state=_unless_tombstone(state), next_attempt_at=until, **self._released(error, now)
+        )
+
+    def wait_for_quota_in_bulk(self, *, until: datetime, error: str, now: datetime) -> int:
+        """Park the unclaimed leads waiting to be sent or deleted until the CRM's quota lets them go at
+        ``until``, without claiming them: retrying (a deletion stays deleting), due at ``until``, not an
+        attempt. The worker's quota pause for a whole chunk, one UPDATE whatever its size (no claim, no
+        ledger row, no task each). How many moved."""
+        return (
+            self.unclaimed()
+            .filter(sync_state__in=[SyncState.PENDING, SyncState.RETRYING, SyncState.DELETING])
+            .update(
+                sync_state=Case(
+                    When(sync_state=SyncState.DELETING, then=Value(SyncState.DELETING)),
+                    default=Value(SyncState.RETRYING),
+                ),
+                next_attempt_at=until,
+                last_error=error,
+                queued_at=now,
+                updated_at=now,
+            )
         )
 
     def fail(self, *, attempts: int, error: str, now: datetime) -> int:

@@ -16,7 +16,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
@@ -27,10 +27,17 @@ from crmify.conf import crmify_settings
 from crmify.exceptions import PermanentBackendError
 from crmify.ledger import MAX_ERROR_LENGTH, classify, write_batch_ledger, write_ledger
 from crmify.models import Lead, SyncState
-from crmify.queue import crmify_task, enqueue_on_commit, enqueue_task
+from crmify.queue import crmify_task, enqueue_on_commit, enqueue_task, higher_priority_waiting
+from crmify.ratelimit import QuotaShare, spending
 from crmify.secrets import redact
 
+if TYPE_CHECKING:
+    from django.tasks import Task
+
 logger = logging.getLogger("crmify")
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 
 class _PerThread(threading.local):
@@ -121,43 +128,138 @@ def batch_size(backend: BaseBackend) -> int:
     return max(backend.max_batch_size, 1) if backend.supports_batch else 1
 
 
-def process_leads(lead_ids: list[int]) -> Counter[SyncOutcome]:
-    """Sync or delete each of ``lead_ids``, in batches of :func:`batch_size` when the backend has batch
-    calls; how many leads ended in each outcome. The backfill's chunk task runs this.
+def process_leads(lead_ids: list[int]) -> Counter[str]:
+    """Sync or delete each of ``lead_ids``, in groups of :func:`batch_size` (one batch call each when the
+    backend has batch calls, else one call per lead as if queued alone); how many leads ended in each
+    outcome. The backfill's chunk task runs this.
 
-    Without batch calls each lead goes through :func:`process_lead` as if queued alone. With them, each
-    group of ``lead_ids`` is claimed at once and sent in one call; a lead of the group that could not be
-    claimed (a delete, a lead held or not due) goes through :func:`process_lead` alone.
+    Between groups it checks the backfill's share of the quota: when that is spent the rest waits as one
+    deferred task (:func:`wait_for_quota`); when live work waits in the queue the rest goes back to the
+    queue behind it (:func:`yield_to_live_work`).
     """
     size = batch_size(current_backend())
-    if size == 1:
-        return Counter(process_lead(lead_id) for lead_id in lead_ids)
-    outcomes: Counter[SyncOutcome] = Counter()
+    outcomes: Counter[str] = Counter()
+    started = time.monotonic()
     for start in range(0, len(lead_ids), size):
-        group = lead_ids[start : start + size]
-        token = Lead.objects.filter(pk__in=group).claim_batch_for_sync(size)
-        sent = _send_batch(token) if token else {}
-        outcomes.update(sent.values())
-        outcomes.update(process_lead(lead_id) for lead_id in group if lead_id not in sent)
+        rest = lead_ids[start:]
+        if (pause := quota_pause(QuotaShare.BACKFILL)) is not None:
+            outcomes["waiting for the quota"] += wait_for_quota(rest, *pause)
+            break
+        if start and yield_to_live_work(rest, started):
+            outcomes["handed back to the queue"] += len(rest)
+            break
+        outcomes.update(_process_group(lead_ids[start : start + size], size))
+    return outcomes
+
+
+def _process_group(group: list[int], size: int) -> Counter[SyncOutcome]:
+    """Send ``group`` (at most ``size`` leads): claimed at once and sent in one batch call when ``size``
+    > 1; a lead that could not be claimed with it (a delete, a lead held or not due) goes alone."""
+    if size == 1:
+        return Counter(process_lead(lead_id) for lead_id in group)
+    token = Lead.objects.filter(pk__in=group).claim_batch_for_sync(size)
+    sent = _send_batch(token) if token else {}
+    outcomes = Counter(sent.values())
+    outcomes.update(process_lead(lead_id) for lead_id in group if lead_id not in sent)
     return outcomes
 
 
 @crmify_task
 def process_lead_task(lead_id: int) -> str:
     """Sync or delete one lead, whichever it is waiting for (queued by :func:`enqueue_lead`), with a
-    burst of other waiting leads when the backend has batch calls."""
+    burst of other waiting leads when the backend has batch calls.
+
+    A live change: it spends the live share of the quota, and waits only when the quota is used up.
+    """
+    if (pause := quota_pause(QuotaShare.LIVE)) is not None:
+        wait_for_quota([lead_id], *pause)
+        return SyncOutcome.RETRYING
     return process_lead(lead_id, burst=True)
 
 
+#: Below every other crmify task (priority 0): a free worker takes a live sign-up before a backfill chunk.
+BACKFILL_PRIORITY = -10
+#: The longest a backfill send task holds its worker when the Tasks backend cannot say whether live work
+#: waits (any backend but the database one): then a sign-up waits at most this long for a worker.
+BACKFILL_SLICE_SECONDS = 30.0
+#: The chunks waiting for the quota wake up spread over this many seconds after its reset, so the workers
+#: do not all reach for the CRM (and the database) at the same instant.
+QUOTA_WAKE_SPREAD = 5.0
+
+
+def _at_backfill_priority(task: Task[_P, _R]) -> Task[_P, _R]:
+    """``task`` queued at :data:`BACKFILL_PRIORITY` wherever it is enqueued."""
+    return task.using(priority=BACKFILL_PRIORITY)
+
+
+@_at_backfill_priority
 @crmify_task
 def process_leads_task(lead_ids: list[int]) -> dict[str, int]:
     """Sync or delete the leads: one task for a backfill chunk's leads (``crmify.backfill``), sent by
     :func:`process_leads` (one batch call per ``max_batch_size`` leads, or one call each).
 
     Each lead is claimed, recorded in the ledger and retried (queued one by one) as if queued alone; a
-    lead this task never reaches (its worker died) stays pending and the sweeper queues it.
+    lead this task never reaches (its worker died) stays pending and the sweeper queues it. The calls
+    count against the backfill's share of the quota.
     """
-    return {str(outcome): count for outcome, count in process_leads(lead_ids).items()}
+    with spending(QuotaShare.BACKFILL):
+        return dict(process_leads(lead_ids))
+
+
+def quota_pause(share: QuotaShare) -> tuple[datetime, str] | None:
+    """``(until, why)`` when calls counted against ``share`` must wait for the CRM's quota, else None.
+
+    Read from the backend's shared quota state (no I/O but the cache): the live share stops only when
+    the quota is used up, the backfill's when no more than ``LIVE_QUOTA_SHARE`` of the daily limit is left.
+    """
+    state = current_backend().health()
+    if state is None:
+        return None
+    reserve = crmify_settings.LIVE_QUOTA_SHARE if share is QuotaShare.BACKFILL else 0.0
+    return state.paused_until(reserve)
+
+
+def wait_for_quota(lead_ids: list[int], until: datetime, why: str) -> int:
+    """Park ``lead_ids`` until ``until`` without claiming them or writing a ledger row, and queue them again
+    as one task for then, a few seconds of jitter later; how many leads were parked.
+
+    One lead (a live change) goes back as ``process_lead_task``, several (a chunk) as one
+    ``process_leads_task``. The leads say why and when on the changelist (``last_error``, retrying). A
+    Tasks backend that cannot defer queues nothing: the sweeper queues the leads once they are due.
+    """
+    now = timezone.now()
+    moved = Lead.objects.filter(pk__in=lead_ids).wait_for_quota_in_bulk(
+        until=until, error=redact(why)[:MAX_ERROR_LENGTH], now=now
+    )
+    if not moved:
+        return 0  # nothing of these leads waits to be sent (synced or claimed meanwhile)
+    run_after = until + timedelta(seconds=random.uniform(0, QUOTA_WAKE_SPREAD))
+    if len(lead_ids) == 1:
+        enqueue_lead(lead_ids[0], run_after=run_after)
+    else:
+        enqueue_task(
+            process_leads_task,
+            lead_ids,
+            run_after=run_after,
+            what=f"{len(lead_ids)} leads after the quota reset; the sweeper will retry",
+        )
+    return moved
+
+
+def yield_to_live_work(lead_ids: list[int], started: float) -> bool:
+    """Hand ``lead_ids`` (the rest of a backfill chunk) back to the queue, behind the live work waiting
+    there, or after :data:`BACKFILL_SLICE_SECONDS`; True when they were. One task row per hand-back; the
+    leads stay pending (the sweeper queues them if that enqueue fails)."""
+    if not (
+        higher_priority_waiting(BACKFILL_PRIORITY)
+        or time.monotonic() - started > BACKFILL_SLICE_SECONDS
+    ):
+        return False
+    return enqueue_task(
+        process_leads_task,
+        lead_ids,
+        what=f"{len(lead_ids)} backfilled leads; the sweeper will retry",
+    )
 
 
 #: The tasks that carry leads to the worker: a lead id, or a list of them, is each one's first argument.

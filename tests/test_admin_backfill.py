@@ -14,14 +14,17 @@ from typing import Any
 import pytest
 from django.contrib import admin
 from django.contrib.auth.models import User
+from django.core.cache import cache
 from django.test import Client, RequestFactory
 from django.urls import reverse
+from django.utils import timezone
 
 from crmify import backfill
 from crmify.admin import LeadAdmin
 from crmify.admin.backfill import backfill_changelist_context, sign_plan
 from crmify.backfill import BackfillOptions
 from crmify.models import BackfillRun, Lead, LedgerEntry
+from crmify.ratelimit import QuotaShare, QuotaTracker
 from crmify.sandbox import SandboxServer
 from tests.admin_fixtures import login, make_staff, people, texts
 from tests.factories import make_user
@@ -152,7 +155,7 @@ def test_dry_run_shows_the_plan_figures_and_writes_nothing(
     assert shown["Already in the CRM by e-mail"] == "1 (listed 601 CRM leads in 2 calls)"
     assert shown["API calls the run will make"] == "6"  # two listing calls, one per new lead
     assert shown["CRM quota remaining today"] == "39,998 of 40,000"
-    assert shown["Days of quota needed"] == "under 0.01"
+    assert shown["Days of quota needed"].startswith("under 0.01; ")
     assert shown["Estimated duration"] == "1s at 1000 requests/s"
     assert "Start backfill" in response.content.decode()
     assert crm.api_key not in response.content.decode()
@@ -352,3 +355,30 @@ def test_progress_page_says_why_a_running_run_waits(
 
 def test_unknown_run_is_404(backfiller: Client, quiet: None) -> None:
     assert backfiller.get(reverse("admin:crmify_lead_backfill_run", args=[404])).status_code == 404
+
+
+def test_progress_page_shows_todays_use_of_each_share_of_the_quota(
+    backfiller: Client, people: dict[str, User], crm: SandboxServer
+) -> None:
+    run = start_run(people["root"])
+    tracker = QuotaTracker("insightly", cache, window_seconds=3600)
+    tracker.observe(limit=100, remaining=99)
+    tracker.observe(limit=100, remaining=60)
+    for _ in range(30):
+        tracker.count(QuotaShare.BACKFILL)
+
+    shown = figures(backfiller.get(run_url(run)))
+    assert shown["CRM quota used today"].startswith("40 of 100 (the window resets about ")
+    assert shown["By the backfill"] == "30 of its 90"
+    assert shown["By live sign-ups and changes"] == "10 of the 10 kept for them"
+    assert shown["Backfill"] == "sending"
+
+    for _ in range(60):  # the backfill's 90 calls of the window are made
+        tracker.count(QuotaShare.BACKFILL)
+    tracker.observe(limit=100, remaining=0)
+    resets_at = tracker.state().resets_at
+    assert resets_at is not None
+    shown = figures(backfiller.get(run_url(run)))
+    assert shown["Backfill"] == (
+        f"paused until {timezone.localtime(resets_at):%Y-%m-%d %H:%M:%S %Z}"
+    )

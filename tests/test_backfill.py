@@ -64,7 +64,10 @@ def test_dry_run_reports_every_figure_and_only_lists_the_crm(crm: SandboxServer)
     assert (report.in_crm, report.crm_leads, report.listing_calls) == (3, 1003, 3)
     assert report.api_calls == 3 + 3 + 1  # listing, then one call per lead to send
     assert (report.daily_limit, report.quota_remaining) == (40_000, 40_000 - 3)
-    assert report.quota_days == pytest.approx(7 / 40_000)
+    # The backfill's share of each day: LIVE_QUOTA_SHARE (10%) is kept for live sign-ups and changes.
+    assert (report.live_share, report.backfill_calls_per_day) == (0.1, 36_000)
+    assert report.quota_days == pytest.approx(7 / 36_000)
+    assert report.quota_windows == 1
     assert report.requests_per_second == 1000
     assert report.estimated_seconds == pytest.approx(7 / 1000)
     # Nothing written, nothing queued, only the listing sent.
@@ -83,8 +86,33 @@ def test_days_of_quota_come_from_the_daily_quota_option(crm: SandboxServer, sett
     settings.CRMIFY = {**settings.CRMIFY, "BACKEND_OPTIONS": {**options, "DAILY_QUOTA": 4}}
     report = backfill.plan(BackfillOptions())
     assert report.api_calls == 6
-    assert report.quota_days == pytest.approx(1.5)
-    assert dict(report.rows())["Days of quota needed"].startswith("1.50 (the run pauses")
+    # 4 calls a day, one of them (10%, rounded up) kept for live changes: 3 a day for the run.
+    assert report.quota_days == pytest.approx(2.0)
+    assert report.quota_windows == 2
+    assert dict(report.rows())["Days of quota needed"] == (
+        "2.00 (the run pauses while the quota resets; it finishes on day 2 counting today); "
+        "3 calls a day, 10% of the quota kept for live sign-ups and changes"
+    )
+
+
+def test_the_dry_run_forecasts_days_with_the_share_kept_for_live_changes(
+    crm: SandboxServer, settings: Any
+) -> None:
+    for _ in range(9):
+        make_user()
+    options = settings.CRMIFY["BACKEND_OPTIONS"]
+    settings.CRMIFY = {
+        **settings.CRMIFY,
+        "LIVE_QUOTA_SHARE": 0.5,
+        "BACKEND_OPTIONS": {**options, "DAILY_QUOTA": 4},
+    }
+    report = backfill.plan(BackfillOptions())
+    assert report.api_calls == 10  # the listing and nine leads
+    assert (report.backfill_calls_per_day, report.quota_days, report.quota_windows) == (2, 5.0, 5)
+    settings.CRMIFY = {**settings.CRMIFY, "LIVE_QUOTA_SHARE": 0}
+    report = backfill.plan(BackfillOptions())
+    assert (report.backfill_calls_per_day, report.quota_days, report.quota_windows) == (4, 2.5, 3)
+    assert dict(report.rows())["Days of quota needed"].startswith("2.50 (the run pauses")
 
 
 # -- runs --------------------------------------------------------------------------------------------
@@ -297,7 +325,9 @@ def test_command_dry_run_prints_the_report(crm: SandboxServer) -> None:
     assert re.search(r"\n  Leads to create: +4\n", text)
     assert re.search(r"\n  API calls the run will make: +5\n", text)
     assert re.search(r"\n  CRM quota remaining today: +39,999 of 40,000\n", text)
-    assert re.search(r"\n  Days of quota needed: +under 0.01\n", text)
+    assert re.search(
+        r"\n  Days of quota needed: +under 0.01; 36,000 calls a day, 10% of the quota kept", text
+    )
     assert re.search(r"\n  Estimated duration: +1s at 1000 requests/s\n", text)
     assert not BackfillRun.objects.exists()
 

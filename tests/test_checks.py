@@ -134,6 +134,49 @@ def test_blank_status_name_is_e004() -> None:
     assert "LEAD_NEW_STATUS" in error.msg
 
 
+@pytest.mark.parametrize("value", [0, 0.5, 0.95])
+def test_a_live_quota_share_from_0_up_to_1_passes(value: float) -> None:
+    assert "crmify.E105" not in ids(crmify_messages(LIVE_QUOTA_SHARE=value))
+
+
+@pytest.mark.parametrize("value", [1, 1.5, -0.1, "0.1", None, True])
+def test_a_live_quota_share_outside_0_to_1_is_e105(value: object) -> None:
+    error = only(crmify_messages(LIVE_QUOTA_SHARE=value), "crmify.E105")
+    assert "LIVE_QUOTA_SHARE" in error.msg and repr(value) in error.msg
+    assert "0.1" in (error.hint or "")
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("BURST", 0),
+        ("BURST", 2.5),
+        ("BURST", "2"),
+        ("QUOTA_WINDOW_SECONDS", 0),
+        ("QUOTA_WINDOW_SECONDS", "1d"),
+    ],
+)
+def test_a_burst_or_quota_window_that_cannot_pace_is_e106_not_a_traceback(
+    key: str, value: object
+) -> None:
+    messages = crmify_messages(
+        BACKEND="crmify.backends.insightly.InsightlyBackend",
+        BACKEND_AUTH={"API_KEY": "k"},
+        BACKEND_OPTIONS={key: value},
+    )
+    error = only(messages, "crmify.E106")
+    assert key in error.msg and repr(value) in error.msg
+
+
+def test_a_burst_and_quota_window_that_can_pace_pass() -> None:
+    messages = crmify_messages(
+        BACKEND="crmify.backends.insightly.InsightlyBackend",
+        BACKEND_AUTH={"API_KEY": "k"},
+        BACKEND_OPTIONS={"BURST": 5, "QUOTA_WINDOW_SECONDS": 60.5},
+    )
+    assert "crmify.E106" not in ids(messages)
+
+
 def test_backend_options_that_is_not_a_dict_is_e005_without_a_traceback() -> None:
     messages = crmify_messages(BACKEND_OPTIONS=["POD", "na1"])
     assert "BACKEND_OPTIONS" in only(messages, "crmify.E005").msg

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 from django.core.cache import caches
 from django.core.cache.backends.locmem import LocMemCache
+from django.utils import timezone
 
-from crmify.ratelimit import QuotaTracker, SharedRateLimiter
+from crmify.ratelimit import QuotaShare, QuotaTracker, SharedRateLimiter, current_share, spending
 from crmify.sandbox import SandboxServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -115,3 +116,77 @@ def test_quota_tracker_remembers_exhaustion_and_headers() -> None:
     assert state.exhausted and state.remaining == 0 and state.limit == 1000
     tracker.observe(limit=1000, remaining=999)
     assert not tracker.state().exhausted
+
+
+def test_a_burst_lets_a_lookup_and_its_create_go_out_together_after_a_quiet_moment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = FakeClock()
+    monkeypatch.setattr("crmify.ratelimit.time", clock)
+    limiter = SharedRateLimiter("burst", 10, LocMemCache("burst", {}), burst=2)
+    clock.now += 5  # quiet
+    started = clock.now
+    limiter.acquire()
+    limiter.acquire()
+    assert clock.now == started  # both at once: no slot waited for
+    limiter.acquire()
+    assert clock.now - started == pytest.approx(0.1, abs=0.1)  # the bucket is empty: the pace again
+
+
+@pytest.mark.parametrize("burst", [1, 2, 5])
+def test_the_shared_bucket_never_sends_more_than_rate_times_span_plus_burst(
+    burst: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = FakeClock()
+    monkeypatch.setattr("crmify.ratelimit.time", clock)
+    cache = LocMemCache(f"bucket-{burst}", {})
+    # Three callers sharing the cache, each acquiring in turn after quiet moments of different length.
+    callers = [SharedRateLimiter("bucket", 10, cache, burst=burst) for _ in range(3)]
+    sent_at: list[float] = []
+    for n in range(120):
+        if n % 17 == 0:
+            clock.now += 0.7
+        callers[n % 3].acquire()
+        sent_at.append(clock.now)
+        clock.sleeps = 0
+    for span in (0.0, 0.25, 1.0, 3.0):
+        busiest = max(
+            sum(1 for t in sent_at if start <= t <= start + span + 1e-9) for start in sent_at
+        )
+        assert busiest <= 10 * span + burst, (span, busiest)
+    # And it does not throttle below the rate: 120 calls, quiet moments included, in about 12 s + 5 s.
+    assert sent_at[-1] - sent_at[0] <= 120 / 10 + 8 * 0.7 + 0.2
+
+
+def test_the_quota_tracker_counts_each_share_and_starts_over_with_a_new_window() -> None:
+    tracker = QuotaTracker("share-test", caches["default"], window_seconds=60)
+    caches["default"].clear()
+    tracker.observe(limit=100, remaining=99)  # the window's first call
+    tracker.count(QuotaShare.BACKFILL)
+    with spending(QuotaShare.BACKFILL):
+        tracker.observe(limit=100, remaining=98)
+        tracker.count(current_share())
+    tracker.observe(limit=100, remaining=97)
+    tracker.count(current_share())
+    state = tracker.state()
+    assert (state.used_by(QuotaShare.BACKFILL), state.used_by(QuotaShare.LIVE)) == (2, 1)
+    assert (
+        state.resets_at is not None
+        and 58 < (state.resets_at - timezone.now()).total_seconds() <= 60
+    )
+    # The backfill stops once it made its share of the window's calls (90 of 100), whatever is left;
+    # live calls never stop for that.
+    tracker.observe(limit=100, remaining=9)
+    assert tracker.state().paused_until(0.1) is None
+    for _ in range(87):
+        tracker.count(QuotaShare.BACKFILL)
+    assert tracker.state().paused_until(0.1) is None
+    tracker.count(QuotaShare.BACKFILL)
+    paused = tracker.state().paused_until(0.1)
+    assert paused is not None and paused[0] == state.resets_at
+    assert "10 calls are kept for live changes" in paused[1]
+    assert tracker.state().paused_until(0) is None
+    # A new window (the CRM's count starts over) forgets the counts.
+    tracker.observe(limit=100, remaining=99)
+    assert tracker.state().backfill_used == 0
+    assert tracker.state().paused_until(0.1) is None

@@ -71,6 +71,31 @@ def test_saving_a_user_without_a_profile_makes_no_lead() -> None:
 
 
 @pytest.mark.usefixtures("profile_leads")
+def test_creating_a_user_does_not_look_for_profiles_pointing_at_it() -> None:
+    # No profile can point at a user that did not exist: the create runs no crmify query. A later save
+    # of the same user still looks, and finds the profile made meanwhile.
+    with CaptureQueriesContext(connection) as queries:
+        user = make_user(first_name="Ada")
+    assert crmify_queries(queries) == []
+    assert not any("testapp_userprofile" in query["sql"] for query in queries.captured_queries)
+    profile = make_profile(user=user)
+    user.first_name = "Augusta"
+    user.save()
+    assert lead_of(profile).first_name == "Augusta"
+
+
+def test_reaches_new_rows_only_through_a_reverse_step() -> None:
+    from django.contrib.auth.models import User
+
+    from crmify.signals import reaches_new_rows
+    from tests.testapp.models import UserProfile
+
+    assert not reaches_new_rows(UserProfile, "user")  # a profile's own foreign key
+    assert reaches_new_rows(User, "profile")  # a profile created for an existing user lead
+    assert not reaches_new_rows(User, "groups")  # many-to-many rows come after the save
+
+
+@pytest.mark.usefixtures("profile_leads")
 def test_saves_of_unrelated_models_do_nothing() -> None:
     make_profile()
     with CaptureQueriesContext(connection) as queries:

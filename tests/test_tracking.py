@@ -18,7 +18,8 @@ from crmify.backends import locmem
 from crmify.exceptions import MappingError
 from crmify.mappers import MappedLead
 from crmify.models import Lead, SyncState
-from crmify.tracking import RowChange, decide, fingerprint
+from crmify.tracking import RowChange, decide, fingerprint, track, track_saved
+from tests.doubles import Enqueued
 from tests.engine_helpers import Configure, after_commit, crmify_queries, operations, writes
 from tests.factories import lead_of, make_user, user_values
 
@@ -289,3 +290,19 @@ def test_a_lead_reads_well_in_the_admin() -> None:
         str(lead_of(make_user(first_name="", last_name="", email="x@example.com")))
         == "x@example.com"
     )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_sign_up_whose_lead_a_backfill_chunk_made_first_is_queued_as_a_live_change(
+    configure: Configure, enqueued: Enqueued
+) -> None:
+    configure(AUTO_SYNC=False)
+    user = make_user()
+    lead = track(user)  # a backfill chunk read the new row first and made its lead, pending
+    enqueued.clear()
+
+    track_saved(user, created=True)  # then the site's own save of the new row
+
+    assert Lead.objects.count() == 1
+    assert enqueued.lead_ids == [lead.pk]  # not left to the chunk's turn
+    assert Lead.objects.get().sync_state == SyncState.PENDING

@@ -27,7 +27,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
-from crmify import backfill
+from crmify import api, backfill
 from crmify.admin.display import admin_path, admin_url
 from crmify.backfill import (
     DEFAULT_BATCH_SIZE,
@@ -35,7 +35,8 @@ from crmify.backfill import (
     BackfillOptionsError,
     BackfillPlan,
 )
-from crmify.backfill_report import eta_text, run_counts
+from crmify.backfill_report import eta_text, quota_share_rows, run_counts
+from crmify.conf import crmify_settings
 from crmify.exceptions import BackendError
 from crmify.loading import get_lead_model
 from crmify.models import BackfillRun
@@ -241,6 +242,15 @@ def _may_resume(run: BackfillRun) -> bool:
     return run.is_active and run.updated_at < timezone.now() - STALE_AFTER
 
 
+def backfill_quota_rows() -> list[tuple[str, str]]:
+    """Today's use of the CRM's quota by each share, for the progress page (``quota_share_rows``)."""
+    try:
+        state = api.crm_health()
+    except ImproperlyConfigured:  # the changelist's banner says why; the page still shows the run
+        return []
+    return quota_share_rows(state, crmify_settings.LIVE_QUOTA_SHARE)
+
+
 def backfill_run_view(
     model_admin: admin.ModelAdmin[Any], request: HttpRequest, run_id: int
 ) -> HttpResponse:
@@ -256,6 +266,7 @@ def backfill_run_view(
         "eta": eta_text(run),
         "refresh": REFRESH_SECONDS if run.is_active else None,
         "report_rows": BackfillPlan(**run.report).rows() if run.report else None,
+        "quota_rows": backfill_quota_rows(),
         "options": BackfillOptions.from_json(run.options),
         "cancel_url": admin_url(model_admin, "backfill_cancel", run.pk) if run.is_active else None,
         "resume_url": (

@@ -25,7 +25,14 @@ from crmify.exceptions import (
     QuotaExhausted,
     TransientBackendError,
 )
-from crmify.ratelimit import QuotaState, QuotaTracker, SharedRateLimiter
+from crmify.ratelimit import (
+    DEFAULT_QUOTA_WINDOW,
+    QuotaState,
+    QuotaTracker,
+    SharedRateLimiter,
+    current_share,
+    quota_message,
+)
 from crmify.secrets import redact
 
 from .base import BaseBackend, CallRecord, record_call
@@ -56,7 +63,7 @@ def retry_after_header(response: requests.Response) -> float | None:
 def quota_exhausted(until: datetime, status_code: int | None = None) -> QuotaExhausted:
     """The error of a used-up quota, raised before a call (no status) or made from a 429 answer."""
     return QuotaExhausted(
-        f"The CRM's daily API quota is used up; calls resume at {until:%Y-%m-%d %H:%M:%S} UTC.",
+        quota_message(until),
         resets_at=until,
         status_code=status_code,
     )
@@ -86,6 +93,8 @@ class HttpBackend(BaseBackend):
     name = "http"
     default_timeout = 15.0
     default_rate = 10.0
+    #: Calls that may go out at once after a quiet moment: a new lead's lookup and its create.
+    default_burst = 2
 
     def __init__(
         self, options: Mapping[str, Any] | None = None, auth: Mapping[str, str] | None = None
@@ -97,8 +106,12 @@ class HttpBackend(BaseBackend):
         self.timeout = float(self.options.get("TIMEOUT", self.default_timeout))
         #: The cache shared by every worker (``RATE_LIMIT_CACHE``): pace, quota, and subclasses' own state.
         self.cache = caches[str(self.options.get("RATE_LIMIT_CACHE", "default"))]
-        self.limiter = SharedRateLimiter(self.name, self.requests_per_second(), self.cache)
-        self.quota = QuotaTracker(self.name, self.cache)
+        burst = int(self.options.get("BURST", self.default_burst))
+        self.limiter = SharedRateLimiter(
+            self.name, self.requests_per_second(), self.cache, burst=burst
+        )
+        window = float(self.options.get("QUOTA_WINDOW_SECONDS") or DEFAULT_QUOTA_WINDOW)
+        self.quota = QuotaTracker(self.name, self.cache, window)
 
     @property
     def base_url(self) -> str:
@@ -180,7 +193,9 @@ class HttpBackend(BaseBackend):
             message = f"Could not reach the CRM: {type(exc).__name__}."
             self._record(operation, started, request_summary, error=exc, message=message)
             raise TransientBackendError(message) from None
-        self.quota.observe(*self.quota_headers(response))
+        self.quota.observe(*self.quota_headers(response), before=state)
+        if response.status_code != 429:  # a refused call spends no quota
+            self.quota.count(current_share())
         error = None if response.ok else self.error_for(response)
         self._record(operation, started, request_summary, response=response, error=error)
         if error is not None:

@@ -7,7 +7,11 @@ Options (``CRMIFY['BACKEND_OPTIONS']``):
 ``API_URL``            the whole base URL instead (the sandbox, a test server)
 ``TIMEOUT``            seconds per call (15)
 ``REQUESTS_PER_SECOND`` the pace shared by every worker (10, Insightly's reported limit)
+``BURST``              calls that may go out at once after a quiet moment (2: a lookup and its create);
+                       keep it within what the CRM lets through at once (10 a second for Insightly)
 ``DAILY_QUOTA``        the plan's daily limit when known before the first answer tells it
+``QUOTA_WINDOW_SECONDS`` the length of the quota's window (86400), to estimate its reset when the CRM
+                       has not said it (only a used-up quota's 429 does)
 ``RATE_LIMIT_CACHE``   the Django cache alias that holds the shared pace and quota (``"default"``)
 ``RECORD_URL``         staff link (``"https://crm.{pod}.insightly.com/details/Lead/{id}"``)
 ``CUSTOM_FIELDS``      lead custom-field key -> Insightly ``FIELD_NAME`` (empty: keys are sent as they are)

@@ -8,6 +8,7 @@ within the test.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -18,9 +19,12 @@ from django.core.cache import cache
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
+from django_tasks_db.models import DBTaskResult
 
+from crmify import backfill
 from crmify.admin.display import exact_time
-from crmify.models import Lead, SyncState
+from crmify.backfill import BackfillOptions
+from crmify.models import Lead, LedgerEntry, SyncState
 from crmify.ratelimit import QuotaTracker
 from crmify.sandbox import SandboxServer
 from crmify.sweeper import sweep
@@ -132,3 +136,71 @@ def _drained() -> bool:
     work()
     sweep()
     return not Lead.objects.exclude(sync_state=SyncState.SYNCED).exists()
+
+
+#: A backfill over several quota windows (the short version of ``bench/million.py``): calls per "day",
+#: the day's length in seconds, and the share kept for live changes.
+BACKFILL_QUOTA = 20
+BACKFILL_WINDOW = 4.0
+BACKFILL_LEADS = 40
+
+
+def test_a_backfill_over_several_quota_windows_costs_about_one_row_of_each_kind_per_lead(
+    staff: Client, sandbox: SandboxServer, configure: Callable[..., None]
+) -> None:
+    configure(
+        **crmify_for(
+            sandbox,
+            task_backend="default",
+            QUOTA_WINDOW_SECONDS=BACKFILL_WINDOW,
+            DAILY_QUOTA=BACKFILL_QUOTA,
+            **FAST_SANDBOX,
+        ),
+        AUTO_SYNC=False,  # the site's people exist before crmify: the backfill brings them in
+        LIVE_QUOTA_SHARE=0.2,
+    )
+    control(sandbox, "PUT", "faults", requests_per_second=None)
+    control(
+        sandbox,
+        "PUT",
+        "faults",
+        daily_quota=BACKFILL_QUOTA,
+        quota_window_seconds=BACKFILL_WINDOW,
+    )
+    for _ in range(BACKFILL_LEADS - 1):
+        make_user()
+    people = User.objects.count()  # the staff user is one of the site's people too
+    assert people == BACKFILL_LEADS
+    tasks_before = DBTaskResult.objects.count()
+    report = backfill.plan(BackfillOptions(batch_size=10))
+    backfill.start(BackfillOptions(batch_size=10), report=report)
+
+    # The workers go round until every lead is synced; each quota window the backfill stops at its
+    # share (16 of 20 calls) and its chunks wait, as one deferred task each, for the next window.
+    windows = 1
+    last_remaining = BACKFILL_QUOTA
+    deadline = time.monotonic() + 20 * BACKFILL_WINDOW
+    while Lead.objects.exclude(sync_state=SyncState.SYNCED).exists() or Lead.objects.count() < (
+        BACKFILL_LEADS
+    ):
+        assert time.monotonic() < deadline, "the backfill did not finish"
+        work()
+        remaining = control(sandbox, "GET", "stats")["quota"]["remaining"]
+        windows += remaining > last_remaining
+        last_remaining = remaining
+        time.sleep(0.1)
+
+    stats = control(sandbox, "GET", "stats")
+    assert stats["throttled"] == {"rate": 0, "quota": 0, "fault": 0}  # no 429 of any kind
+    assert windows >= 3  # the quota made it wait twice at least
+    assert (
+        report.quota_windows == 3
+    )  # the dry run said so: 41 calls (a listing, 40 creates) at 16 a day
+    crm = control(sandbox, "GET", "leads")
+    emails = sorted(row["EMAIL"] for row in crm)
+    assert emails == sorted(User.objects.values_list("email", flat=True))  # none lost, none twice
+    assert set(Lead.objects.values_list("attempts", flat=True)) == {0}  # waiting is no attempt
+    ledger_per_lead = LedgerEntry.objects.count() / BACKFILL_LEADS
+    tasks_per_lead = (DBTaskResult.objects.count() - tasks_before) / BACKFILL_LEADS
+    assert ledger_per_lead <= 1.1, ledger_per_lead
+    assert tasks_per_lead <= 1.1, tasks_per_lead
