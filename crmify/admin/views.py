@@ -47,6 +47,10 @@ def sync_outcome_message(outcome: SyncOutcome, lead: Lead) -> tuple[int, str]:
             "when": when,
             "error": lead.last_error,
         }
+    if outcome == SyncOutcome.WAITING:
+        return messages.WARNING, _(
+            "Not sent: the CRM does not answer (%s). The lead waits and is sent when it answers."
+        ) % lead.last_error
     if outcome == SyncOutcome.SKIPPED:
         return messages.WARNING, _("A worker is syncing this lead right now; look again shortly.")
     if outcome == SyncOutcome.MISSING:
