@@ -19,7 +19,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHES = ("save_overhead.py", "rate_limit.py", "backfill.py")
+BENCHES = ("save_overhead.py", "rate_limit.py", "backfill.py", "outage.py")
 
 
 def machine() -> str:

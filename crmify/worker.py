@@ -253,7 +253,8 @@ def _finish_failure(
 ) -> SyncOutcome:
     failure = classify(exc)
     if failure.outage and crm_state.crm_state().down:
-        return _wait_for_crm(lead.pk, token, retry_state, redact(failure.message))
+        waiting = SyncState.DELETING if retry_state == SyncState.DELETING else SyncState.PENDING
+        return _wait_for_crm(lead.pk, token, waiting, redact(failure.message))
     # Waiting for the CRM's daily quota to reset is not a failed attempt.
     attempts = lead.attempts if failure.resets_at else lead.attempts + 1
     now = timezone.now()
