@@ -39,7 +39,7 @@ from crmify.admin.display import (
 from crmify.admin.filters import HasCrmIdFilter, HasErrorFilter
 from crmify.admin.import_export import LeadImportExportMixin
 from crmify.admin.preview import mapper_preview_view
-from crmify.admin.summary import changelist_context, health_banners
+from crmify.admin.summary import banner_context, changelist_context
 from crmify.loading import get_mapper
 from crmify.models import CUSTOM_FIELD_PREFIX, MAPPABLE_FIELDS, Lead, LedgerEntry
 
@@ -128,6 +128,10 @@ class LeadAdmin(LeadImportExportMixin, LeadModelAdmin):
         """Re-sync, retry, "Sync now" and "Compare with CRM" (the last two call the CRM)."""
         return self._has_perm(request, "sync_lead")
 
+    def send_waiting_url(self, request: HttpRequest) -> str | None:
+        """Where "Send waiting leads now" posts, for staff with ``sync_lead``; None hides the button."""
+        return admin_url(self, "send_waiting") if self.has_sync_permission(request) else None
+
     def has_delete_from_crm_permission(self, request: HttpRequest) -> bool:
         return self._has_perm(request, "delete_from_crm")
 
@@ -169,6 +173,7 @@ class LeadAdmin(LeadImportExportMixin, LeadModelAdmin):
         return [
             *backfill_urls(self),
             admin_path(self, "preview/", mapper_preview_view, "mapper_preview"),
+            admin_path(self, "send-waiting/", views.send_waiting_view, "send_waiting"),
             admin_path(self, "<path:object_id>/sync-now/", views.sync_now_view, "sync_now"),
             admin_path(self, "<path:object_id>/compare/", views.compare_view, "compare"),
             *super().get_urls(),
@@ -179,7 +184,7 @@ class LeadAdmin(LeadImportExportMixin, LeadModelAdmin):
     ) -> HttpResponse:
         """The changelist with the summary bar, the CRM banner and the links to the preview and backfill."""
         context = {
-            **changelist_context(request.GET),
+            **changelist_context(request.GET, self.send_waiting_url(request)),
             "crmify_preview_url": admin_url(self, "mapper_preview")
             if self.has_preview_mapping_permission(request)
             else None,
@@ -253,7 +258,7 @@ class LeadAdmin(LeadImportExportMixin, LeadModelAdmin):
         if obj is not None and obj.pk is not None:
             can_sync = self.has_sync_permission(request)
             context.update(
-                crmify_banners=health_banners(),
+                **banner_context(self.send_waiting_url(request)),
                 ledger=self.ledger_page(request, obj),
                 ledger_page_parameter=LEDGER_PAGE_PARAMETER,
                 crmify_sync_now_url=admin_url(self, "sync_now", obj.pk) if can_sync else None,
