@@ -114,7 +114,7 @@ def note_failure(error: str, lead_id: int | None = None) -> CrmState | None:
         cache.set(_FAILURES, failures := 1, timeout=FAILURE_MEMORY)
     if failures < DOWN_AFTER_FAILURES:
         return None
-    down = {
+    down: dict[str, Any] = {
         "down_since": since,
         "probes": 0,
         "next_probe_at": now + timedelta(seconds=FIRST_PROBE_AFTER),
@@ -159,7 +159,7 @@ def end_probe(now: datetime | None = None) -> CrmState:
     state = crm_state()
     if state.down:
         interval = min(max(state.probe_interval, FIRST_PROBE_AFTER) * 2, MAX_PROBE_INTERVAL)
-        down = {
+        down: dict[str, Any] = {
             "down_since": state.down_since,
             "probes": state.probes + 1,
             "next_probe_at": now + timedelta(seconds=interval),

@@ -9,6 +9,7 @@ Receivers never do network I/O: they record on the lead and queue after commit.
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
@@ -141,9 +142,16 @@ def on_migrated(**kwargs: Any) -> None:
     _start_sweeping()
 
 
+#: A worker looks for the sweep schedule at most this often (seconds): a look is a cache write.
+SCHEDULE_LOOK_EVERY = 60.0
+_next_look = 0.0
+
+
 def on_task_started(task_result: Any = None, **kwargs: Any) -> None:
+    global _next_look
     task_path = getattr(getattr(task_result, "task", None), "module_path", "")
-    if str(task_path).startswith(TASKS_MODULE + "."):
+    if str(task_path).startswith(TASKS_MODULE + ".") and time.monotonic() >= _next_look:
+        _next_look = time.monotonic() + SCHEDULE_LOOK_EVERY
         _start_sweeping()
 
 

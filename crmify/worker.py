@@ -333,15 +333,22 @@ def _wait_for_crm(lead_id: int, token: str, state: SyncState, error: str = "") -
     return SyncOutcome.WAITING
 
 
+#: Waiting leads per task when the CRM is back: few enough that every worker gets a share at once,
+#: enough that a backlog of thousands costs tens of task rows, not thousands, before the first send.
+RELEASE_CHUNK = 10
+
+
 def release_waiting_leads() -> int:
-    """Queue every lead waiting for the CRM at once, in the order they changed; every worker then sends
-    them at the shared rate limit. Called when the CRM answers again, by staff ("Send waiting leads
-    now", ``crmify.api.send_waiting_leads``) and by the sweeper. How many were queued."""
+    """Queue every lead waiting for the CRM at once, in the order they changed, a few per task; every
+    worker then sends them at the shared rate limit. Called when the CRM answers again, by staff ("Send
+    waiting leads now", ``crmify.api.send_waiting_leads``) and by the sweeper. How many were queued."""
     ids = list(Lead.objects.waiting_for_crm().values_list("pk", flat=True))
     for start in range(0, len(ids), 500):
         Lead.objects.filter(pk__in=ids[start : start + 500]).release_waiting()
-    for lead_id in ids:
-        enqueue_lead(lead_id)
+    for start in range(0, len(ids), RELEASE_CHUNK):
+        chunk = ids[start : start + RELEASE_CHUNK]
+        # A chunk that cannot be queued stays pending: the sweeper queues its leads (``lost``).
+        enqueue_task(process_leads_task, chunk, what=f"leads {chunk}; the sweeper will retry")
     return len(ids)
 
 
