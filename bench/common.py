@@ -1,13 +1,17 @@
-"""What the in-process benchmarks share: Django configured on a throw-away SQLite file, crmify on the
-database Tasks backend with the locmem CRM (a bench overrides ``CRMIFY`` where it needs the sandbox). The
-apps and constants come from ``bench/settings.py`` (the worker processes' settings)."""
+"""What the benchmarks share: Django configured on a throw-away SQLite file, crmify on the database Tasks
+backend with the locmem CRM (a bench overrides ``CRMIFY`` where it needs the sandbox), or the bench site
+on the sandbox CRM with ``db_worker`` processes (``sandbox_site``, ``start_db_workers``). The apps and
+constants come from ``bench/settings.py`` (the worker processes' settings)."""
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import django
 from django.conf import settings
@@ -30,6 +34,55 @@ def configure(db_path: Path, *, extra_apps: Sequence[str] = ()) -> None:
         LOGGING_CONFIG=None,
     )
     django.setup()
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def sandbox_site(workdir: Path, sandbox: Any) -> dict[str, str]:
+    """The bench site (``bench/settings.py``: SQLite in ``workdir``, the database cache and Tasks backend)
+    with crmify's Insightly backend on ``sandbox`` (a started ``SandboxServer``): set up in this process,
+    migrated, its cache table made. Returns the environment its worker processes need."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "DJANGO_SETTINGS_MODULE": "bench.settings",
+        "CRMIFY_BENCH_DB": str(workdir / "bench.sqlite3"),
+        "CRMIFY_BENCH_BACKEND": "crmify.backends.insightly.InsightlyBackend",
+        "CRMIFY_BENCH_API_URL": sandbox.url,
+        "CRMIFY_BENCH_API_KEY": sandbox.api_key,
+    }
+    os.environ.update(env)
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    call_command("createcachetable", verbosity=0)
+    return env
+
+
+def start_db_workers(env: dict[str, str], count: int) -> list[subprocess.Popen[bytes]]:
+    """``count`` quiet ``db_worker`` processes of the bench site (:func:`sandbox_site`'s environment)."""
+    command = [sys.executable, "-m", "django", "db_worker", "--interval", "0.1"]
+    return [
+        subprocess.Popen(
+            [*command, "--no-startup-delay", "--verbosity", "0"],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(count)
+    ]
+
+
+def stop_site(workers: list[subprocess.Popen[bytes]], sandbox: Any) -> None:
+    """Stop the workers (SIGTERM: each finishes its task first), then the sandbox."""
+    for worker in workers:
+        worker.terminate()
+    for worker in workers:
+        worker.wait(30)
+    sandbox.stop()
 
 
 class Scorecard:

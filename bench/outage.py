@@ -32,7 +32,6 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 RATE = 10.0
 SIGNUPS = int(os.environ.get("CRMIFY_BENCH_OUTAGE_SIGNUPS", "300"))
-WORKER_OPTIONS = ("--interval", "0.1", "--no-startup-delay", "--verbosity", "0")
 #: (outage seconds, workers) of the full run.
 CASES = ((120, 1), (120, 2), (600, 1), (600, 2))
 
@@ -52,43 +51,20 @@ def expected_probes(outage: float) -> int:
 def run_case(outage: float, signups: int, workers: int) -> dict[str, Any]:
     """One case, in this process (it configures Django on a database of its own)."""
     sys.path.insert(0, str(ROOT))
+    from bench.common import sandbox_site, start_db_workers, stop_site
     from crmify.sandbox import Faults, SandboxServer
 
     workdir = Path(tempfile.mkdtemp(prefix="crmify-bench-outage-"))
     faults = Faults(requests_per_second=RATE, daily_quota=None)
     sandbox_file = workdir / "sandbox.json"
     server = SandboxServer(faults=faults, state_file=sandbox_file).start()
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "DJANGO_SETTINGS_MODULE": "bench.settings",
-        "CRMIFY_BENCH_DB": str(workdir / "bench.sqlite3"),
-        "CRMIFY_BENCH_BACKEND": "crmify.backends.insightly.InsightlyBackend",
-        "CRMIFY_BENCH_API_URL": server.url,
-        "CRMIFY_BENCH_API_KEY": server.api_key,
-    }
-    os.environ.update(env)
-    import django
-
-    django.setup()
+    env = sandbox_site(workdir, server)
     from django.contrib.auth.models import User
-    from django.core.management import call_command
     from django.utils import timezone
 
     from crmify.models import Lead, LedgerEntry, SyncState
 
-    call_command("migrate", verbosity=0)
-    call_command("createcachetable", verbosity=0)
-    processes = [
-        subprocess.Popen(
-            [sys.executable, "-m", "django", "db_worker", *WORKER_OPTIONS],
-            env=env,
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for _ in range(workers)
-    ]
+    processes = start_db_workers(env, workers)
 
     def wait(condition: Any, timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout
@@ -120,11 +96,7 @@ def run_case(outage: float, signups: int, workers: int) -> dict[str, Any]:
         calls_after = server.stats()["total"]
         leads = server.leads()
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            process.wait(30)
-        server.stop()
+        stop_site(processes, server)
     emails = [lead["EMAIL"] for lead in leads]
     floor = calls_after / RATE
     return {

@@ -8,7 +8,6 @@ root: ``python bench/rate_limit.py`` (``make bench``).
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -20,32 +19,17 @@ LEADS = int(os.environ.get("CRMIFY_BENCH_LEADS", "300"))
 
 def main() -> int:
     sys.path.insert(0, str(ROOT))
-    from bench.common import Scorecard
+    from bench.common import Scorecard, sandbox_site, start_db_workers, stop_site
     from crmify.sandbox import Faults, SandboxServer
 
     workdir = Path(tempfile.mkdtemp(prefix="crmify-bench-"))
     server = SandboxServer(faults=Faults(requests_per_second=10.0, daily_quota=None)).start()
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "DJANGO_SETTINGS_MODULE": "bench.settings",
-        "CRMIFY_BENCH_DB": str(workdir / "bench.sqlite3"),
-        "CRMIFY_BENCH_BACKEND": "crmify.backends.insightly.InsightlyBackend",
-        "CRMIFY_BENCH_API_URL": server.url,
-        "CRMIFY_BENCH_API_KEY": server.api_key,
-    }
-    os.environ.update(env)
-    import django
-
-    django.setup()
+    env = sandbox_site(workdir, server)
     from django.contrib.auth.models import User
-    from django.core.management import call_command
     from django_tasks_db.models import DBTaskResult
 
     from crmify.models import Lead, SyncState
 
-    call_command("migrate", verbosity=0)
-    call_command("createcachetable", verbosity=0)
     for i in range(LEADS):
         User.objects.create(
             username=f"user{i}",
@@ -57,24 +41,7 @@ def main() -> int:
     lead_tasks = DBTaskResult.objects.filter(task_path="crmify.tasks.process_lead_task")
     queued = lead_tasks.count()
     started = time.monotonic()
-    workers = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "django",
-                "db_worker",
-                "--interval",
-                "0.1",
-                "--no-startup-delay",
-            ],
-            env=env,
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for _ in range(2)
-    ]
+    workers = start_db_workers(env, 2)
     try:
         while Lead.objects.exclude(sync_state=SyncState.SYNCED).exists():
             if time.monotonic() - started > 600:
@@ -89,11 +56,7 @@ def main() -> int:
         unchanged_calls = server.stats()["total"] - created_calls
         unchanged_tasks = lead_tasks.count() - queued
     finally:
-        for worker in workers:
-            worker.terminate()
-        for worker in workers:
-            worker.wait(10)
-        server.stop()
+        stop_site(workers, server)
     throttled = stats["throttled"]
     rps = created_calls / elapsed
     leads = server.leads()
