@@ -233,6 +233,7 @@ def test_staff_see_the_outage_and_may_send_the_waiting_leads_now(
             f"The CRM has not answered since {since} (Could not reach the CRM: connection refused); "
             "3 leads are waiting and will be sent when it answers."
         ) in html
+        assert html.count("Pending, waiting for the CRM") == 3  # each waiting lead's row says so
         assert "(Could not reach the CRM: connection refused); 3 leads are waiting" in html
     assert "Send waiting leads now" not in login("viewer").get(CHANGELIST).content.decode()
     lead_page = login("syncer").get(

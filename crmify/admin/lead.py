@@ -149,7 +149,7 @@ class LeadAdmin(LeadImportExportMixin, LeadModelAdmin):
 
     @admin.display(description=gettext_lazy("sync state"), ordering="sync_state")
     def sync_state_badge(self, lead: Lead) -> SafeString:
-        return state_badge(lead.sync_state)
+        return state_badge(lead.sync_state, waiting_for_crm=lead.waiting_for_crm)
 
     @admin.display(description=gettext_lazy("CRM id"), ordering="external_id")
     def crm_id(self, lead: Lead) -> SafeString | str:
