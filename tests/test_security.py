@@ -265,6 +265,7 @@ REQUIRED: dict[str, list[set[str]]] = {
     "crmify_lead_mapper_preview": [{"preview_mapping"}],
     "crmify_lead_sync_now": [{"sync_lead"}],
     "crmify_lead_compare": [{"sync_lead"}],
+    "crmify_lead_send_waiting": [{"sync_lead"}],
     "crmify_lead_import": [{"add_lead"}, {"change_lead"}],
     "crmify_lead_process_import": [{"add_lead"}, {"change_lead"}],
     "crmify_lead_export": [{"view_lead", "change_lead"}],
