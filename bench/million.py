@@ -125,7 +125,11 @@ def main() -> int:
             ).values_list("args_kwargs", flat=True)
             if args["args"][0] in live
         )
-        task_rows = DBTaskResult.objects.count() - live_tasks
+        # The sweeps (and an outage's probes) schedule themselves beside the leads' tasks: not counted.
+        lead_task_rows = DBTaskResult.objects.exclude(
+            task_path__in=("crmify.tasks.sweep_task", "crmify.tasks.probe_crm_task")
+        )
+        task_rows = lead_task_rows.count() - live_tasks
     finally:
         stop_workers(*workers)
         server.stop()

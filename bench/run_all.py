@@ -26,6 +26,7 @@ BENCHES = (
     "backfill_hubspot.py",
     "million.py",
     "latency.py",
+    "outage.py",
 )
 
 

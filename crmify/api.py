@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from crmify.backends.base import BaseBackend
 from crmify.conf import crmify_settings
+from crmify.crm_state import forget_outage
 from crmify.exceptions import BackendError, PermanentBackendError
 from crmify.ledger import classify
 from crmify.loading import get_lead_model
@@ -41,6 +42,7 @@ from crmify.worker import (
     enqueue_lead_on_commit,
     process_lead,
     recorded_call,
+    release_waiting_leads,
 )
 
 
@@ -285,6 +287,19 @@ def crm_backend() -> BaseBackend:
 def crm_health() -> QuotaState | None:
     """What the CRM last said about its quota and our API key (no I/O), or None if the backend cannot say."""
     return crm_backend().health()
+
+
+def send_waiting_leads() -> int:
+    """Send every lead waiting for the CRM now (the admin's "Send waiting leads now"): the outage is
+    forgotten and the leads are queued in the order they changed. If the CRM still does not answer, the
+    first calls mark it down again and the leads wait again. How many were queued."""
+    forget_outage()
+    return release_waiting_leads()
+
+
+def waiting_for_crm_count() -> int:
+    """How many leads wait for the CRM to answer again (one count query): the banner, ``crmify_check``."""
+    return Lead.objects.waiting_for_crm().count()
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ class CrmifyConfig(AppConfig):
 
     def ready(self) -> None:
         from crmify import checks  # noqa: F401  (registers the system checks)
-        from crmify.signals import connect_receivers
+        from crmify.signals import connect_receivers, connect_sweep_schedule
 
         connect_receivers()
+        connect_sweep_schedule(self)

@@ -67,10 +67,14 @@ SECONDS_SETTINGS = (
     "RETRY_BACKOFF_BASE",
     "RETRY_BACKOFF_MAX",
     "SWEEP_PENDING_AFTER",
+    "SWEEP_INTERVAL",
     "CLAIM_TIMEOUT",
 )
-#: Settings that may be None (``LEDGER_RETENTION_DAYS``: keep every ledger entry).
-NONE_ALLOWED = ("LEDGER_RETENTION_DAYS",)
+#: Settings that may be None, and what None means.
+NONE_ALLOWED = {
+    "LEDGER_RETENTION_DAYS": "None keeps everything.",
+    "SWEEP_INTERVAL": "None leaves sweeping to cron (manage.py crmify_sync).",
+}
 
 
 def _check_values() -> list[checks.CheckMessage]:
@@ -90,7 +94,7 @@ def _check_values() -> list[checks.CheckMessage]:
             msg = f"CRMIFY[{key!r}] must be a positive number, not {value!r}."
             hint = f"The default is {DEFAULTS[key]}."
         if key in NONE_ALLOWED:
-            hint += " None keeps everything."
+            hint += " " + NONE_ALLOWED[key]
         messages.append(_error(msg, hint, 2))
     if crmify_settings.get("ON_DELETE") not in ON_DELETE_CHOICES:
         messages.append(
@@ -335,6 +339,15 @@ def _check_tasks() -> list[checks.CheckMessage]:
                 f"Task backend {alias!r} is the immediate backend: CRM calls run inside the request.",
                 "Use django_tasks_db.DatabaseBackend with its db_worker (or another queue) in production.",
                 id="crmify.W002",
+            )
+        )
+    elif crmify_settings.get("SWEEP_INTERVAL") is not None and not backend.supports_defer:
+        messages.append(
+            checks.Warning(
+                f"Task backend {alias!r} cannot run a task later, so the sweeps crmify schedules "
+                "itself (SWEEP_INTERVAL) never run.",
+                "Run manage.py crmify_sync from cron every few minutes and set SWEEP_INTERVAL to None.",
+                id="crmify.W065",
             )
         )
     return messages

@@ -32,6 +32,7 @@ DEFAULTS: dict[str, Any] = {
     "RETRY_BACKOFF_MAX": 3600,
     "ON_DELETE": "delete",
     "SWEEP_PENDING_AFTER": 300,
+    "SWEEP_INTERVAL": 60,
     "CLAIM_TIMEOUT": 600,
     "LEDGER_RETENTION_DAYS": 90,
     "LIVE_QUOTA_SHARE": 0.1,
@@ -131,6 +132,13 @@ class CrmifySettings:
     def SWEEP_PENDING_AFTER(self) -> float:
         """Seconds a lead may stay pending before the sweeper assumes its enqueue was lost."""
         return float(self.get("SWEEP_PENDING_AFTER"))
+
+    @property
+    def SWEEP_INTERVAL(self) -> float | None:
+        """Seconds between the sweeps the workers schedule themselves (``crmify.sweeper.start_sweeping``);
+        None leaves sweeping to cron (``manage.py crmify_sync``)."""
+        value = self.get("SWEEP_INTERVAL")
+        return None if value is None else float(value)
 
     @property
     def CLAIM_TIMEOUT(self) -> float:

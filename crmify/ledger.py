@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
+import requests
 from django.core.exceptions import ImproperlyConfigured
 
 from crmify.backends.base import BatchItem, CallRecord
@@ -31,6 +32,11 @@ class Failure:
     permanent: bool
     retry_after: float | None = None
     resets_at: datetime | None = None
+    #: The error says the CRM itself is unreachable or failing (no answer, a timeout, a 5xx), not that
+    #: it refused this lead: ``crmify.crm_state`` counts these towards marking the CRM down.
+    outage: bool = False
+    #: The CRM answered (with an error about this lead): it is up, whatever this lead's fate.
+    answered: bool = False
 
     @property
     def outcome(self) -> str:
@@ -39,14 +45,27 @@ class Failure:
 
 def classify(exc: BaseException) -> Failure:
     """Permanent for crmify's permanent errors, mapping and configuration errors; transient otherwise."""
+    status = getattr(exc, "status_code", None)
+    answered = isinstance(exc, BackendError) and status is not None and status < 500
     if isinstance(exc, QuotaExhausted):
-        return Failure(str(exc), permanent=False, resets_at=exc.resets_at)
+        return Failure(str(exc), permanent=False, resets_at=exc.resets_at, answered=answered)
     if isinstance(exc, PermanentBackendError | MappingError | ImproperlyConfigured):
-        return Failure(str(exc), permanent=True)
+        return Failure(str(exc), permanent=True, answered=answered)
     if isinstance(exc, BackendError):
-        return Failure(str(exc), permanent=False, retry_after=exc.retry_after)
-    # Any other exception from a custom backend: retried, with its text kept.
-    return Failure(f"{type(exc).__name__}: {exc}", permanent=False)
+        # No answer at all (a connection error, a timeout: no status) or the CRM failing (5xx).
+        outage = status is None or status >= 500
+        return Failure(
+            str(exc), permanent=False, retry_after=exc.retry_after, outage=outage, answered=answered
+        )
+    # Any other exception from a custom backend: retried, with its text kept; a network error (a 1.3
+    # backend calling requests itself) says the CRM is unreachable.
+    return Failure(
+        f"{type(exc).__name__}: {exc}",
+        permanent=False,
+        outage=isinstance(
+            exc, ConnectionError | TimeoutError | requests.ConnectionError | requests.Timeout
+        ),
+    )
 
 
 def write_ledger(

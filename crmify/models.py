@@ -98,6 +98,9 @@ class Lead(models.Model):
     )
     attempts = models.PositiveIntegerField(_("attempts"), default=0)
     next_attempt_at = models.DateTimeField(_("next attempt"), null=True, blank=True)
+    # Set while the CRM as a whole does not answer (crmify.crm_state): the lead is sent when it answers
+    # again, without using an attempt.
+    waiting_for_crm = models.BooleanField(_("waiting for the CRM"), default=False, db_index=True)
     last_error = models.TextField(_("last error"), blank=True, default="")
     last_synced_at = models.DateTimeField(_("last synced"), null=True, blank=True)
     queued_at = models.DateTimeField(_("queued"), null=True, blank=True)

@@ -1,28 +1,43 @@
 """Finds work that fell through the cracks and queues it again.
 
-Called by ``manage.py crmify_sync`` and the ``crmify.tasks.sweep_task`` task (schedule either). It gives back
-claims of workers that died, queues due retries and pending leads whose enqueue was lost (not those still
-waiting in the database queue behind a backlog), prunes ledger entries older than
-``LEDGER_RETENTION_DAYS``, and with ``drift=True`` re-maps every ``LEAD_MODEL`` row to catch writes that
-bypassed the signals (``queryset.update``, ``bulk_create``).
+Called by ``manage.py crmify_sync`` (cron, for sites that prefer it) and the ``crmify.tasks.sweep_task``
+task, which schedules itself every ``SWEEP_INTERVAL`` seconds on any Tasks backend that can defer: no cron
+needed. It gives back claims of workers that died, queues due retries and pending leads whose enqueue was
+lost (not those still waiting in the database queue behind a backlog), probes a CRM that is down if its
+probe is overdue and releases leads still waiting for a CRM that is up (``crmify.crm_state``), prunes
+ledger entries older than ``LEDGER_RETENTION_DAYS``, and with ``drift=True`` re-maps every ``LEAD_MODEL``
+row to catch writes that bypassed the signals (``queryset.update``, ``bulk_create``).
+
+One sweep at a time across every process: a sweep takes a lock in the shared cache first (a cron sweep
+and a scheduled one that meet, or two schedules, do not sweep twice at once).
 """
 
 from __future__ import annotations
 
+import logging
+import uuid
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 from typing import Any
 
 from django.contrib.contenttypes.models import ContentType
+from django.db import DatabaseError
 from django.utils import timezone
 
 from crmify.conf import crmify_settings
+from crmify.crm_state import crm_state, shared_cache
 from crmify.loading import get_lead_model, get_mapper
 from crmify.models import Lead, LedgerEntry, SyncState
-from crmify.queue import backend_supports_defer, crmify_task, waiting_in_queue
+from crmify.queue import backend_supports_defer, crmify_task, enqueue_task, waiting_in_queue
 from crmify.sources import iterate_source_rows
 from crmify.tracking import new_lead, track
-from crmify.worker import LEAD_TASKS, enqueue_lead
+from crmify.worker import LEAD_TASKS, enqueue_lead, probe_crm, release_waiting_leads
+
+logger = logging.getLogger("crmify")
+
+#: The shared cache's keys: the token of the one live schedule, and the lock of the running sweep.
+_SCHEDULE = "crmify:sweep:schedule"
+_RUNNING = "crmify:sweep:running"
 
 
 @dataclass
@@ -35,21 +50,46 @@ class SweepReport:
     pruned_ledger: int = 0
     drift_scanned: int = 0
     drift_queued: int = 0
+    #: Leads that still waited for a CRM that answers again (the news of its return was lost).
+    released_waiting: int = 0
+    #: Another sweep was running: this one did nothing.
+    skipped: bool = False
 
     def __str__(self) -> str:
+        if self.skipped:
+            return "skipped: another sweep is running"
         text = (
             f"{self.released_claims} stale claims released, {self.queued_retries} due retries queued, "
             f"{self.queued_lost} lost enqueues queued, {self.pruned_ledger} old ledger entries pruned"
         )
         if self.drift_scanned:
             text += f", {self.drift_scanned} rows scanned for drift, {self.drift_queued} changed"
+        if self.released_waiting:
+            text += f", {self.released_waiting} leads waiting for the CRM queued"
         return text
 
 
 def sweep(*, drift: bool = False) -> SweepReport:
-    """Run one sweep; see the module docstring."""
+    """Run one sweep, unless another is running anywhere; see the module docstring."""
+    cache = shared_cache()
+    # Held at most CLAIM_TIMEOUT: a sweeper killed mid-sweep does not stop sweeping for good.
+    if not cache.add(_RUNNING, 1, timeout=crmify_settings.CLAIM_TIMEOUT):
+        return SweepReport(skipped=True)
+    try:
+        return _sweep(drift)
+    finally:
+        cache.delete(_RUNNING)
+
+
+def _sweep(drift: bool) -> SweepReport:
     report = SweepReport()
     now = timezone.now()
+    # The CRM: a probe whose task was lost (or a backend that cannot defer it) is made here; leads
+    # still waiting for a CRM that is up go now.
+    if crm_state().down:
+        probe_crm()
+    elif Lead.objects.waiting_for_crm().exists():
+        report.released_waiting = release_waiting_leads()
     report.released_claims = release_stale_claims(
         now - timedelta(seconds=crmify_settings.CLAIM_TIMEOUT)
     )
@@ -70,9 +110,59 @@ def sweep(*, drift: bool = False) -> SweepReport:
 
 
 @crmify_task
-def sweep_task(drift: bool = False) -> dict[str, Any]:
-    """One sweep (see :func:`sweep`), as a task; schedule it every few minutes."""
+def sweep_task(drift: bool = False, schedule: str = "") -> dict[str, Any]:
+    """One sweep (see :func:`sweep`), as a task. Queued by :func:`start_sweeping` with the token of the
+    schedule (``schedule``), it first queues the next sweep of that schedule, so a worker that dies
+    mid-sweep does not end it; a schedule that another replaced stops."""
+    if schedule and not _schedule_next(schedule):
+        return asdict(SweepReport(skipped=True))
     return asdict(sweep(drift=drift))
+
+
+def start_sweeping() -> bool:
+    """Start the schedule of sweeps (every ``SWEEP_INTERVAL`` seconds) unless one runs: True if this
+    call started it.
+
+    Called after ``migrate`` (a fresh site, every deploy) and whenever a worker starts a crmify task
+    (``crmify.apps``), so the schedule starts with the workers and comes back if its task was lost. A
+    Tasks backend that cannot defer has no schedule (``crmify.W065``: use cron).
+    """
+    if crmify_settings.SWEEP_INTERVAL is None or not backend_supports_defer():
+        return False
+    token = uuid.uuid4().hex
+    try:
+        if not shared_cache().add(_SCHEDULE, token, timeout=_schedule_lifetime()):
+            return False
+    except DatabaseError:
+        # The database cache's table is made after the first migrate: the first sweep adopts the schedule.
+        logger.info("crmify: sweep schedule started without the shared cache")
+    return enqueue_task(sweep_task, False, token, run_after=timezone.now(), what="the sweep")
+
+
+def _schedule_next(token: str) -> bool:
+    """Queue the next sweep of the schedule ``token``, if it is still the live one (or none is)."""
+    cache = shared_cache()
+    if cache.get(_SCHEDULE) not in (None, token):
+        return False
+    interval = crmify_settings.SWEEP_INTERVAL
+    if interval is None:
+        return True  # sweeping was left to cron since the schedule started: this sweep is its last
+    following = uuid.uuid4().hex
+    cache.set(_SCHEDULE, following, timeout=_schedule_lifetime())
+    enqueue_task(
+        sweep_task,
+        False,
+        following,
+        run_after=timezone.now() + timedelta(seconds=interval),
+        what="the next sweep",
+    )
+    return True
+
+
+def _schedule_lifetime() -> float:
+    """How long a schedule counts as live without a sweep: a few intervals, so one late sweep (a worker
+    busy with a long task) does not start a second schedule beside it."""
+    return 3 * (crmify_settings.SWEEP_INTERVAL or 0) + 120
 
 
 def release_stale_claims(before: Any) -> int:

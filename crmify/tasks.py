@@ -10,6 +10,12 @@ from __future__ import annotations
 
 from crmify.backfill import backfill_chunk_task
 from crmify.sweeper import sweep_task
-from crmify.worker import process_lead_task, process_leads_task
+from crmify.worker import probe_crm_task, process_lead_task, process_leads_task
 
-__all__ = ["backfill_chunk_task", "process_lead_task", "process_leads_task", "sweep_task"]
+__all__ = [
+    "backfill_chunk_task",
+    "probe_crm_task",
+    "process_lead_task",
+    "process_leads_task",
+    "sweep_task",
+]

@@ -25,6 +25,8 @@ States (the admin shows each)::
     any live lead --request_delete--> deleting (deleted when never sent) --claim_for_delete-->
         (claimed) --finish_deleted--> deleted --force_pending--> pending
     syncing --send_again / requeue_if_moved--> pending (changed while sent), deleting (deleted meanwhile)
+    claimed --wait_for_crm--> pending / deleting, waiting for the CRM --release_waiting--> sent again
+    retrying since the CRM went down --wait_for_crm_since--> waiting for the CRM
     deleting (waiting for a retry) --delete_now--> deleting, due at once
     claimed by a dead worker --release_stale_claims--> pending / deleting
 """
@@ -64,6 +66,7 @@ STATE_FIELDS: tuple[str, ...] = (
     "tombstone",
     "attempts",
     "next_attempt_at",
+    "waiting_for_crm",
     "last_error",
     "queued_at",
     "claim_token",
@@ -127,7 +130,9 @@ class LeadQuerySet(models.QuerySet["Lead"]):
     def retry_due(self, before: datetime) -> LeadQuerySet:
         """Unclaimed retries and deletes whose next attempt was due before ``before`` (the sweeper)."""
         return self.unclaimed().filter(
-            sync_state__in=[SyncState.RETRYING, SyncState.DELETING], next_attempt_at__lte=before
+            waiting_for_crm=False,
+            sync_state__in=[SyncState.RETRYING, SyncState.DELETING],
+            next_attempt_at__lte=before,
         )
 
     def lost(self, queued_before: datetime) -> LeadQuerySet:
@@ -136,8 +141,16 @@ class LeadQuerySet(models.QuerySet["Lead"]):
         return self.unclaimed().filter(
             sync_state__in=[SyncState.PENDING, SyncState.DELETING],
             next_attempt_at__isnull=True,
+            waiting_for_crm=False,
             queued_at__lt=queued_before,
         )
+
+    def waiting_for_crm(self) -> LeadQuerySet:
+        """Leads waiting for the CRM to answer again, in the order they changed (the order they are sent
+        in when it does): the worker's release and probe, the admin's banner."""
+        return self.filter(
+            waiting_for_crm=True, sync_state__in=[SyncState.PENDING, SyncState.DELETING]
+        ).order_by("queued_at", "pk")
 
     # -- the site changed a lead ----------------------------------------------------------------------
 
@@ -197,7 +210,7 @@ class LeadQuerySet(models.QuerySet["Lead"]):
         token = token or uuid.uuid4().hex
         claimed = (
             self.unclaimed()
-            .filter(condition, _due(now))
+            .filter(condition, _due(now), waiting_for_crm=False)
             .update(claim_token=token, claimed_at=now, **changes)
         )
         return token if claimed else None
@@ -219,7 +232,7 @@ class LeadQuerySet(models.QuerySet["Lead"]):
             return None
         candidates = list(
             self.unclaimed()
-            .filter(_WAITING_TO_SYNC, _due(timezone.now()))
+            .filter(_WAITING_TO_SYNC, _due(timezone.now()), waiting_for_crm=False)
             .order_by("queued_at", "pk")
             .values_list("pk", flat=True)[:limit]
         )
@@ -323,6 +336,47 @@ class LeadQuerySet(models.QuerySet["Lead"]):
             )
         )
 
+    def wait_for_crm(self, *, state: SyncState, error: str, now: datetime) -> int:
+        """Release the claimed leads to wait until the CRM answers again, in ``state`` (pending, or
+        deleting for a delete) or deleting if they became tombstones meanwhile: not an attempt, no next
+        attempt time (:meth:`release_waiting` sends them), and their queue time kept, so they go in the
+        order they changed."""
+        return self.update(
+            sync_state=_unless_tombstone(state),
+            waiting_for_crm=True,
+            next_attempt_at=None,
+            last_error=error,
+            updated_at=now,
+            **_RELEASED,
+        )
+
+    def wait_for_crm_since(self, since: datetime, now: datetime | None = None) -> int:
+        """Make the unclaimed retries scheduled since ``since`` (when the CRM stopped answering) wait for
+        the CRM instead of their backoff slot: a slot computed while it was down says nothing about when
+        to send. Their attempts are kept. How many moved."""
+        return (
+            self.unclaimed()
+            .filter(
+                sync_state__in=[SyncState.RETRYING, SyncState.DELETING],
+                next_attempt_at__isnull=False,
+                updated_at__gte=since,
+            )
+            .update(
+                sync_state=_unless_tombstone(SyncState.PENDING),
+                waiting_for_crm=True,
+                next_attempt_at=None,
+                updated_at=now or timezone.now(),
+            )
+        )
+
+    def release_waiting(self, now: datetime | None = None) -> int:
+        """The CRM answers again (or staff said "Send waiting leads now"): the waiting leads may be
+        claimed at once; the caller queues them. How many moved."""
+        now = now or timezone.now()
+        return self.filter(waiting_for_crm=True).update(
+            waiting_for_crm=False, next_attempt_at=None, queued_at=now, updated_at=now
+        )
+
     def fail(self, *, attempts: int, error: str, now: datetime) -> int:
         """Release the claimed leads as failed for good (a permanent error, or the last attempt)."""
         return self.update(
@@ -392,6 +446,7 @@ class LeadQuerySet(models.QuerySet["Lead"]):
             tombstone=False,
             attempts=0,
             next_attempt_at=None,
+            waiting_for_crm=False,
             queued_at=now or timezone.now(),
             sync_state=_pending_unless_syncing(),
             # Decided on the row; evaluated before the sync_state above is written.
@@ -413,7 +468,7 @@ class LeadQuerySet(models.QuerySet["Lead"]):
         return (
             self.filter(tombstone=True)
             .exclude(sync_state=SyncState.DELETED)
-            .update(sync_state=SyncState.DELETING, next_attempt_at=None)
+            .update(sync_state=SyncState.DELETING, next_attempt_at=None, waiting_for_crm=False)
         )
 
     def request_delete(self, now: datetime | None = None) -> tuple[int, int]:

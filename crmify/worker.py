@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
 
+from crmify import crm_state
 from crmify.backends import build_backend
 from crmify.backends.base import BaseBackend, BatchItem, recording
 from crmify.conf import crmify_settings
@@ -66,6 +67,8 @@ class SyncOutcome(enum.StrEnum):
     SKIPPED = "skipped"
     #: No such lead.
     MISSING = "missing"
+    #: Not sent: the CRM does not answer; the lead waits and is sent when it does (not an attempt).
+    WAITING = "waiting"
 
 
 def backoff_seconds(attempt: int, retry_after: float | None = None) -> float:
@@ -100,20 +103,24 @@ def current_backend() -> BaseBackend:
     return cached[1]
 
 
-def process_lead(lead_id: int, *, burst: bool = False) -> SyncOutcome:
+def process_lead(lead_id: int, *, burst: bool = False, probe: bool = False) -> SyncOutcome:
     """Do whatever ``lead_id`` is waiting for (a sync or a delete) and say what happened.
 
     With ``burst`` (the queued task) and a backend with batch calls, other leads waiting to be sent go
     with this one in one batch call (see :func:`batch_size`); staff's "Sync now" sends the lead alone.
+    While the CRM is down (``crmify.crm_state``) the lead waits for it without a call, unless it is the
+    ``probe`` (:func:`probe_crm`).
     """
     state = Lead.objects.filter(pk=lead_id).values_list("sync_state", flat=True).first()
     if state is None:
         return SyncOutcome.MISSING
     if state == SyncState.DELETING:
-        return _run_delete(lead_id)
+        return _run_delete(lead_id, probe)
     token = Lead.objects.filter(pk=lead_id).claim_for_sync()
     if token is None:
         return SyncOutcome.SKIPPED
+    if not probe and crm_state.crm_state().down:
+        return _wait_for_crm(lead_id, token, SyncState.PENDING)
     size = batch_size(current_backend()) if burst else 1
     # A burst of saves queues a task per lead: the first task to run takes the others waiting with it
     # (their own tasks find them claimed or sent and skip them), so a burst costs one call per batch.
@@ -305,6 +312,8 @@ def _send_batch(token: str) -> dict[int, SyncOutcome]:
     """Send every lead claimed with ``token`` in one ``sync_leads`` call and finish each by its own
     result, as :func:`_send_one` finishes one lead: the outcome of each, by lead id."""
     leads = list(Lead.objects.held(token).order_by("queued_at", "pk"))
+    if crm_state.crm_state().down:
+        return {lead.pk: _wait_for_crm(lead.pk, token, SyncState.PENDING) for lead in leads}
     outcomes: dict[int, SyncOutcome] = {}
     to_send = []
     for lead in leads:
@@ -340,10 +349,12 @@ def _finish_sent(
     return SyncOutcome.SYNCED
 
 
-def _run_delete(lead_id: int) -> SyncOutcome:
+def _run_delete(lead_id: int, probe: bool) -> SyncOutcome:
     token = Lead.objects.filter(pk=lead_id).claim_for_delete()
     if token is None:
         return SyncOutcome.SKIPPED
+    if not probe and crm_state.crm_state().down:
+        return _wait_for_crm(lead_id, token, SyncState.DELETING)
     lead = Lead.objects.get(pk=lead_id)
     external_id = lead.external_id
     if not external_id and _may_be_in_crm(lead):
@@ -380,6 +391,7 @@ def recorded_call(
         except Exception as exc:
             error = exc
         write_ledger(lead, records, operation, started_at, started, error)
+    _note_crm_answer(error, lead.pk if lead is not None else None)
     return result, error
 
 
@@ -413,6 +425,7 @@ def _call_batch(
         else:
             items = [BatchItem(error=error)] * len(leads)
         write_batch_ledger(leads, records, operation, started_at, started, error, items)
+    _note_crm_answer(error, None)
     _stop_on_configuration_error(leads, error)
     return items
 
@@ -448,6 +461,9 @@ def _finish_failure(
     lead: Lead, token: str, exc: BaseException, *, retry_state: SyncState
 ) -> SyncOutcome:
     failure = classify(exc)
+    if failure.outage and crm_state.crm_state().down:
+        waiting = SyncState.DELETING if retry_state == SyncState.DELETING else SyncState.PENDING
+        return _wait_for_crm(lead.pk, token, waiting, redact(failure.message))
     # Waiting for the CRM's daily quota to reset is not a failed attempt.
     attempts = lead.attempts if failure.resets_at else lead.attempts + 1
     now = timezone.now()
@@ -487,3 +503,99 @@ def _finish_failure(
         )
     enqueue_lead(lead.pk, run_after=next_attempt_at)
     return SyncOutcome.RETRYING
+
+
+# -- the CRM as a whole (crmify.crm_state) ---------------------------------------------------------------
+
+
+def _note_crm_answer(error: BaseException | None, lead_id: int | None) -> None:
+    """Tell the shared CRM state what a call showed: the first answer after an outage releases every
+    waiting lead; the failure that marks the CRM down starts the probe."""
+    failure = classify(error) if error is not None else None
+    if failure is None or failure.answered:
+        if crm_state.note_answer():
+            logger.warning("crmify: the CRM answers again; sending the leads that waited for it")
+            release_waiting_leads()
+    elif failure.outage:
+        down = crm_state.note_failure(redact(failure.message)[:MAX_ERROR_LENGTH], lead_id)
+        if down is not None and down.down_since is not None:
+            logger.warning(
+                "crmify: the CRM does not answer (%s); leads wait for it", failure.message
+            )
+            # Retries scheduled since the first failure wait too: their backoff slots mean nothing.
+            Lead.objects.wait_for_crm_since(down.down_since)
+            _enqueue_probe(down)
+
+
+def _wait_for_crm(lead_id: int, token: str, state: SyncState, error: str = "") -> SyncOutcome:
+    """Park a claimed lead until the CRM answers (no call, not an attempt)."""
+    now = timezone.now()
+    outage = crm_state.crm_state()
+    Lead.objects.filter(pk=lead_id).held(token).wait_for_crm(
+        state=state,
+        error=(error or outage.last_error or "The CRM does not answer.")[:MAX_ERROR_LENGTH],
+        now=now,
+    )
+    # The CRM came back between our read and our write: its release did not see this lead.
+    if crm_state.crm_state().up and Lead.objects.filter(pk=lead_id).release_waiting(now):
+        enqueue_lead(lead_id)
+    return SyncOutcome.WAITING
+
+
+#: Waiting leads per task when the CRM is back: few enough that every worker gets a share at once,
+#: enough that a backlog of thousands costs tens of task rows, not thousands, before the first send.
+RELEASE_CHUNK = 10
+
+
+def release_waiting_leads() -> int:
+    """Queue every lead waiting for the CRM at once, in the order they changed, a few per task; every
+    worker then sends them at the shared rate limit. Called when the CRM answers again, by staff ("Send
+    waiting leads now", ``crmify.api.send_waiting_leads``) and by the sweeper. How many were queued."""
+    ids = list(Lead.objects.waiting_for_crm().values_list("pk", flat=True))
+    for start in range(0, len(ids), 500):
+        Lead.objects.filter(pk__in=ids[start : start + 500]).release_waiting()
+    for start in range(0, len(ids), RELEASE_CHUNK):
+        chunk = ids[start : start + RELEASE_CHUNK]
+        # A chunk that cannot be queued stays pending: the sweeper queues its leads (``lost``).
+        enqueue_task(process_leads_task, chunk, what=f"leads {chunk}; the sweeper will retry")
+    return len(ids)
+
+
+def _enqueue_probe(state: crm_state.CrmState) -> None:
+    """Queue the next probe for when it is due; a Tasks backend that cannot defer leaves it to the
+    sweeper (``probe_crm`` from ``crmify.sweeper.sweep``)."""
+    enqueue_task(probe_crm_task, run_after=state.next_probe_at, what="the CRM probe")
+
+
+def probe_crm() -> crm_state.CrmState | None:
+    """While the CRM is down, try it once, if a probe is due and no other worker is probing: the lead
+    that waited longest is sent (a useful call; if it fails it waits again, without using an attempt);
+    with no lead waiting, the backend's connection check, if it has one. Then plan the next probe.
+
+    Called by :func:`probe_crm_task` and the sweeper; the state after, or None when no probe was made.
+    """
+    if crm_state.claim_probe() is None:
+        return None
+    try:
+        lead_id = Lead.objects.waiting_for_crm().values_list("pk", flat=True).first()
+        if lead_id is not None:
+            Lead.objects.filter(pk=lead_id).release_waiting()
+            process_lead(lead_id, probe=True)
+        elif current_backend().supports_connection_check:
+            checks = current_backend().check_connection([])
+            if checks and checks[0].ok:
+                _note_crm_answer(None, None)
+            else:
+                crm_state.note_failure(redact(checks[0].detail if checks else "no answer"))
+    finally:
+        after = crm_state.end_probe()
+    if after.down:
+        _enqueue_probe(after)
+    return after
+
+
+@crmify_task
+def probe_crm_task() -> bool:
+    """One probe of a CRM that is down (see :func:`probe_crm`); True when it answers again."""
+    after = probe_crm()
+    return after is not None and after.up

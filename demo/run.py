@@ -1,6 +1,12 @@
 """``make demo``: migrate, seed, then run the sandbox CRM, the task worker and the web server together.
 
 Ctrl-C (or SIGTERM) stops all three. Running it again reuses the database and the sandbox's saved leads.
+
+The CRM may go away while the site runs, as a real one can: stop the sandbox (``kill -INT $(cat
+demo/var/sandbox.pid)``) and the site and the worker keep running while the admin shows the outage;
+``python demo/run.py --sandbox`` starts the sandbox again (same port, same leads) and the waiting leads
+go out. crmify's sweeper needs no cron here: the sweeps schedule themselves (``SWEEP_INTERVAL``).
+
 The end-to-end tests start a private copy through these environment variables:
 
 ``CRMIFY_DEMO_PORT``          the web server's port (8000)
@@ -41,8 +47,8 @@ SANDBOX_ACCOUNT = {
 }
 #: Where each CRM's API lives on the sandbox, for the banner.
 SANDBOX_API = {"insightly": "/v3.1/", "hubspot": "/crm/v3/"}
-#: Seconds between runs of crmify's sweeper (``manage.py crmify_sync``), as cron would run it on a site.
-SWEEP_EVERY = 60
+#: The running sandbox's process id: stop it to show an outage.
+SANDBOX_PID = VAR_DIR / "sandbox.pid"
 
 
 def manage(*args: str) -> list[str]:
@@ -67,8 +73,10 @@ def stop_on_sigterm(signum: int, frame: object) -> None:
 
 
 def start_sandbox() -> subprocess.Popen[bytes]:
-    """The sandbox CRM needs no database: it starts while the database is being prepared."""
-    return subprocess.Popen(
+    """The sandbox CRM needs no database: it starts while the database is being prepared. Its process
+    id goes to ``SANDBOX_PID``."""
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    sandbox = subprocess.Popen(
         manage(
             "crmify_sandbox",
             *("--port", str(SANDBOX_PORT), "--api-key", API_KEY, "--rate", CRM_RATE),
@@ -78,6 +86,21 @@ def start_sandbox() -> subprocess.Popen[bytes]:
         cwd=DEMO,
         stdout=subprocess.DEVNULL,
     )
+    SANDBOX_PID.write_text(str(sandbox.pid))
+    return sandbox
+
+
+def sandbox_only() -> None:
+    """``run.py --sandbox``: start the demo's sandbox again (after it was stopped) until Ctrl-C."""
+    if not port_free(SANDBOX_PORT):
+        raise SystemExit(f"Port {SANDBOX_PORT} is in use: is the sandbox running already?")
+    sandbox = start_sandbox()
+    wait_for_port(SANDBOX_PORT)
+    print(f"Sandbox CRM back on http://127.0.0.1:{SANDBOX_PORT}/ (Ctrl-C stops it).", flush=True)
+    try:
+        sandbox.wait()
+    except KeyboardInterrupt:
+        stop_all([sandbox])
 
 
 def prepare_database() -> None:
@@ -93,6 +116,7 @@ def prepare_database() -> None:
     call_command("createcachetable")
     call_command("demo_seed")
     call_command("crmify_sync")  # what a previous run left behind (a worker stopped mid-task)
+    # migrate queued the first of the sweeps that schedule themselves: no cron, no loop here.
     connections.close_all()
 
 
@@ -132,6 +156,9 @@ def main() -> None:
         raise SystemExit(
             f"CRMIFY_DEMO_CRM must be one of {', '.join(SANDBOX_ACCOUNT)}, not {CRM!r}."
         )
+    if sys.argv[1:] == ["--sandbox"]:
+        sandbox_only()
+        return
     for port in (WEB_PORT, SANDBOX_PORT):
         if not port_free(port):
             raise SystemExit(
@@ -140,10 +167,12 @@ def main() -> None:
             )
     processes: list[subprocess.Popen[bytes]] = []
     try:
-        processes.append(start_sandbox())
+        sandbox = start_sandbox()
+        processes.append(sandbox)
         prepare_database()
         wait_for_port(SANDBOX_PORT)
-        processes += start_site()
+        site = start_site()
+        processes += site
         wait_for_port(WEB_PORT, 30)
         print(
             f"\n  Demo site:    http://127.0.0.1:{WEB_PORT}/  (customers ada, grace, ...: password demo)\n"
@@ -153,19 +182,21 @@ def main() -> None:
             f" holds; API http://127.0.0.1:{SANDBOX_PORT}{SANDBOX_API[CRM]}, key {API_KEY})\n"
             f"  Backfill:     http://127.0.0.1:{WEB_PORT}/admin/crmify/lead/backfill/"
             "  (brings in the 500 historic customers)\n"
+            f"  Outage:       kill -INT $(cat {SANDBOX_PID}) stops the CRM; the site keeps running;\n"
+            "                python demo/run.py --sandbox starts it again\n"
             f"  Data in {VAR_DIR}. Ctrl-C stops everything.\n",
             flush=True,
         )
-        next_sweep = time.monotonic() + SWEEP_EVERY
-        sweeper: subprocess.Popen[bytes] | None = None
-        while all(process.poll() is None for process in processes):
+        # The site runs on without its CRM, as a real site would: crmify shows the outage.
+        while all(process.poll() is None for process in site):
             time.sleep(0.5)
-            # The demo's schedule for crmify's sweeper; poll() also reaps the previous one.
-            if time.monotonic() > next_sweep and (sweeper is None or sweeper.poll() is not None):
-                sweeper = subprocess.Popen(
-                    manage("crmify_sync"), cwd=DEMO, stdout=subprocess.DEVNULL
+            if sandbox.returncode is None and sandbox.poll() is not None:
+                print(
+                    "The sandbox CRM stopped; the site keeps running and the admin shows the outage. "
+                    "Start it again with: python demo/run.py --sandbox",
+                    file=sys.stderr,
+                    flush=True,
                 )
-                next_sweep = time.monotonic() + SWEEP_EVERY
         print("A demo process stopped; stopping the others.", file=sys.stderr)
     except KeyboardInterrupt:
         pass

@@ -12,6 +12,7 @@ from django.core.cache import cache
 from django.test import override_settings
 
 from crmify.backends import locmem
+from crmify.crm_state import forget_outage
 from crmify.sandbox import SandboxServer
 from crmify.sandbox.hubspot import HubSpotSandbox
 from tests.doubles import Enqueued
@@ -41,8 +42,10 @@ def postgres_pass_only() -> None:
 @pytest.fixture(autouse=True)
 def _clean_locmem() -> Iterator[None]:
     locmem.reset()
+    forget_outage()  # the CRM's shared state (crmify.crm_state) does not leak from one test to the next
     yield
     locmem.reset()
+    forget_outage()
 
 
 @pytest.fixture

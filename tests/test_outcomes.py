@@ -26,6 +26,7 @@ def test_every_outcome_is_the_text_it_was_before() -> None:
         "failed",
         "skipped",
         "missing",
+        "waiting",  # added with the CRM-wide outage state; the earlier texts are unchanged
     ]
     assert SyncOutcome.SYNCED == "synced"
     assert {SyncOutcome.FAILED: 1} == {"failed": 1}  # task results count them by text
@@ -60,4 +61,5 @@ def test_the_admin_reads_each_outcome_member() -> None:
         SyncOutcome.FAILED: messages.ERROR,
         SyncOutcome.SKIPPED: messages.WARNING,
         SyncOutcome.MISSING: messages.ERROR,
+        SyncOutcome.WAITING: messages.WARNING,
     }

@@ -56,9 +56,12 @@ def admin_url(model_admin: admin.ModelAdmin[Any], name: str, *args: Any) -> str:
     return reverse(f"{model_admin.admin_site.name}:{_url_name(model_admin, name)}", args=args)
 
 
-def state_badge(state: str) -> SafeString:
-    """A coloured badge that also says the state in words (readable without colour)."""
+def state_badge(state: str, *, waiting_for_crm: bool = False) -> SafeString:
+    """A coloured badge that also says the state in words (readable without colour); a lead waiting for
+    the CRM to answer again says so."""
     label = SyncState(state).label if state in SyncState.values else state
+    if waiting_for_crm:
+        label = _("%s, waiting for the CRM") % label
     return format_html('<span class="crmify-badge crmify-badge--{}">{}</span>', state, label)
 
 

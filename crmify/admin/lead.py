@@ -38,7 +38,7 @@ from crmify.admin.display import (
 from crmify.admin.filters import HasCrmIdFilter, HasErrorFilter
 from crmify.admin.import_export import LeadImportExportMixin
 from crmify.admin.preview import mapper_preview_view
-from crmify.admin.summary import changelist_context, health_banners
+from crmify.admin.summary import banner_context, changelist_context
 from crmify.admin.support import support_summary
 from crmify.loading import get_mapper
 from crmify.models import CUSTOM_FIELD_PREFIX, MAPPABLE_FIELDS, Lead, LedgerEntry, SyncState
@@ -130,6 +130,10 @@ class LeadAdmin(LeadImportExportMixin, LeadModelAdmin):
         """Re-sync, retry, "Sync now" and "Compare with CRM" (the last two call the CRM)."""
         return self._has_perm(request, "sync_lead")
 
+    def send_waiting_url(self, request: HttpRequest) -> str | None:
+        """Where "Send waiting leads now" posts, for staff with ``sync_lead``; None hides the button."""
+        return admin_url(self, "send_waiting") if self.has_sync_permission(request) else None
+
     def has_delete_from_crm_permission(self, request: HttpRequest) -> bool:
         return self._has_perm(request, "delete_from_crm")
 
@@ -147,7 +151,7 @@ class LeadAdmin(LeadImportExportMixin, LeadModelAdmin):
 
     @admin.display(description=gettext_lazy("sync state"), ordering="sync_state")
     def sync_state_badge(self, lead: Lead) -> SafeString:
-        return state_badge(lead.sync_state)
+        return state_badge(lead.sync_state, waiting_for_crm=lead.waiting_for_crm)
 
     @admin.display(description=gettext_lazy("CRM id"), ordering="external_id")
     def crm_id(self, lead: Lead) -> SafeString | str:
@@ -171,6 +175,7 @@ class LeadAdmin(LeadImportExportMixin, LeadModelAdmin):
         return [
             *backfill_urls(self),
             admin_path(self, "preview/", mapper_preview_view, "mapper_preview"),
+            admin_path(self, "send-waiting/", views.send_waiting_view, "send_waiting"),
             admin_path(self, "<path:object_id>/sync-now/", views.sync_now_view, "sync_now"),
             admin_path(self, "<path:object_id>/compare/", views.compare_view, "compare"),
             *super().get_urls(),
@@ -181,7 +186,7 @@ class LeadAdmin(LeadImportExportMixin, LeadModelAdmin):
     ) -> HttpResponse:
         """The changelist with the summary bar, the CRM banner and the links to the preview and backfill."""
         context = {
-            **changelist_context(request.GET),
+            **changelist_context(request.GET, self.send_waiting_url(request)),
             "crmify_preview_url": admin_url(self, "mapper_preview")
             if self.has_preview_mapping_permission(request)
             else None,
@@ -271,7 +276,7 @@ class LeadAdmin(LeadImportExportMixin, LeadModelAdmin):
             failed = obj.sync_state == SyncState.FAILED
             backend = configured_backend()
             context.update(
-                crmify_banners=health_banners(),
+                **banner_context(self.send_waiting_url(request)),
                 crmify_failed=failed,
                 crmify_support=support_summary(
                     obj, ledger.object_list, backend.display_name if backend else ""

@@ -1,7 +1,8 @@
 """The changelist's summary bar (leads per sync state) and the CRM health banner.
 
 Called by ``LeadAdmin.changelist_view`` (both) and ``LeadAdmin.change_view`` (the banner). The counts are
-one aggregate query; the banner reads the backend's ``health()``, which is shared state, never a CRM call.
+one aggregate query; the banner reads the backend's ``health()`` and ``crmify.crm_state.crm_state()``,
+both shared state, never a CRM call, and counts the leads waiting for the CRM.
 """
 
 from __future__ import annotations
@@ -11,12 +12,16 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 from django.db.models import Count, Q
+from django.utils import timezone
+from django.utils.formats import date_format
 from django.utils.http import urlencode
 from django.utils.timesince import timeuntil
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 
 from crmify import api
 from crmify.admin.display import exact_time
+from crmify.crm_state import crm_state
 from crmify.models import Lead, SyncState
 
 #: The changelist's query parameter for the sync-state filter (Django's ``ChoicesFieldListFilter``).
@@ -57,17 +62,50 @@ class Banner:
 
     level: str  # "error" or "warning", the admin's message classes
     text: str
+    #: The banner of a CRM that does not answer: staff with ``sync_lead`` get "Send waiting leads now".
+    outage: bool = False
+
+
+def outage_banner() -> Banner | None:
+    """The CRM does not answer: since when, its last error in its own words, and the leads waiting."""
+    state = crm_state()
+    if state.up or state.down_since is None:
+        return None
+    since = timezone.localtime(state.down_since)
+    when = (
+        date_format(since, "TIME_FORMAT")
+        if since.date() == timezone.localdate()
+        else exact_time(state.down_since)
+    )
+    waiting = api.waiting_for_crm_count()
+    return Banner(
+        "error",
+        ngettext(
+            "The CRM has not answered since %(when)s (%(error)s); %(count)d lead is waiting and will "
+            "be sent when it answers.",
+            "The CRM has not answered since %(when)s (%(error)s); %(count)d leads are waiting and will "
+            "be sent when it answers.",
+            waiting,
+        )
+        % {"when": when, "error": state.last_error.rstrip("."), "count": waiting},
+        outage=True,
+    )
 
 
 def health_banners() -> list[Banner]:
-    """What stops syncs right now: a misconfigured backend, a rejected API key, a used-up daily quota."""
+    """What stops syncs right now: a CRM that does not answer, a misconfigured backend, a rejected API
+    key, a used-up daily quota."""
+    outage = outage_banner()
+    banners: list[Banner] = [outage] if outage else []
     try:
         state = api.crm_health()
     except ImproperlyConfigured as exc:
-        return [Banner("error", _("The CRM backend is not configured correctly: %s") % exc)]
+        return [
+            *banners,
+            Banner("error", _("The CRM backend is not configured correctly: %s") % exc),
+        ]
     if state is None:
-        return []
-    banners: list[Banner] = []
+        return banners
     if state.auth_failed:
         banners.append(
             Banner(
@@ -95,9 +133,15 @@ def health_banners() -> list[Banner]:
     return banners
 
 
-def changelist_context(request_get: Any) -> dict[str, Any]:
+def changelist_context(request_get: Any, send_waiting_url: str | None) -> dict[str, Any]:
     """The summary bar and banners for ``admin/crmify/lead/change_list.html``."""
     return {
         "crmify_state_counts": state_counts(request_get.get(STATE_PARAMETER)),
-        "crmify_banners": health_banners(),
+        **banner_context(send_waiting_url),
     }
+
+
+def banner_context(send_waiting_url: str | None) -> dict[str, Any]:
+    """The banners of the changelist and the lead's page (``includes/banners.html``), with the URL of
+    "Send waiting leads now" for staff who may use it (None hides the button)."""
+    return {"crmify_banners": health_banners(), "crmify_send_waiting_url": send_waiting_url}

@@ -1,4 +1,4 @@
-"""The Lead admin's own pages: "Sync now" and "Compare with CRM" for one lead.
+"""The Lead admin's own pages: "Sync now" and "Compare with CRM" for one lead, "Send waiting leads now".
 
 Wired by ``LeadAdmin.get_urls`` through ``admin_site.admin_view`` (login, CSRF, no caching); each view
 checks its permission first and answers 403 without it. These are the only admin pages that call the CRM,
@@ -15,7 +15,9 @@ from django.core.exceptions import ImproperlyConfigured, PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 
 from crmify import api
 from crmify.admin.compare import compare
@@ -48,6 +50,10 @@ def sync_outcome_message(outcome: SyncOutcome, lead: Lead) -> tuple[int, str]:
             "when": when,
             "error": lead.last_error,
         }
+    if outcome == SyncOutcome.WAITING:
+        return messages.WARNING, _(
+            "Not sent: the CRM does not answer (%s). The lead waits and is sent when it answers."
+        ) % lead.last_error
     if outcome == SyncOutcome.SKIPPED:
         return messages.WARNING, _("A worker is syncing this lead right now; look again shortly.")
     if outcome == SyncOutcome.MISSING:
@@ -70,6 +76,30 @@ def sync_now_view(model_admin: LeadAdmin, request: HttpRequest, object_id: str) 
     level, text = sync_outcome_message(outcome, lead)
     model_admin.message_user(request, text, level)
     return redirect(admin_url(model_admin, "change", lead.pk))
+
+
+def send_waiting_view(model_admin: LeadAdmin, request: HttpRequest) -> HttpResponse:
+    """POST: queue every lead waiting for the CRM now (the outage banner's button), then back to where
+    staff pressed it."""
+    if not model_admin.has_sync_permission(request):
+        raise PermissionDenied
+    if request.method != "POST":
+        return HttpResponseNotAllowed(["POST"])
+    queued = api.send_waiting_leads()
+    model_admin.message_user(
+        request,
+        ngettext(
+            "%d lead waiting for the CRM was queued to be sent now.",
+            "%d leads waiting for the CRM were queued to be sent now.",
+            queued,
+        )
+        % queued,
+        messages.SUCCESS,
+    )
+    back = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(back, {request.get_host()}, request.is_secure()):
+        back = admin_url(model_admin, "changelist")
+    return redirect(back)
 
 
 def compare_view(model_admin: LeadAdmin, request: HttpRequest, object_id: str) -> HttpResponse:

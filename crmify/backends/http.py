@@ -69,6 +69,13 @@ def quota_exhausted(until: datetime, status_code: int | None = None) -> QuotaExh
     )
 
 
+def network_reason(exc: requests.RequestException) -> str:
+    """Why a request got no answer, in the network's words ("connection refused", "name or service not
+    known"), else the exception's class: what the admin's outage banner quotes."""
+    found = re.findall(r"\[Errno -?\d+\] ([^'\")\]]+)", str(exc))
+    return found[-1].strip().rstrip(".").lower() if found else type(exc).__name__
+
+
 def error_message(response: requests.Response) -> str:
     """The CRM's own words from an error answer: a JSON ``Message``, an HTML page's title, or the text."""
     text = response.text or ""
@@ -190,7 +197,7 @@ class HttpBackend(BaseBackend):
                 f"The CRM did not answer within {self.timeout:g} s."
             ) from None
         except requests.RequestException as exc:
-            message = f"Could not reach the CRM: {type(exc).__name__}."
+            message = f"Could not reach the CRM: {network_reason(exc)}."
             self._record(operation, started, request_summary, error=exc, message=message)
             raise TransientBackendError(message) from None
         self.quota.observe(*self.quota_headers(response), before=state)

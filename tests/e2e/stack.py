@@ -22,7 +22,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +111,39 @@ class DemoStack:
         """The sandbox route an update of a record is counted under."""
         return UPDATE_ROUTES[self.crm]
 
+    env: dict[str, str] = field(default_factory=dict)
+    #: Sandboxes a test started again after stopping the demo's own (stopped with the stack).
+    restarted: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def stop_sandbox(self) -> None:
+        """The CRM goes away, as ``demo/run.py`` tells a person to do it: Ctrl-C to the sandbox's process
+        (its id in ``sandbox.pid``); the site and the worker keep running."""
+        os.kill(int((self.var_dir / "sandbox.pid").read_text()), signal.SIGINT)
+        deadline = time.monotonic() + 15
+        while _answers(f"{self.sandbox_url}/_sandbox/stats"):
+            if time.monotonic() > deadline:
+                raise RuntimeError("The demo's sandbox did not stop.")
+            time.sleep(0.1)
+
+    def start_sandbox(self) -> None:
+        """``python demo/run.py --sandbox``: the CRM is back, on the same port with the same leads."""
+        with self.log.open("ab") as log:
+            self.restarted.append(
+                subprocess.Popen(
+                    [sys.executable, str(RUN_PY), "--sandbox"],
+                    cwd=ROOT,
+                    env=self.env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
+        deadline = time.monotonic() + 30
+        while not _answers(f"{self.sandbox_url}/_sandbox/stats"):
+            if time.monotonic() > deadline:
+                raise RuntimeError("The demo's sandbox did not start again.")
+            time.sleep(0.1)
+
     def _get(self, path: str) -> Any:
         with urllib.request.urlopen(f"{self.sandbox_url}{path}", timeout=5) as response:
             return json.load(response)
@@ -176,6 +209,7 @@ def demo_stack(
         var_dir=var_dir,
         log=var_dir / "demo.log",
         crm=crm,
+        env=env,
     )
     with stack.log.open("wb") as log:
         # Its own session: the test's Ctrl-C reaches run.py through the finally below, once.
@@ -198,6 +232,9 @@ def demo_stack(
                 time.sleep(0.2)
             yield stack
         finally:
+            for sandbox in stack.restarted:
+                sandbox.send_signal(signal.SIGINT)
+                sandbox.wait(timeout=20)
             process.send_signal(signal.SIGTERM)  # run.py stops its three processes
             try:
                 process.wait(timeout=20)

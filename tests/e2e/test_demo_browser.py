@@ -11,6 +11,7 @@ tests reload until the page shows them, with a deadline. Any console or page err
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -204,3 +205,55 @@ def test_backfill_dry_run_then_confirm_runs_to_100_percent(
     # The run queued the sends; the worker paces them to the CRM (all 500 would take the module's
     # budget, so the test watches the first arrive).
     eventually(lambda: "customer0000@example.com" in demo.crm_emails())
+
+
+def sign_up(open_page: OpenPage, name: str) -> str:
+    """A person signs up on the demo site; their e-mail address."""
+    page = open_page("/signup/", user=None)
+    email = f"{name.lower()}.outage@example.com"
+    page.fill("#id_username", f"{name.lower()}-outage")
+    page.fill("#id_email", email)
+    page.fill("#id_first_name", name)
+    page.fill("#id_last_name", "Outage")
+    page.fill("#id_company", "Offline Ltd")
+    page.fill("#id_password1", "no-crm-today-2026")
+    page.fill("#id_password2", "no-crm-today-2026")
+    page.get_by_role("button", name="Create account").click()
+    page.wait_for_selector("#lead-sync")
+    return email
+
+
+def outage_banner(page: Any) -> str:
+    banner = page.locator(".crmify-outage")
+    return str(banner.inner_text()) if banner.count() else ""
+
+
+def test_a_stopped_crm_shows_a_banner_with_the_waiting_leads_and_its_return_clears_it(
+    open_page: OpenPage, demo: DemoStack, shot: Shot
+) -> None:
+    demo.stop_sandbox()
+    try:
+        # The site keeps working: people sign up while the CRM does not answer.
+        emails = [sign_up(open_page, name) for name in ("Ottilie", "Quentin", "Rosalind", "Sixtus")]
+        admin = open_page(CHANGELIST)
+        text = eventually(
+            lambda: (
+                (found := re.search(r"(\d+) leads are waiting", outage_banner(admin)))
+                and int(found.group(1)) >= len(emails)
+                and outage_banner(admin)
+            ),
+            page=admin,
+            seconds=60,
+        )
+        assert text.startswith("The CRM has not answered since ")
+        assert "(Could not reach the CRM: connection refused)" in text
+        assert "and will be sent when it answers" in text
+        assert admin.get_by_role("button", name="Send waiting leads now").is_visible()
+        shot(admin, "admin-outage-banner")
+    finally:
+        demo.start_sandbox()
+    # The CRM answers again: the probe notices, the waiting leads go, the banner clears itself.
+    eventually(lambda: set(emails) <= demo.crm_emails(), seconds=60)
+    eventually(lambda: not outage_banner(admin), page=admin, seconds=30)
+    for email in emails:
+        eventually(lambda email=email: "Synced" in row_text(admin, email), page=admin)
