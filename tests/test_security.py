@@ -312,8 +312,9 @@ def test_the_hubspot_token_is_nowhere_after_a_run_with_faults(
 ) -> None:
     root = scan_setup(caplog)
     with HubSpotSandbox(token=HUBSPOT_TOKEN, faults=SCAN_FAULTS) as crm:
+        # One contact per call (MAX_BATCH_SIZE 1): enough calls for the faults to strike each kind.
         crmify = hubspot_crmify_for(
-            crm, token=HUBSPOT_TOKEN, task_backend="default", **FAST_SANDBOX
+            crm, token=HUBSPOT_TOKEN, task_backend="default", MAX_BATCH_SIZE=1, **FAST_SANDBOX
         )
         sync_through_faults(configure, crmify, scripted_crm, HUBSPOT_TOKEN, WRONG_HUBSPOT_TOKEN, 25)
         raised = {
