@@ -569,8 +569,8 @@ class HubSpotBackend(HttpBackend):
         return messages + super().check()
 
     def check_connection(self, status_names: Sequence[str]) -> list[ConnectionCheck]:
-        """The property table read afresh (the token, the URL and the scope), each status checked
-        against it, the 10-second limit HubSpot reports, and the daily quota left."""
+        """The property table read afresh (the token, the URL and the scope), one contact read (the
+        contacts' scope), each status checked against it, the 10-second limit HubSpot reports, and the daily quota left."""
         self.cache.delete(self.table_key())
         try:
             table = self.property_table(fetch=True) or {}
@@ -583,6 +583,11 @@ class HubSpotBackend(HttpBackend):
                 "private-app token and base URL", True, f"{self.base_url} ({len(table)} properties)"
             )
         ]
+        try:  # the properties read above needs a scope of its own: check the contacts' too
+            self.request("check", "GET", self.objects_path, params={"limit": 1})
+            results.append(ConnectionCheck("contacts readable", True, self.objects_path))
+        except (PermanentBackendError, TransientBackendError) as exc:
+            results.append(ConnectionCheck("contacts readable", False, str(exc)))
         for name in status_names:
             try:
                 sent = self.checked(self.status_properties(name, table), table)
