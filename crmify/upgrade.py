@@ -37,7 +37,11 @@ from crmify.tracking import fingerprint
 #: The migrations django-crmify ships, in order: add each new one here (a test compares this with the
 #: folder). Any other module in ``crmify/migrations`` was left behind by an older install (pip does not
 #: delete files a site generated there): check E061.
-SHIPPED_MIGRATIONS: tuple[str, ...] = ("0001_initial", "0002_upgrade_from_1_3")
+SHIPPED_MIGRATIONS: tuple[str, ...] = (
+    "0001_initial",
+    "0002_upgrade_from_1_3",
+    "0003_funnel_and_delivery",
+)
 
 #: Where the 1.3 rows wait while our tables are built: a plain copy, so none of the old table's index,
 #: constraint or sequence names (which PostgreSQL keeps per schema) clash with the new table's.

@@ -102,4 +102,44 @@ def delete_from_crm(
     return TemplateResponse(request, "admin/crmify/lead/delete_from_crm_confirmation.html", context)
 
 
-ACTIONS = (resync, retry_failed, mark_converted, mark_dead, delete_from_crm)
+def funnel_statuses() -> list[str]:
+    """The statuses "Force a status" offers: the funnel's stages in order, first to last."""
+    return [
+        crmify_settings.LEAD_NEW_STATUS,
+        *crmify_settings.LEAD_STATUS_ORDER,
+        crmify_settings.LEAD_CONVERTED_STATUS,
+        crmify_settings.LEAD_DEAD_STATUS,
+    ]
+
+
+@admin.action(permissions=["force_lead_status"], description=gettext_lazy("Force a status…"))
+def force_status(
+    model_admin: LeadAdmin, request: HttpRequest, queryset: QuerySet[Lead]
+) -> TemplateResponse | None:
+    """Move the leads to a status staff choose, back in the funnel if need be (``api.set_status_of`` with
+    ``force``). First a page listing the leads with their status and a choice of status; its POST (with
+    ``post=yes``) moves them. An automatic change never goes back; this is how staff do it on purpose."""
+    statuses = funnel_statuses()
+    chosen = request.POST.get("status", "")
+    if request.POST.get("post") == "yes" and chosen in statuses:
+        result = api.set_status_of(queryset, chosen, force=True)
+        report(model_admin, request, _("Force the status %s") % chosen, result)
+        return None
+    opts = model_admin.opts
+    context: dict[str, Any] = {
+        **model_admin.admin_site.each_context(request),
+        "title": _("Force a status on the selected leads?"),
+        "subtitle": None,
+        "opts": opts,
+        "leads": list(queryset),
+        "statuses": statuses,
+        "chosen": chosen,
+        "action_name": "force_status",
+        "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+        "media": model_admin.media,
+    }
+    request.current_app = model_admin.admin_site.name
+    return TemplateResponse(request, "admin/crmify/lead/force_status_confirmation.html", context)
+
+
+ACTIONS = (resync, retry_failed, mark_converted, mark_dead, force_status, delete_from_crm)

@@ -31,10 +31,12 @@ from crmify.admin.display import (
     configured_backend,
     crm_id_link,
     error_excerpt,
+    refusal_text,
     relative_time,
     source_link,
     source_model,
     state_badge,
+    status_with_refusal,
 )
 from crmify.admin.filters import HasCrmIdFilter, HasErrorFilter
 from crmify.admin.import_export import LeadImportExportMixin
@@ -55,6 +57,7 @@ LEDGER_PAGE_PARAMETER = "ledger_page"
 
 EDITABLE_FIELDS = (*MAPPABLE_FIELDS, "custom_fields")
 SYNC_FIELDS = (
+    "refused_status",
     "crm_id",
     "sync_state_badge",
     "tombstone",
@@ -93,7 +96,7 @@ class LeadAdmin(LeadImportExportMixin, LeadModelAdmin):
     list_display = (
         "name",
         "email",
-        "status",
+        "funnel_status",
         "sync_state_badge",
         "crm_id",
         "last_synced",
@@ -137,11 +140,23 @@ class LeadAdmin(LeadImportExportMixin, LeadModelAdmin):
     def has_preview_mapping_permission(self, request: HttpRequest) -> bool:
         return self._has_perm(request, "preview_mapping")
 
+    def has_force_lead_status_permission(self, request: HttpRequest) -> bool:
+        """ "Force a status…": may move leads back in the funnel, which no automatic change does."""
+        return self._has_perm(request, "force_lead_status")
+
     # -- columns ----------------------------------------------------------------------------------------
 
     @admin.display(description=gettext_lazy("name"), ordering="last_name")
     def name(self, lead: Lead) -> str:
         return str(lead)
+
+    @admin.display(description=gettext_lazy("status"), ordering="status")
+    def funnel_status(self, lead: Lead) -> SafeString | str:
+        return status_with_refusal(lead)
+
+    @admin.display(description=gettext_lazy("status change refused"))
+    def refused_status(self, lead: Lead) -> SafeString | str:
+        return refusal_text(lead)
 
     @admin.display(description=gettext_lazy("sync state"), ordering="sync_state")
     def sync_state_badge(self, lead: Lead) -> SafeString:
