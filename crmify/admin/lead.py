@@ -39,6 +39,7 @@ from crmify.admin.display import (
     status_with_refusal,
 )
 from crmify.admin.filters import HasCrmIdFilter, HasErrorFilter
+from crmify.admin.health import health_view
 from crmify.admin.import_export import LeadImportExportMixin
 from crmify.admin.preview import mapper_preview_view
 from crmify.admin.summary import changelist_context, health_banners
@@ -184,6 +185,7 @@ class LeadAdmin(LeadImportExportMixin, LeadModelAdmin):
         return [
             *backfill_urls(self),
             admin_path(self, "preview/", mapper_preview_view, "mapper_preview"),
+            admin_path(self, "health/", health_view, "health"),
             admin_path(self, "<path:object_id>/sync-now/", views.sync_now_view, "sync_now"),
             admin_path(self, "<path:object_id>/compare/", views.compare_view, "compare"),
             *super().get_urls(),
@@ -199,6 +201,7 @@ class LeadAdmin(LeadImportExportMixin, LeadModelAdmin):
             if self.has_preview_mapping_permission(request)
             else None,
             **backfill_changelist_context(self, request),
+            "crmify_health_url": admin_url(self, "health"),
             **(extra_context or {}),
         }
         return super().changelist_view(request, context)

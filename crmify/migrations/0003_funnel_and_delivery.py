@@ -1,4 +1,4 @@
-# The funnel rule's refusals (issue 15), the backfill run that queued a lead, and the ledger's "refused".
+# The funnel rule's refusals (issue 15), the backfill run that queued a lead, the ledger's "refused", and the index of the health page's latency chart.
 
 import django.db.models.deletion
 from django.db import migrations, models
@@ -6,6 +6,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
+        ("contenttypes", "0002_remove_content_type_name"),
         ("crmify", "0002_upgrade_from_1_3"),
     ]
 
@@ -69,5 +70,9 @@ class Migration(migrations.Migration):
                 max_length=16,
                 verbose_name="outcome",
             ),
+        ),
+        migrations.AddIndex(
+            model_name="lead",
+            index=models.Index(fields=["last_synced_at"], name="crmify_lead_last_synced"),
         ),
     ]
