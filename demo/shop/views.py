@@ -91,7 +91,10 @@ def email_link(request: HttpRequest, token: str) -> HttpResponse:
         raise Http404("This link is not valid.") from None
     profile = get_object_or_404(UserProfile, pk=profile_id)
     lead = api.set_status(profile, "Contacted")
-    messages.success(request, f"Thanks {profile}: your lead is {lead.status}.")
+    if lead.status == "Contacted":
+        messages.success(request, f"Thanks {profile}: your lead is now Contacted.")
+    else:  # the funnel rule refused the step back (recorded on the lead)
+        messages.success(request, f"Thanks {profile}: your lead stays {lead.status}.")
     return redirect("home")
 
 

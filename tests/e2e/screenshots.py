@@ -1,7 +1,7 @@
 """``python -m tests.e2e.screenshots``: regenerate the README's screenshots under ``docs/``.
 
-The pictures are the browser tests' own artifacts (``tests/e2e/test_demo_browser.py`` on a fresh demo
-stack), so every one shows a page a passing test has just checked. This runs those tests with the
+The pictures are the browser tests' own artifacts (``tests/e2e/test_demo_browser.py`` and
+``test_staff_workflows.py`` on a fresh demo stack), so every one shows a page a passing test has just checked. This runs those tests with the
 artifacts in a temporary directory and copies the README's choice to ``docs/``.
 """
 
@@ -26,14 +26,21 @@ DOCS = {
     "admin-backfill-dry-run": "admin-backfill-dry-run.png",
     "admin-backfill-progress": "admin-backfill-progress.png",
     "admin-import-preview": "admin-import-preview.png",
+    "admin-lead-refused": "admin-lead-refused.png",
+    "admin-force-status": "admin-force-status.png",
+    "admin-health": "admin-health.png",
+    "admin-health-unreachable": "admin-health-unreachable.png",
 }
 
 
 def main() -> int:
     with tempfile.TemporaryDirectory(prefix="crmify-shots-") as artifacts:
         env = {**os.environ, "CRMIFY_E2E_ARTIFACTS": artifacts}
-        tests = str(ROOT / "tests" / "e2e" / "test_demo_browser.py")
-        status = subprocess.run([sys.executable, "-m", "pytest", "-q", tests], env=env, cwd=ROOT)
+        tests = [
+            str(ROOT / "tests" / "e2e" / name)
+            for name in ("test_demo_browser.py", "test_staff_workflows.py")
+        ]
+        status = subprocess.run([sys.executable, "-m", "pytest", "-q", *tests], env=env, cwd=ROOT)
         if status.returncode != 0:
             print("The browser tests failed: docs/ left as it was.", file=sys.stderr)
             return status.returncode
