@@ -22,7 +22,7 @@ from django.db.models import Count, F, Q
 from django.db.models.functions import TruncDate, TruncHour, TruncMinute
 from django.utils import timezone
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy
+from django.utils.translation import gettext_lazy, ngettext
 
 from crmify import api
 from crmify.models import Lead, LedgerEntry
@@ -126,7 +126,11 @@ def crm_state(now: datetime | None = None) -> CrmState:
             failing.append(entry)
         return CrmState(
             CrmStateCode.UNREACHABLE,
-            _("The last %(count)s calls did not get an answer: %(error)s")
+            ngettext(
+                "The last call did not get an answer: %(error)s",
+                "The last %(count)d calls did not get an answer: %(error)s",
+                len(failing),
+            )
             % {"count": len(failing), "error": last["error"] or last["http_status"]},
             failing[-1]["started_at"],
         )

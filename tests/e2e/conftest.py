@@ -157,3 +157,18 @@ def row_text(page: Any, text: str) -> str:
     """The text of the changelist row that mentions ``text`` ('' if there is none)."""
     rows = page.locator("#result_list tbody tr").filter(has_text=re.compile(re.escape(text)))
     return str(rows.first.inner_text()) if rows.count() else ""
+
+
+def sign_up(
+    page: Any, username: str, first: str, last: str, password: str, company: str = ""
+) -> None:
+    """Fill the demo's sign-up form as a person would (the e-mail is ``<username>@example.com``) and
+    send it."""
+    page.fill("#id_username", username)
+    page.fill("#id_email", f"{username}@example.com")
+    page.fill("#id_first_name", first)
+    page.fill("#id_last_name", last)
+    page.fill("#id_company", company)
+    page.fill("#id_password1", password)
+    page.fill("#id_password2", password)
+    page.get_by_role("button", name="Create account").click()

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import calls
-from tests.e2e.conftest import VIEWER, OpenPage, eventually, row_text
+from tests.e2e.conftest import VIEWER, OpenPage, eventually, row_text, sign_up
 from tests.e2e.stack import DemoStack
 
 pytestmark = pytest.mark.slow
@@ -51,14 +51,7 @@ def test_a_sign_up_becomes_a_crm_lead_the_email_link_contacts_it_and_a_purchase_
     open_page: OpenPage, demo: DemoStack, shot: Shot
 ) -> None:
     page = open_page("/signup/", user=None)
-    page.fill("#id_username", "marie")
-    page.fill("#id_email", "marie@example.com")
-    page.fill("#id_first_name", "Marie")
-    page.fill("#id_last_name", "Curie")
-    page.fill("#id_company", "Institut du Radium")
-    page.fill("#id_password1", "polonium-and-radium-1898")
-    page.fill("#id_password2", "polonium-and-radium-1898")
-    page.get_by_role("button", name="Create account").click()
+    sign_up(page, "marie", "Marie", "Curie", "polonium-and-radium-1898", "Institut du Radium")
     eventually(lambda: page.inner_text("#lead-sync") == "Synced", page=page)
     crm_lead = demo.crm_lead("marie@example.com")
     assert crm_lead is not None

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import OpenPage, eventually, row_text
+from tests.e2e.conftest import OpenPage, eventually, row_text, sign_up
 from tests.e2e.stack import DemoStack
 from tests.e2e.test_demo_browser import CHANGELIST, crm_status, run_action
 
@@ -26,13 +26,7 @@ def test_the_email_link_after_a_purchase_leaves_the_lead_converted(
     open_page: OpenPage, demo: DemoStack, shot: Shot
 ) -> None:
     page = open_page("/signup/", user=None)
-    page.fill("#id_username", "pierre")
-    page.fill("#id_email", "pierre@example.com")
-    page.fill("#id_first_name", "Pierre")
-    page.fill("#id_last_name", "Curie")
-    page.fill("#id_password1", "piezoelectricity-1880")
-    page.fill("#id_password2", "piezoelectricity-1880")
-    page.get_by_role("button", name="Create account").click()
+    sign_up(page, "pierre", "Pierre", "Curie", "piezoelectricity-1880")
     eventually(lambda: page.inner_text("#lead-sync") == "Synced", page=page)
 
     page.select_option("#id_plan", "Pro")
