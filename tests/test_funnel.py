@@ -15,11 +15,13 @@ from django.urls import reverse
 from crmify import api
 from crmify.backends import locmem
 from crmify.models import Lead, LedgerEntry
+from crmify.signals import on_status_model_saved
 from crmify.transitions import funnel_rank, moves_back
 from tests.admin_fixtures import login, make_lead, make_staff, people, texts
 from tests.engine_helpers import Configure
 from tests.factories import lead_of, make_profile, make_subscription, make_user
 from tests.test_import_export import confirm, csv_bytes, preview_rows, upload
+from tests.testapp.models import Subscription
 
 __all__ = ["login", "people"]  # fixtures
 
@@ -111,6 +113,25 @@ def test_the_status_model_never_moves_a_lead_back(
     api.set_status(profile, "Contacted")  # the demo's e-mail link, followed after the purchase
     assert lead_of(profile).status == "Converted"
     assert lead_of(profile).status_refused == "Contacted"
+
+
+def test_a_status_model_save_asking_for_an_earlier_stage_is_refused(profile_leads: None) -> None:
+    profile = make_profile()
+    make_subscription(profile, paid=True)
+    on_status_model_saved(sender=Subscription, instance=FakeStatus(profile, "Contacted"))
+    stored = lead_of(profile)
+    assert (stored.status, stored.status_refused) == ("Converted", "Contacted")
+    assert LedgerEntry.objects.filter(lead=stored, outcome=LedgerEntry.Outcome.REFUSED).exists()
+
+
+class FakeStatus:
+    """A status model row whose ``lead_status()`` asks for ``status`` (what a site's model returns)."""
+
+    def __init__(self, profile: object, status: str) -> None:
+        self.answer = (profile, status)
+
+    def lead_status(self) -> tuple[object, str]:
+        return self.answer
 
 
 def test_an_import_refuses_a_status_back_in_the_funnel_with_a_row_error(
