@@ -12,7 +12,7 @@ from typing import Any
 
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.template.response import TemplateResponse
 from django.utils.translation import gettext as _
 
@@ -86,9 +86,12 @@ def health_charts() -> list[Chart]:
 
 
 def health_view(model_admin: admin.ModelAdmin[Any], request: HttpRequest) -> HttpResponse:
-    """GET: the CRM's state and the charts. Staff who may view leads may see it (403 otherwise)."""
+    """GET: the CRM's state and the charts. Staff who may view leads may see it (403 otherwise; then 405
+    for any other method)."""
     if not model_admin.has_view_permission(request):
         raise PermissionDenied
+    if request.method != "GET":
+        return HttpResponseNotAllowed(["GET"])
     request.current_app = model_admin.admin_site.name
     context = {
         **model_admin.admin_site.each_context(request),
