@@ -31,6 +31,7 @@ from crmify.ratelimit import QuotaState
 from crmify.secrets import redact
 from crmify.tracking import (
     find_lead,
+    may_set_status,
     request_crm_delete,
     save_if_changed,
     source_row,
@@ -108,16 +109,22 @@ def sync(obj: Lead | models.Model) -> Lead:
     return obj if isinstance(obj, Lead) else track(lead_row(obj))
 
 
-def set_status(obj: Lead | models.Model, status: str) -> Lead:
+def set_status(obj: Lead | models.Model, status: str, *, force: bool = False) -> Lead:
     """Move a lead's status and queue the change (site code; the admin's bulk action is :func:`set_status_of`).
 
-    Takes a ``Lead`` or a ``LEAD_MODEL`` row; a row of another model raises ``TypeError``. A lead whose
-    mapping failed is not sent (it would reach the CRM blank or stale): the status is recorded on it, the
-    lead stays failed with its mapping error, and the status goes out with its values once the mapping
-    works (the next save of the row, "Retry failed", ``crmify_sync --drift``). It does not raise: a
-    purchase must not fail because a mapper did.
+    Takes a ``Lead`` or a ``LEAD_MODEL`` row; a row of another model raises ``TypeError``. The funnel does
+    not move back by itself: a change to an earlier stage (``LEAD_STATUS_ORDER``) is refused unless
+    ``force`` is true; the refusal is recorded on the lead (``status_refused``, the admin and the ledger
+    show it) and the lead comes back with its status as it was. A lead whose mapping failed is not sent
+    (it would reach the CRM blank or stale): the status is recorded on it, the lead stays failed with its
+    mapping error, and the status goes out with its values once the mapping works (the next save of the
+    row, "Retry failed", ``crmify_sync --drift``). It does not raise: a purchase must not fail because a
+    mapper did.
     """
     lead = lead_for(obj)
+    if not may_set_status(lead, status, force=force):
+        lead.refresh_from_db(fields=["status", "status_refused", "status_refused_at"])
+        return lead
     if lead.pk is not None and Lead.objects.filter(MAPPING_FAILED, pk=lead.pk).update(
         status=status, updated_at=timezone.now()
     ):
@@ -137,21 +144,23 @@ def save_lead(lead: Lead) -> Lead:
     return save_if_changed(lead)
 
 
-def mark_converted(obj: Lead | models.Model) -> Lead:
+def mark_converted(obj: Lead | models.Model, *, force: bool = False) -> Lead:
     """Set ``LEAD_CONVERTED_STATUS``: the conversion reaches the CRM (see :func:`set_status`)."""
-    return set_status(obj, crmify_settings.LEAD_CONVERTED_STATUS)
+    return set_status(obj, crmify_settings.LEAD_CONVERTED_STATUS, force=force)
 
 
-def mark_dead(obj: Lead | models.Model) -> Lead:
+def mark_dead(obj: Lead | models.Model, *, force: bool = False) -> Lead:
     """Set ``LEAD_DEAD_STATUS`` (see :func:`set_status`)."""
-    return set_status(obj, crmify_settings.LEAD_DEAD_STATUS)
+    return set_status(obj, crmify_settings.LEAD_DEAD_STATUS, force=force)
 
 
-def set_status_of(leads: Iterable[Lead], status: str) -> BulkResult:
-    """Move many leads to ``status`` and queue those that changed (the admin's "Mark converted/dead").
+def set_status_of(leads: Iterable[Lead], status: str, *, force: bool = False) -> BulkResult:
+    """Move many leads to ``status`` and queue those that changed (the admin's "Mark converted/dead",
+    and with ``force`` its "Force a status", which may move leads back in the funnel).
 
     A tombstone is skipped (it would not be sent: staff re-sync it first), and so is a lead whose mapping
-    failed (it holds stale or blank values; "Retry failed" maps it again).
+    failed (it holds stale or blank values; "Retry failed" maps it again), and, without ``force``, a lead
+    the change would move back in the funnel (recorded on it as :func:`set_status` does).
     """
     result = BulkResult()
     with transaction.atomic():
@@ -162,8 +171,9 @@ def set_status_of(leads: Iterable[Lead], status: str) -> BulkResult:
                 result.skipped["mapping failed"] += 1
             elif lead.status == status:
                 result.skipped[f"already {status}"] += 1
+            elif set_status(lead, status, force=force).status != status:
+                result.skipped["would move back in the funnel"] += 1
             else:
-                set_status(lead, status)
                 result.queued += 1
     return result
 

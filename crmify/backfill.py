@@ -75,6 +75,7 @@ _UPDATE_FIELDS: tuple[str, ...] = (
     "external_id",
     "synced_values",
     "absent_from_crm_at",
+    "backfill_run",
 )
 
 
@@ -694,7 +695,7 @@ def _write_chunk(run: BackfillRun, *, chain: bool) -> ChunkResult:
         counts = dict.fromkeys(BackfillRun.COUNTS, 0)
         if rows:
             chunk = _decide(rows, mapper, run.crm_matches, using=using, lock=True)
-            _save(chunk, now, using)
+            _save(chunk, now, using, run.pk)
             for row, lead, error in chunk.failures:
                 # Rare, so row by row: the lead records the mapper's message as a save would.
                 track(row, mapper=mapper, lead=lead or new_lead(row, using), mapped=error)
@@ -763,8 +764,11 @@ def insert_leads(leads: list[Lead], using: str, now: datetime) -> None:
         cursor.executemany(sql, list(zip(*columns, strict=True)))
 
 
-def _save(chunk: _Chunk, now: datetime, using: str) -> None:
-    """Write a chunk's leads in bulk and queue each new or changed one for the worker."""
+def _save(chunk: _Chunk, now: datetime, using: str, run_id: int) -> None:
+    """Write a chunk's leads in bulk and queue each new or changed one for the worker, each marked as
+    queued by run ``run_id`` (its progress page counts them until they are delivered)."""
+    for lead in (*chunk.creates, *chunk.updates):
+        lead.backfill_run_id = run_id
     prepare_insert(chunk.creates, now)
     if chunk.creates:
         try:

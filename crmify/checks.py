@@ -23,6 +23,7 @@ from crmify.loading import get_lead_model, get_mapper_class, get_status_model, w
 from crmify.mappers import LeadModelFieldMapper
 from crmify.mixins import LeadStatusMixin
 from crmify.models import CUSTOM_FIELD_PREFIX, MAPPABLE_FIELDS, Lead
+from crmify.transitions import status_key
 from crmify.upgrade import foreign_migration_files, pending_migrations, schema_problems
 
 SEED_EXAMPLE = "see the settings table in django-crmify's README"
@@ -114,6 +115,7 @@ def _check_values() -> list[checks.CheckMessage]:
                     4,
                 )
             )
+    messages += _check_status_order()
     for key in ("BACKEND_OPTIONS", "BACKEND_AUTH"):
         if not isinstance(crmify_settings.get(key) or {}, Mapping):
             messages.append(
@@ -165,6 +167,40 @@ def _check_quota_values() -> list[checks.CheckMessage]:
                 )
             )
     return messages
+
+
+def _check_status_order() -> list[checks.CheckMessage]:
+    """``LEAD_STATUS_ORDER``: a list of status names (E090), none of them the new, converted or dead status,
+    which have their places at the ends of the funnel already (E091)."""
+    value = crmify_settings.get("LEAD_STATUS_ORDER")
+    default = DEFAULTS["LEAD_STATUS_ORDER"]
+    if (
+        isinstance(value, str)
+        or not isinstance(value, list | tuple)
+        or not all(isinstance(name, str) and name.strip() for name in value)
+    ):
+        return [
+            _error(
+                f"CRMIFY['LEAD_STATUS_ORDER'] must be a list of status names, not {value!r}.",
+                f"List the stages between the new and the converted status, first to last; "
+                f"the default is {default!r}.",
+                90,
+            )
+        ]
+    ends = {
+        status_key(crmify_settings.get(key)): key
+        for key in ("LEAD_NEW_STATUS", "LEAD_CONVERTED_STATUS", "LEAD_DEAD_STATUS")
+        if isinstance(crmify_settings.get(key), str)
+    }
+    return [
+        _error(
+            f"CRMIFY['LEAD_STATUS_ORDER'] lists {name!r}, which is {ends[status_key(name)]}.",
+            "Leave it out: the new status comes first and the converted and dead ones last already.",
+            91,
+        )
+        for name in value
+        if status_key(name) in ends
+    ]
 
 
 def _check_backend(*, build: bool = True) -> list[checks.CheckMessage]:

@@ -23,6 +23,8 @@ DEFAULTS: dict[str, Any] = {
     "LEAD_NEW_STATUS": "NotContacted",
     "LEAD_CONVERTED_STATUS": "Converted",
     "LEAD_DEAD_STATUS": "Disqualified",
+    # The stages between LEAD_NEW_STATUS and the converted/dead statuses, in order (the funnel rule).
+    "LEAD_STATUS_ORDER": ["AttemptedContact", "Contacted"],
     "BACKEND_OPTIONS": {},
     "AUTO_SYNC": True,
     "TASK_BACKEND": "default",
@@ -99,6 +101,18 @@ class CrmifySettings:
     @property
     def LEAD_DEAD_STATUS(self) -> str:
         return str(self.get("LEAD_DEAD_STATUS"))
+
+    @property
+    def LEAD_STATUS_ORDER(self) -> list[str]:
+        """The funnel's stages between ``LEAD_NEW_STATUS`` and the converted/dead statuses, first to last.
+
+        An automatic status change never moves a lead to an earlier stage (``crmify.transitions.moves_back``);
+        statuses compare with case and spaces ignored. A wrong value is ``crmify.E090``/``E091``.
+        """
+        value = self.get("LEAD_STATUS_ORDER")
+        if isinstance(value, str) or not isinstance(value, list | tuple):
+            return []
+        return [str(name) for name in value]
 
     @property
     def AUTO_SYNC(self) -> bool:

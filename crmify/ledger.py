@@ -154,3 +154,18 @@ def _entry(
         response_summary=redact(record.response_summary),
         batch=batch,
     )
+
+
+def write_refusal(lead: Lead, current: str, wanted: str, now: datetime) -> None:
+    """The ledger's row for an automatic status change the funnel refused (``crmify.tracking``): no CRM
+    call was made, so it takes no time and has no HTTP status; its outcome is ``refused``."""
+    LedgerEntry.objects.create(
+        lead_id=lead.pk,
+        operation="status",
+        started_at=now,
+        outcome=LedgerEntry.Outcome.REFUSED,
+        error=(
+            f"Status change to {wanted!r} refused: it would move the lead back from {current!r} "
+            "(an automatic change never does; staff may force it)."
+        ),
+    )

@@ -124,6 +124,24 @@ class Lead(models.Model):
     legacy_values = models.JSONField(
         _("kept from django-crmify 1.3"), default=dict, blank=True, editable=False
     )
+    # An automatic status change the funnel refused (it would have moved the lead back; see
+    # crmify.transitions.moves_back): staff see it on the lead and may force it.
+    status_refused = models.CharField(
+        _("status change refused"), max_length=100, blank=True, default="", editable=False
+    )
+    status_refused_at = models.DateTimeField(
+        _("status change refused at"), null=True, blank=True, editable=False
+    )
+    # The backfill run that last queued this lead: the run's progress page counts its delivered leads.
+    backfill_run = models.ForeignKey(
+        "BackfillRun",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="leads",
+        editable=False,
+        verbose_name=_("last queued by backfill run"),
+    )
     claim_token = models.CharField(max_length=32, blank=True, default="")
     claimed_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(_("created"), auto_now_add=True)
@@ -140,6 +158,7 @@ class Lead(models.Model):
             ("delete_from_crm", _("Can delete leads from the CRM")),
             ("change_lead_status", _("Can mark leads converted or dead")),
             ("preview_mapping", _("Can use the mapper preview")),
+            ("force_lead_status", _("Can move a lead's status back in the funnel")),
         )
         ordering = ("-updated_at",)
         constraints = (
@@ -150,7 +169,11 @@ class Lead(models.Model):
                 fields=("source_type", "source_id"), name="crmify_lead_unique_source"
             ),
         )
-        indexes = (models.Index(fields=("sync_state", "next_attempt_at")),)
+        indexes = (
+            models.Index(fields=("sync_state", "next_attempt_at")),
+            # The health page's latency chart reads the leads synced in the last day.
+            models.Index(fields=("last_synced_at",), name="crmify_lead_last_synced"),
+        )
 
     def __str__(self) -> str:
         name = f"{self.first_name} {self.last_name}".strip()
@@ -184,6 +207,8 @@ class LedgerEntry(models.Model):
         OK = "ok", _("OK")
         TRANSIENT = "transient", _("Transient error")
         PERMANENT = "permanent", _("Permanent error")
+        #: Not a CRM call: an automatic status change the funnel refused (nothing was sent).
+        REFUSED = "refused", _("Refused, not sent")
 
     lead = models.ForeignKey(
         Lead, null=True, blank=True, on_delete=models.SET_NULL, related_name="ledger"

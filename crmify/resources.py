@@ -31,6 +31,7 @@ from crmify.mappers import LeadModelFieldMapper
 from crmify.models import CUSTOM_FIELD_PREFIX, MAPPABLE_FIELDS, Lead
 from crmify.preview import last_name_warning
 from crmify.tracking import save_if_changed, source_model, source_row
+from crmify.transitions import moves_back, status_key
 from crmify.worker import current_backend
 
 #: The columns an import reads, in the order an export writes them: every field a mapper may fill, and
@@ -74,9 +75,11 @@ def email_key(value: Any) -> str:
 
 
 def known_statuses() -> dict[str, str]:
-    """Statuses an import accepts, by :func:`status_key`: the three ``CRMIFY`` statuses and every status
-    a lead already has (a CRM's own statuses arrive that way). One query."""
+    """Statuses an import accepts, by :func:`status_key`: the ``CRMIFY`` statuses (the funnel's stages of
+    ``LEAD_STATUS_ORDER`` too) and every status a lead already has (a CRM's own statuses arrive that way).
+    One query."""
     configured = (
+        *crmify_settings.LEAD_STATUS_ORDER,
         crmify_settings.LEAD_NEW_STATUS,
         crmify_settings.LEAD_CONVERTED_STATUS,
         crmify_settings.LEAD_DEAD_STATUS,
@@ -84,11 +87,6 @@ def known_statuses() -> dict[str, str]:
     used = Lead.objects.exclude(status="").values_list("status", flat=True).distinct()
     # The configured spelling wins over a variant some lead was given.
     return {status_key(status): status for status in (*used, *configured)}
-
-
-def status_key(status: str) -> str:
-    """How statuses are compared: case and spaces ignored ("Not Contacted" is ``NotContacted``)."""
-    return "".join(status.split()).casefold()
 
 
 def leads_by_email(keys: Iterable[str]) -> dict[str, list[Lead]]:
@@ -383,6 +381,15 @@ class LeadResource(resources.ModelResource):  # type: ignore[misc]
             raise ValueError(
                 _("Unknown status “%(status)s”: use one of %(known)s.")
                 % {"status": value, "known": ", ".join(sorted(set(self._statuses.values())))}
+            )
+        if lead.pk is not None and moves_back(lead.status, status):
+            # The funnel rule: an import is an automatic change; staff go back with "Force a status".
+            raise ValueError(
+                _(
+                    "Status “%(status)s” would move this lead back from “%(current)s”: an import "
+                    "never does. Use the leads' action “Force a status” to move it back."
+                )
+                % {"status": status, "current": lead.status}
             )
         lead.status = status
 

@@ -22,10 +22,18 @@ from django.utils import timezone
 from crmify.backends.base import BaseBackend
 from crmify.conf import crmify_settings
 from crmify.exceptions import MappingError
+from crmify.ledger import write_refusal
 from crmify.loading import get_mapper
 from crmify.mappers import LeadModelFieldMapper, MappedLead, fit_to_crm
 from crmify.models import Lead, SyncState
-from crmify.transitions import note_changed, note_mapping_failed, note_tombstone, prepare_insert
+from crmify.transitions import (
+    moves_back,
+    note_changed,
+    note_mapping_failed,
+    note_tombstone,
+    prepare_insert,
+    status_key,
+)
 from crmify.worker import current_backend, enqueue_lead_on_commit
 
 logger = logging.getLogger("crmify")
@@ -175,9 +183,42 @@ def track(
     using = router.db_for_write(Lead, instance=instance)
     if lead is None:
         lead = find_lead(instance, using) or new_lead(instance, using)
+    if status is not None and not may_set_status(lead, status, using=using):
+        status = None  # the row's other values still go through
     if mapped is None:
         mapped = map_for_crm(instance, mapper or get_mapper())
     return apply_values(lead, mapped, status=status, using=using)
+
+
+def may_set_status(
+    lead: Lead, status: str, *, force: bool = False, using: str | None = None
+) -> bool:
+    """Whether ``lead`` may move to ``status`` (``track`` for the status model, ``api.set_status``).
+
+    The funnel rule (:func:`crmify.transitions.moves_back`) is decided on the status the database holds,
+    not on a copy loaded earlier. A refused change is recorded on the lead (shown in the admin) and in its
+    ledger, and the caller leaves the status alone. ``force`` (staff, code that means it) skips the rule.
+    A change that goes through forgets an earlier refusal. A lead not saved yet has nothing to go back from.
+    """
+    if lead.pk is None:
+        return True
+    using = using or router.db_for_write(Lead, instance=lead)
+    queryset = Lead.objects.using(using).filter(pk=lead.pk)
+    current = queryset.values_list("status", "status_refused").first()
+    if current is None:
+        return True
+    status_now, refused = current
+    if status_key(status_now) == status_key(status):
+        return True  # no move at all: nothing to refuse, and an old refusal still stands
+    if not force and moves_back(status_now, status):
+        now = timezone.now()
+        queryset.refuse_status(status, now)
+        write_refusal(lead, status_now, status, now)
+        logger.info("crmify: lead %s stays %s (refused %s)", lead.pk, status_now, status)
+        return False
+    if refused:
+        queryset.clear_refused_status()
+    return True
 
 
 def apply_values(

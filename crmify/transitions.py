@@ -44,6 +44,8 @@ from django.db.models import Case, Exists, F, OuterRef, Q, Value, When
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from crmify.conf import crmify_settings
+
 if TYPE_CHECKING:
     from crmify.models import Lead
 
@@ -71,6 +73,8 @@ STATE_FIELDS: tuple[str, ...] = (
     "queued_at",
     "claim_token",
     "claimed_at",
+    "status_refused",
+    "status_refused_at",
 )
 
 #: What :meth:`LeadQuerySet.mark_changed_in_bulk` writes besides the caller's value fields.
@@ -100,6 +104,40 @@ def _due(now: datetime) -> Q:
 def _unless_tombstone(state: str) -> Case:
     """``state``, unless the lead became a tombstone meanwhile: then its deletion is next."""
     return Case(When(tombstone=True, then=Value(SyncState.DELETING)), default=Value(state))
+
+
+# -- the funnel ----------------------------------------------------------------------------------------
+
+
+def status_key(status: str) -> str:
+    """How statuses are compared: case and spaces ignored ("Not Contacted" is ``NotContacted``)."""
+    return "".join(status.split()).casefold()
+
+
+def funnel_rank(status: str) -> int | None:
+    """Where ``status`` stands in the funnel: 0 for ``LEAD_NEW_STATUS``, then ``LEAD_STATUS_ORDER`` in its
+    order, then ``LEAD_CONVERTED_STATUS`` and ``LEAD_DEAD_STATUS`` side by side at the end (both close the
+    funnel: a dead lead that buys is converted, a converted one may be disqualified). None for a status
+    outside the order (a CRM's own status): there is nothing to compare it with."""
+    key = status_key(status)
+    ranks: dict[str, int] = {status_key(crmify_settings.LEAD_NEW_STATUS): 0}
+    for position, name in enumerate(crmify_settings.LEAD_STATUS_ORDER, start=1):
+        ranks.setdefault(status_key(name), position)
+    last = len(crmify_settings.LEAD_STATUS_ORDER) + 1
+    for name in (crmify_settings.LEAD_CONVERTED_STATUS, crmify_settings.LEAD_DEAD_STATUS):
+        ranks[status_key(name)] = last
+    return ranks.get(key)
+
+
+def moves_back(current: str, wanted: str) -> bool:
+    """The funnel rule: whether moving a lead from ``current`` to ``wanted`` is a step back.
+
+    The one rule every automatic change obeys (the status model's ``lead_status()``, ``api.set_status``
+    and an import, through ``crmify.tracking.may_set_status``); staff and code pass ``force`` to go back.
+    A status outside the order never counts as a step back, nor does a move to the same stage.
+    """
+    before, after = funnel_rank(current), funnel_rank(wanted)
+    return before is not None and after is not None and after < before
 
 
 class LeadQuerySet(models.QuerySet["Lead"]):
@@ -433,6 +471,18 @@ class LeadQuerySet(models.QuerySet["Lead"]):
     def mark_queued(self, now: datetime | None = None) -> int:
         """Record that the leads were queued again just now (the sweeper, before it enqueues them)."""
         return self.update(queued_at=now or timezone.now())
+
+    # -- the funnel -----------------------------------------------------------------------------------
+
+    def refuse_status(self, wanted: str, now: datetime | None = None) -> int:
+        """Record that an automatic change to ``wanted`` was refused (it would move the leads back in the
+        funnel, see :func:`moves_back`); the status itself is left alone. How many rows were written."""
+        return self.update(status_refused=wanted, status_refused_at=now or timezone.now())
+
+    def clear_refused_status(self) -> int:
+        """Forget a refused change once a later status change went through (a forced one, or a step
+        forward): the lead's status is what was decided since."""
+        return self.exclude(status_refused="").update(status_refused="", status_refused_at=None)
 
     # -- staff ----------------------------------------------------------------------------------------
 

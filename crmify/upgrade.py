@@ -42,6 +42,7 @@ SHIPPED_MIGRATIONS: tuple[str, ...] = (
     "0002_upgrade_from_1_3",
     "0003_ledger_batch",
     "0004_crm_outage",
+    "0005_funnel_and_delivery",
 )
 
 #: Where the 1.3 rows wait while our tables are built: a plain copy, so none of the old table's index,

@@ -15,7 +15,9 @@ import pytest
 from django.contrib import admin
 from django.contrib.auth.models import User
 from django.core.cache import cache
+from django.db import connection
 from django.test import Client, RequestFactory
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
@@ -26,6 +28,7 @@ from crmify.backfill import BackfillOptions
 from crmify.models import BackfillRun, Lead, LedgerEntry
 from crmify.ratelimit import QuotaShare, QuotaTracker
 from crmify.sandbox import SandboxServer
+from crmify.worker import process_lead
 from tests.admin_fixtures import login, make_staff, people, texts
 from tests.factories import make_user
 
@@ -243,7 +246,7 @@ def test_confirm_keeps_no_report_signed_for_other_options(backfiller: Client, qu
 # -- progress, cancel, resume ------------------------------------------------------------------------
 
 
-def test_progress_page_refreshes_while_running_and_not_once_finished(
+def test_progress_page_says_finished_only_once_every_queued_lead_is_delivered(
     backfiller: Client, people: dict[str, User], quiet: None
 ) -> None:
     for _ in range(2):
@@ -253,32 +256,61 @@ def test_progress_page_refreshes_while_running_and_not_once_finished(
 
     pending = backfiller.get(run_url(run))
     assert pending.status_code == 200 and refreshes(pending)
-    assert "waiting for the task worker" in pending.content.decode()
+    assert "Waiting for the task worker" in pending.content.decode()
     assert f'action="{run_url(run, "cancel")}"' in pending.content.decode()
 
     backfill.run_chunk(run.pk, chain=False)
     running = backfiller.get(run_url(run))
     content = running.content.decode()
     percent = 100 * 2 // total
-    assert refreshes(running) and "Running" in content
+    assert refreshes(running) and "Mapping rows" in content
     assert f'<progress id="crmify-backfill-progress" max="100" value="{percent}">' in content
     assert f"{percent}% — 2 of about {total} rows" in content
     assert figures(running)["Scanned"] == "2" and figures(running)["Created"] == "2"
+    assert figures(running)["Waiting to be sent"] == "2"
 
     while backfill.run_chunk(run.pk, chain=False).more:
         pass
+    mapped = backfiller.get(run_url(run))
+    content = mapped.content.decode()
+    shown = figures(mapped)
+    # Every row is mapped, but the CRM holds none of them yet: not "Finished", and still refreshing.
+    assert refreshes(mapped) and "Delivering to the CRM" in content and ">Finished<" not in content
+    assert 'id="crmify-backfill-progress" max="100" value="100">100%</progress>' in content
+    assert (shown["Scanned"], shown["Created"], shown["Updated"]) == (str(total), str(total), "0")
+    assert (shown["Synced"], shown["Waiting to be sent"]) == ("0", str(total))
+    assert f"0% — 0 of {total} queued leads" in content
+
+    for lead_id in Lead.objects.filter(backfill_run=run).values_list("pk", flat=True):
+        process_lead(lead_id)  # what the worker does with the chunks' tasks
     finished = backfiller.get(run_url(run))
     content = finished.content.decode()
     shown = figures(finished)
-    assert not refreshes(finished) and "Finished" in content
-    assert 'value="100">100%</progress>' in content
-    assert (shown["Scanned"], shown["Created"], shown["Updated"], shown["Failed"]) == (
-        str(total),
+    assert not refreshes(finished) and ">Finished<" in content
+    assert (shown["Synced"], shown["Failed to sync"], shown["Waiting to be sent"]) == (
         str(total),
         "0",
         "0",
     )
+    assert f"100% — {total} of {total} queued leads" in content
     assert "_cancel" not in content and "_resume" not in content
+
+
+def test_progress_page_queries_do_not_grow_with_the_leads_of_the_run(
+    backfiller: Client,
+    people: dict[str, User],
+    quiet: None,
+) -> None:
+    counts = []
+    for rows in (3, 60):
+        for _ in range(rows):
+            make_user()
+        run = start_run(people["root"], batch_size=1000)
+        backfill.run_chunk(run.pk, chain=False)
+        with CaptureQueriesContext(connection) as queries:
+            assert backfiller.get(run_url(run)).status_code == 200
+        counts.append(len(queries))
+    assert counts[0] == counts[1]
 
 
 def test_cancel_stops_a_run_and_resume_goes_on_from_its_checkpoint(
@@ -302,6 +334,11 @@ def test_cancel_stops_a_run_and_resume_goes_on_from_its_checkpoint(
     ]
     page = backfiller.get(run_url(run)).content.decode()
     assert f'action="{run_url(run, "resume")}"' in page and "_cancel" not in page
+    # The chunk it mapped queued two leads: the page follows them until they are delivered.
+    assert '<meta http-equiv="refresh"' in page and "Cancelled" in page
+    for lead_id in Lead.objects.filter(backfill_run=run).values_list("pk", flat=True):
+        process_lead(lead_id)
+    page = backfiller.get(run_url(run)).content.decode()
     assert '<meta http-equiv="refresh"' not in page
 
     # Resuming queues the next chunk; the immediate Tasks backend does every chunk on commit.

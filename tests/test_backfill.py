@@ -17,9 +17,11 @@ from django.core.management import CommandError, call_command
 from crmify import backfill
 from crmify.backends import locmem
 from crmify.backfill import BackfillOptions, BackfillOptionsError
+from crmify.backfill_report import run_progress
 from crmify.models import BackfillRun, Lead, LedgerEntry, SyncState
 from crmify.sandbox import SandboxServer
 from crmify.tracking import track
+from crmify.worker import process_lead
 from tests.conftest import FAST_SANDBOX, calls, crmify_for
 from tests.factories import lead_of, make_user
 from tests.reliability.processes import finish, start_db_worker
@@ -332,18 +334,19 @@ def test_command_dry_run_prints_the_report(crm: SandboxServer) -> None:
     assert not BackfillRun.objects.exists()
 
 
-def test_command_wait_shows_a_progress_bar_and_the_counts(
-    quiet: None, django_capture_on_commit_callbacks: Any
-) -> None:
+@pytest.mark.django_db(
+    transaction=True
+)  # each chunk's commit hands its leads to the (immediate) worker
+def test_command_wait_shows_a_progress_bar_and_the_counts(quiet: None) -> None:
     for _ in range(5):
         make_user()
     out = StringIO()
-    with django_capture_on_commit_callbacks(execute=True):
-        call_command("crmify_backfill", "--wait", "--batch-size=2", stdout=out)
+    call_command("crmify_backfill", "--wait", "--batch-size=2", stdout=out)
     text = out.getvalue()
-    assert "\r[##########" in text and " 40% 2/5 ETA " in text
-    assert "\r[" + "#" * 30 + "] 100% 5/5 done" in text
+    assert re.search(r"Rows mapped +━+ 5/5 Finished", text)
+    assert re.search(r"Leads delivered +━+ 5/5 synced 5, failed 0, waiting 0", text)
     assert "finished: 5 scanned, 5 created, 0 updated, 0 unchanged" in text
+    assert "delivered to the CRM: 5 synced, 0 failed, 0 waiting." in text
     assert BackfillRun.objects.get().state == BackfillRun.State.FINISHED
 
 
@@ -420,8 +423,11 @@ def test_a_quota_stop_fails_an_inline_run_with_the_reason(
     assert "daily quota is used up: resume the run after it resets" in run.last_error
 
 
+@pytest.mark.django_db(
+    transaction=True
+)  # each chunk's commit hands its leads to the (immediate) worker
 def test_command_wait_sleeps_through_a_quota_stop(
-    crm: SandboxServer, monkeypatch: pytest.MonkeyPatch, django_capture_on_commit_callbacks: Any
+    crm: SandboxServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from django.core.cache import cache
 
@@ -437,8 +443,7 @@ def test_command_wait_sleeps_through_a_quota_stop(
 
     monkeypatch.setattr("crmify.management.commands.crmify_backfill.sleep", nap)
     out = StringIO()
-    with django_capture_on_commit_callbacks(execute=True):
-        call_command("crmify_backfill", "--wait", stdout=out)
+    call_command("crmify_backfill", "--wait", stdout=out)
     assert "daily quota is used up: waiting until" in out.getvalue()
     assert len(naps) == 1 and 500 < naps[0] < 700
     assert BackfillRun.objects.get().state == BackfillRun.State.FINISHED
@@ -451,16 +456,27 @@ def test_command_follow_shows_the_workers_progress(
     for _ in range(4):
         make_user()
 
+    seen: list[tuple[str, int, int]] = []
+
     def worker_does_a_chunk(seconds: float) -> None:
         run = BackfillRun.objects.get()
-        backfill.run_chunk(run.pk, run.checkpoint, chain=False)
+        progress = run_progress(run)
+        seen.append((progress.stage, run.scanned, progress.delivery.waiting))
+        if run.is_active:
+            backfill.run_chunk(run.pk, run.checkpoint, chain=False)
+        else:  # every row mapped: the worker sends the leads
+            for lead_id in Lead.objects.filter(backfill_run=run).values_list("pk", flat=True):
+                process_lead(lead_id)
 
     monkeypatch.setattr("crmify.management.commands.crmify_backfill.sleep", worker_does_a_chunk)
     out = StringIO()
     call_command("crmify_backfill", "--follow", "--batch-size=2", stdout=out)
     text = out.getvalue()
-    assert "\r[" + "#" * 15 + "." * 15 + "]  50% 2/4" in text
-    assert "\r[" + "#" * 30 + "] 100% 4/4 done" in text
+    # It kept following after the rows were mapped, until the leads were delivered.
+    # (The third chunk finds no row left: only then is the mapping done.)
+    assert seen == [("waiting", 0, 0), ("mapping", 2, 2), ("mapping", 4, 4), ("delivering", 4, 4)]
+    assert re.search(r"Rows mapped +━+ 4/4 Finished", text)
+    assert re.search(r"Leads delivered +━+ 4/4 synced 4, failed 0, waiting 0", text)
     assert "finished: 4 scanned, 4 created" in text
 
 

@@ -133,7 +133,8 @@ def test_preview_lists_new_updated_unchanged_skipped_and_invalid_rows_with_their
     assert errors[5] == ["email: An e-mail address is required: leads are matched by it."]
     assert errors[6] == ["email: “not-an-email” is not a valid e-mail address."]
     assert errors[7] == [
-        "status: Unknown status “Bogus”: use one of Converted, Disqualified, NotContacted."
+        "status: Unknown status “Bogus”: use one of AttemptedContact, Contacted, Converted, "
+        "Disqualified, NotContacted."
     ]
     assert errors[8] == ["company: Ensure this value has at most 255 characters (it has 300)."]
     html = response.content.decode()

@@ -352,6 +352,7 @@ REQUIRED: dict[str, list[set[str]]] = {
     "crmify_lead_import": [{"add_lead"}, {"change_lead"}],
     "crmify_lead_process_import": [{"add_lead"}, {"change_lead"}],
     "crmify_lead_export": [{"view_lead", "change_lead"}],
+    "crmify_lead_health": [{"view_lead", "change_lead"}],
 }
 #: Views that refuse a GET before anything else (django-import-export's ``require_POST``).
 POST_ONLY = {"crmify_lead_process_import"}
@@ -462,6 +463,7 @@ ACTION_PERMISSIONS = {
     "sync": "sync_lead",
     "change_lead_status": "change_lead_status",
     "delete_from_crm": "delete_from_crm",
+    "force_lead_status": "force_lead_status",
 }
 
 

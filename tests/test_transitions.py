@@ -406,6 +406,8 @@ STATE_FIELDS = {
     "last_error",
     "claim_token",
     "claimed_at",
+    "status_refused",
+    "status_refused_at",
 }
 MAY_WRITE = {"transitions.py", "upgrade.py"}
 

@@ -87,19 +87,73 @@ def delete_from_crm(
     if request.POST.get("post") == "yes":
         report(model_admin, request, _("Delete from CRM"), api.delete_from_crm(queryset))
         return None
-    opts = model_admin.opts
+    return confirmation_page(
+        model_admin,
+        request,
+        queryset,
+        "delete_from_crm",
+        _("Delete the selected leads from the CRM?"),
+    )
+
+
+def confirmation_page(
+    model_admin: LeadAdmin,
+    request: HttpRequest,
+    queryset: QuerySet[Lead],
+    action_name: str,
+    title: str,
+    **extra: Any,
+) -> TemplateResponse:
+    """The page an action shows before it acts (``admin/crmify/lead/<action>_confirmation.html``): the
+    leads, posted back to the changelist with ``post=yes`` the way ``delete_selected`` does."""
     context: dict[str, Any] = {
         **model_admin.admin_site.each_context(request),
-        "title": _("Delete the selected leads from the CRM?"),
+        "title": title,
         "subtitle": None,
-        "opts": opts,
+        "opts": model_admin.opts,
         "leads": list(queryset),
-        "action_name": "delete_from_crm",
+        "action_name": action_name,
         "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
         "media": model_admin.media,
+        **extra,
     }
     request.current_app = model_admin.admin_site.name
-    return TemplateResponse(request, "admin/crmify/lead/delete_from_crm_confirmation.html", context)
+    template = f"admin/crmify/lead/{action_name}_confirmation.html"
+    return TemplateResponse(request, template, context)
 
 
-ACTIONS = (resync, retry_failed, mark_converted, mark_dead, delete_from_crm)
+def funnel_statuses() -> list[str]:
+    """The statuses "Force a status" offers: the funnel's stages in order, first to last."""
+    return [
+        crmify_settings.LEAD_NEW_STATUS,
+        *crmify_settings.LEAD_STATUS_ORDER,
+        crmify_settings.LEAD_CONVERTED_STATUS,
+        crmify_settings.LEAD_DEAD_STATUS,
+    ]
+
+
+@admin.action(permissions=["force_lead_status"], description=gettext_lazy("Force a status…"))
+def force_status(
+    model_admin: LeadAdmin, request: HttpRequest, queryset: QuerySet[Lead]
+) -> TemplateResponse | None:
+    """Move the leads to a status staff choose, back in the funnel if need be (``api.set_status_of`` with
+    ``force``). First a page listing the leads with their status and a choice of status; its POST (with
+    ``post=yes``) moves them. An automatic change never goes back; this is how staff do it on purpose."""
+    statuses = funnel_statuses()
+    chosen = request.POST.get("status", "")
+    if request.POST.get("post") == "yes" and chosen in statuses:
+        result = api.set_status_of(queryset, chosen, force=True)
+        report(model_admin, request, _("Force the status %s") % chosen, result)
+        return None
+    return confirmation_page(
+        model_admin,
+        request,
+        queryset,
+        "force_status",
+        _("Force a status on the selected leads?"),
+        statuses=statuses,
+        chosen=chosen,
+    )
+
+
+ACTIONS = (resync, retry_failed, mark_converted, mark_dead, force_status, delete_from_crm)

@@ -35,7 +35,7 @@ from crmify.backfill import (
     BackfillOptionsError,
     BackfillPlan,
 )
-from crmify.backfill_report import eta_text, quota_share_rows, run_counts
+from crmify.backfill_report import quota_share_rows, run_counts, run_progress
 from crmify.conf import crmify_settings
 from crmify.exceptions import BackendError
 from crmify.loading import get_lead_model
@@ -254,17 +254,20 @@ def backfill_quota_rows() -> list[tuple[str, str]]:
 def backfill_run_view(
     model_admin: admin.ModelAdmin[Any], request: HttpRequest, run_id: int
 ) -> HttpResponse:
-    """GET: one run's progress; the page refreshes itself (no JavaScript) while the run is active."""
+    """GET: one run's progress in two parts, the rows mapped and the leads delivered to the CRM. The page
+    refreshes itself (a meta refresh, no JavaScript) until every lead the run queued reached a final
+    state: only then does it say "Finished"."""
     if (refused := _check(request, "GET")) is not None:
         return refused
     run = get_object_or_404(BackfillRun.objects.select_related("created_by"), pk=run_id)
+    progress = run_progress(run)
     context = {
         "run": run,
+        "progress": progress,
         "counts": [(label, f"{count:,}") for label, count in run_counts(run)],
         "scanned": f"{run.scanned:,}",
         "total": f"{run.total_estimate:,}",
-        "eta": eta_text(run),
-        "refresh": REFRESH_SECONDS if run.is_active else None,
+        "refresh": None if progress.settled else REFRESH_SECONDS,
         "report_rows": BackfillPlan(**run.report).rows() if run.report else None,
         "quota_rows": backfill_quota_rows(),
         "options": BackfillOptions.from_json(run.options),

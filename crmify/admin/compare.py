@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from crmify.models import MAPPABLE_FIELDS, Lead
-from crmify.resources import status_key
+from crmify.transitions import status_key
 
 #: Fields held by name whose spelling the CRM may change ("NotContacted" is "Not Contacted" there).
 _NAMED = frozenset({"status", "lead_source"})

@@ -150,3 +150,29 @@ def source_link(admin_site: admin.AdminSite, lead: Lead) -> SafeString | str:
     text = f"{model._meta.verbose_name} {lead.source_id}"
     url = source_admin_url(admin_site, lead)
     return format_html('<a href="{}">{}</a>', url, text) if url else text
+
+
+def refusal_text(lead: Lead) -> SafeString | str:
+    """The lead page's "status change refused": which automatic change the funnel refused, and when."""
+    if not lead.status_refused:
+        return "—"
+    return format_html(
+        "{} <span class='crmify-quiet'>({}; {})</span>",
+        _("%(refused)s refused: it would have moved the lead back from %(status)s.")
+        % {"refused": lead.status_refused, "status": lead.status},
+        relative_time(lead.status_refused_at),
+        _("staff may force it with the action “Force a status…”"),
+    )
+
+
+def status_with_refusal(lead: Lead) -> SafeString | str:
+    """The changelist's status column: the status, marked when an automatic change back was refused."""
+    if not lead.status_refused:
+        return lead.status
+    return format_html(
+        "{} <span class='crmify-refused' title='{}'>⚠ {}</span>",
+        lead.status,
+        _("An automatic change to %(refused)s was refused: it would have moved the lead back.")
+        % {"refused": lead.status_refused},
+        _("kept; refused %(refused)s") % {"refused": lead.status_refused},
+    )

@@ -31,11 +31,14 @@ from crmify.admin.display import (
     configured_backend,
     crm_id_link,
     error_details,
+    refusal_text,
     relative_time,
     source_link,
     state_badge,
+    status_with_refusal,
 )
 from crmify.admin.filters import HasCrmIdFilter, HasErrorFilter
+from crmify.admin.health import health_view
 from crmify.admin.import_export import LeadImportExportMixin
 from crmify.admin.preview import mapper_preview_view
 from crmify.admin.summary import banner_context, changelist_context
@@ -56,6 +59,7 @@ LEDGER_PAGE_PARAMETER = "ledger_page"
 
 EDITABLE_FIELDS = (*MAPPABLE_FIELDS, "custom_fields")
 SYNC_FIELDS = (
+    "refused_status",
     "crm_id",
     "sync_state_badge",
     "tombstone",
@@ -94,7 +98,7 @@ class LeadAdmin(LeadImportExportMixin, LeadModelAdmin):
     list_display = (
         "name",
         "email",
-        "status",
+        "funnel_status",
         "sync_state_badge",
         # Beside the state it explains, so it is on screen at laptop widths; it wraps when opened.
         "error_start",
@@ -143,11 +147,23 @@ class LeadAdmin(LeadImportExportMixin, LeadModelAdmin):
     def has_preview_mapping_permission(self, request: HttpRequest) -> bool:
         return self._has_perm(request, "preview_mapping")
 
+    def has_force_lead_status_permission(self, request: HttpRequest) -> bool:
+        """ "Force a status…": may move leads back in the funnel, which no automatic change does."""
+        return self._has_perm(request, "force_lead_status")
+
     # -- columns ----------------------------------------------------------------------------------------
 
     @admin.display(description=gettext_lazy("name"), ordering="last_name")
     def name(self, lead: Lead) -> str:
         return str(lead)
+
+    @admin.display(description=gettext_lazy("status"), ordering="status")
+    def funnel_status(self, lead: Lead) -> SafeString | str:
+        return status_with_refusal(lead)
+
+    @admin.display(description=gettext_lazy("status change refused"))
+    def refused_status(self, lead: Lead) -> SafeString | str:
+        return refusal_text(lead)
 
     @admin.display(description=gettext_lazy("sync state"), ordering="sync_state")
     def sync_state_badge(self, lead: Lead) -> SafeString:
@@ -176,6 +192,7 @@ class LeadAdmin(LeadImportExportMixin, LeadModelAdmin):
             *backfill_urls(self),
             admin_path(self, "preview/", mapper_preview_view, "mapper_preview"),
             admin_path(self, "send-waiting/", views.send_waiting_view, "send_waiting"),
+            admin_path(self, "health/", health_view, "health"),
             admin_path(self, "<path:object_id>/sync-now/", views.sync_now_view, "sync_now"),
             admin_path(self, "<path:object_id>/compare/", views.compare_view, "compare"),
             *super().get_urls(),
@@ -191,6 +208,7 @@ class LeadAdmin(LeadImportExportMixin, LeadModelAdmin):
             if self.has_preview_mapping_permission(request)
             else None,
             **backfill_changelist_context(self, request),
+            "crmify_health_url": admin_url(self, "health"),
             **(extra_context or {}),
         }
         return super().changelist_view(request, context)

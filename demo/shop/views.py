@@ -1,7 +1,8 @@
 """The seed README's two use cases as pages.
 
 "Basic Lead Management": signing up saves a ``UserProfile``, which crmify records as a lead and the worker
-creates in the CRM; the link a CRM e-mail would carry moves the lead from "Not Contacted" to "Contacted".
+creates in the CRM; the link a CRM e-mail would carry moves the lead from "Not Contacted" to "Contacted"
+(never back from "Converted": crmify's funnel rule refuses that).
 "Basic Sales Funnel": a purchase saves a paid ``Subscription``, whose ``lead_status()`` converts the lead.
 """
 
@@ -79,14 +80,21 @@ def signup(request: HttpRequest) -> HttpResponse:
 
 
 def email_link(request: HttpRequest, token: str) -> HttpResponse:
-    """The link in the CRM's e-mail: clicking it moves the lead to "Contacted"."""
+    """The link in the CRM's e-mail: clicking it moves the lead to "Contacted".
+
+    An automatic change never moves a lead back in the funnel: a customer who bought (Converted) and
+    follows the link afterwards stays Converted, and crmify records the refused change on the lead.
+    """
     try:
         profile_id = signing.loads(token, salt=EMAIL_LINK_SALT)
     except signing.BadSignature:
         raise Http404("This link is not valid.") from None
     profile = get_object_or_404(UserProfile, pk=profile_id)
-    api.set_status(profile, "Contacted")
-    messages.success(request, f"Thanks {profile}: your lead is now Contacted.")
+    lead = api.set_status(profile, "Contacted")
+    if lead.status == "Contacted":
+        messages.success(request, f"Thanks {profile}: your lead is now Contacted.")
+    else:  # the funnel rule refused the step back (recorded on the lead)
+        messages.success(request, f"Thanks {profile}: your lead stays {lead.status}.")
     return redirect("home")
 
 

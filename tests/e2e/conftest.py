@@ -177,3 +177,18 @@ def upload_csv(page: Any, content: str) -> None:
     )
     page.select_option("#id_format", label="csv")
     page.get_by_role("button", name="Submit").click()
+
+
+def sign_up(
+    page: Any, username: str, first: str, last: str, password: str, company: str = ""
+) -> None:
+    """Fill the demo's sign-up form as a person would (the e-mail is ``<username>@example.com``) and
+    send it."""
+    page.fill("#id_username", username)
+    page.fill("#id_email", f"{username}@example.com")
+    page.fill("#id_first_name", first)
+    page.fill("#id_last_name", last)
+    page.fill("#id_company", company)
+    page.fill("#id_password1", password)
+    page.fill("#id_password2", password)
+    page.get_by_role("button", name="Create account").click()

@@ -1,9 +1,9 @@
 """``python -m tests.e2e.screenshots``: regenerate the README's screenshots under ``docs/``.
 
 The pictures are the browser tests' own artifacts (``tests/e2e/test_demo_browser.py`` and
-``test_compare_import_failures.py`` on one fresh demo stack), so every one shows a page a passing test
-has just checked. This runs those tests with the artifacts in a temporary directory and copies the
-README's choice to ``docs/``.
+``test_compare_import_failures.py``, ``test_demo_browser.py`` and ``test_staff_workflows.py`` on one fresh demo
+stack), so every one shows a page a passing test has just checked. This runs those tests with the artifacts
+in a temporary directory and copies the README's choice to ``docs/``.
 """
 
 from __future__ import annotations
@@ -31,9 +31,17 @@ DOCS = {
     "admin-changelist-failure-open": "admin-changelist-failure.png",
     "admin-mapper-preview-failed": "admin-mapper-preview-failed.png",
     "admin-import-ownership": "admin-import-ownership.png",
+    "admin-lead-refused": "admin-lead-refused.png",
+    "admin-force-status": "admin-force-status.png",
+    "admin-health": "admin-health.png",
+    "admin-health-unreachable": "admin-health-unreachable.png",
 }
 #: The browser tests whose artifacts these are, in the order they run.
-TESTS = ("test_compare_import_failures.py", "test_demo_browser.py")
+TESTS = (
+    "test_compare_import_failures.py",
+    "test_demo_browser.py",
+    "test_staff_workflows.py",
+)
 
 
 def main() -> int:

@@ -171,6 +171,22 @@ class DemoStack:
     def crm_emails(self) -> set[str]:
         return {str(record["email"]) for record in self.crm_records()}
 
+    def set_faults(self, **changes: Any) -> None:
+        """Change the sandbox's fault injection (``PUT /_sandbox/faults``): ``drop_rate=1.0`` drops every
+        connection, which crmify sees as the CRM unreachable."""
+        request = urllib.request.Request(
+            f"{self.sandbox_url}/_sandbox/faults",
+            data=json.dumps(changes).encode(),
+            method="PUT",
+            headers={"Content-Type": "application/json"},
+        )
+        urllib.request.urlopen(request, timeout=5).close()
+
+    def reset_faults(self) -> None:
+        """Back to the faults the sandbox started with (``DELETE /_sandbox/faults``)."""
+        request = urllib.request.Request(f"{self.sandbox_url}/_sandbox/faults", method="DELETE")
+        urllib.request.urlopen(request, timeout=5).close()
+
 
 def _answers(url: str) -> bool:
     try:

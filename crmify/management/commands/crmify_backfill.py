@@ -1,8 +1,10 @@
 """``manage.py crmify_backfill``: bring existing lead-model rows into the CRM (see ``crmify.backfill``).
 
 ``--dry-run`` prints what a run would do and cost and changes nothing. Without it a run is recorded and its
-chunks are queued for the task worker (``--follow`` shows its progress bar here), or processed in this
-process with ``--wait`` (with a progress bar).
+chunks are queued for the task worker (``--follow`` shows its progress here), or processed in this
+process with ``--wait``. Both show two bars, drawn by rich: the rows mapped and the leads delivered to the
+CRM (synced, failed, waiting), and follow the run until every lead it queued reached a final state, the
+same figures and the same "finished" as the admin's progress page (``crmify.backfill_report``).
 ``--resume RUN`` goes on from a run's last checkpoint.
 """
 
@@ -10,19 +12,22 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from time import monotonic, sleep
+from types import TracebackType
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser, OutputWrapper
 from django.utils import timezone
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 
 from crmify import backfill
 from crmify.backfill import BackfillOptions, BackfillOptionsError
-from crmify.backfill_report import counts_sentence, eta_text
+from crmify.backfill_report import RunProgress, counts_sentence, eta_text, run_progress
 from crmify.exceptions import BackendError
 from crmify.models import BackfillRun
 
-BAR_WIDTH = 30
-#: Seconds between two looks at a run the task worker processes (``--follow``).
+#: Seconds between two looks at a run the task worker processes (``--follow``, and ``--wait`` while
+#: the worker delivers the leads the run queued).
 FOLLOW_INTERVAL = 1.0
 
 
@@ -33,19 +38,68 @@ def _day(value: str) -> date:
         raise CommandError(f"{value!r} is not a date: use YYYY-MM-DD.") from None
 
 
-def progress_line(run: BackfillRun, seconds_per_row: float | None = None) -> str:
-    """``[#####.....] 45% 4500/10000 ETA 1m20s``: one line of the terminal progress bar.
+class _CommandStream:
+    """The command's stdout as the file rich writes to (``call_command(stdout=...)`` is honoured)."""
 
-    The ETA uses ``seconds_per_row`` (the pace this process saw) when given, else the run's own pace.
+    def __init__(self, out: OutputWrapper) -> None:
+        self.out = out
+
+    def write(self, text: str) -> int:
+        self.out.write(text, ending="")
+        return len(text)
+
+    def flush(self) -> None:
+        self.out.flush()
+
+    def isatty(self) -> bool:
+        return self.out.isatty()
+
+
+class ProgressBars:
+    """Two live bars, rows mapped and leads delivered, each with its count and time left.
+
+    On a terminal rich redraws them in place; elsewhere (a log, a pipe) it prints them once, when they stop.
     """
-    percent = run.percent
-    filled = BAR_WIDTH * percent // 100
-    bar = "#" * filled + "." * (BAR_WIDTH - filled)
-    line = f"[{bar}] {percent:3d}% {run.scanned}/{run.total_estimate}"
-    if run.state == BackfillRun.State.FINISHED:
-        return line + " done"
-    eta = eta_text(run, seconds_per_row)
-    return line + (f" ETA {eta}" if eta is not None else "")
+
+    def __init__(self, out: OutputWrapper) -> None:
+        self.progress = Progress(
+            TextColumn("{task.description:<16}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[detail]}"),
+            console=Console(file=_CommandStream(out), width=110),  # type: ignore[arg-type]
+        )
+        self.rows: TaskID = self.progress.add_task("Rows mapped", total=None, detail="")
+        self.leads: TaskID = self.progress.add_task("Leads delivered", total=None, detail="")
+
+    def __enter__(self) -> ProgressBars:
+        self.progress.start()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.progress.stop()
+
+    def show(self, progress: RunProgress, seconds_per_row: float | None = None) -> None:
+        """Draw ``progress``; the rows' time left uses ``seconds_per_row`` (this process's pace) if given."""
+        run, delivery = progress.run, progress.delivery
+        mapping_eta = eta_text(run, seconds_per_row) if run.is_active else None
+        self.progress.update(
+            self.rows,
+            completed=run.scanned,
+            total=max(run.total_estimate, run.scanned),
+            detail=progress.stage_label if not mapping_eta else f"time left {mapping_eta}",
+        )
+        detail = f"synced {delivery.synced}, failed {delivery.failed}, waiting {delivery.waiting}"
+        if progress.delivery_eta:
+            detail += f", time left {progress.delivery_eta}"
+        self.progress.update(
+            self.leads, completed=delivery.settled, total=delivery.queued, detail=detail
+        )
 
 
 class Command(BaseCommand):
@@ -161,44 +215,54 @@ class Command(BaseCommand):
         sleep(max((moment - timezone.now()).total_seconds(), 0) + 1)
 
     def _follow(self, run: BackfillRun) -> None:
-        """Show the progress of a run the task worker processes, until it ends; Ctrl-C stops following."""
+        """Show the progress of a run the task worker processes until every lead it queued reached a
+        final state; Ctrl-C stops following (the run goes on)."""
+        with ProgressBars(self.stdout) as bars:
+            progress = self._until_settled(run, bars)
+        self._summary(progress)
+
+    def _until_settled(self, run: BackfillRun, bars: ProgressBars) -> RunProgress:
+        """Redraw ``bars`` every ``FOLLOW_INTERVAL`` until nothing of ``run`` moves any more, or Ctrl-C."""
         try:
             while True:
                 run.refresh_from_db()
-                line = progress_line(run)
-                if run.last_error and run.is_active:
-                    line += f"  ({run.last_error})"
-                self.stdout.write("\r" + line, ending="")
-                self.stdout.flush()
-                if not run.is_active:
-                    break
+                progress = run_progress(run)
+                bars.show(progress)
+                if progress.settled:
+                    return progress
                 sleep(FOLLOW_INTERVAL)
         except KeyboardInterrupt:
-            self.stdout.write("\nStopped following; the run goes on in the task worker.")
-            return
-        self.stdout.write("")
-        self._summary(run)
+            self.stdout.write(
+                "\nStopped following; the task worker goes on with the run and its leads."
+            )
+            return run_progress(run)
 
-    def _summary(self, run: BackfillRun) -> None:
-        style = (
-            self.style.SUCCESS if run.state == BackfillRun.State.FINISHED else self.style.WARNING
-        )
+    def _summary(self, progress: RunProgress) -> None:
+        run, delivery = progress.run, progress.delivery
+        style = self.style.SUCCESS if progress.stage == "finished" else self.style.WARNING
         ending = f": {run.last_error}" if run.state == BackfillRun.State.FAILED else ""
         self.stdout.write(
             style(
-                f"Backfill run {run.pk} {run.get_state_display().lower()}: "
-                f"{counts_sentence(run)}{ending}."
+                f"Backfill run {run.pk} {progress.stage_label.lower()}: {counts_sentence(run)}; "
+                f"delivered to the CRM: {delivery.synced} synced, {delivery.failed} failed, "
+                f"{delivery.waiting} waiting{ending}."
             )
         )
 
     def _process(self, run: BackfillRun) -> None:
+        """Map the run's rows here, chunk by chunk, then follow the task worker delivering its leads."""
+        with ProgressBars(self.stdout) as bars:
+            self._map_here(run, bars)
+            progress = self._until_settled(run, bars)
+        self._summary(progress)
+
+    def _map_here(self, run: BackfillRun, bars: ProgressBars) -> None:
         started = monotonic()
         scanned_before = run.scanned
         while True:
             try:
                 result = backfill.run_chunk(run.pk, chain=False)
             except Exception as exc:
-                self.stdout.write("")
                 raise CommandError(
                     f"Backfill run {run.pk} failed: {exc}. Go on with --resume {run.pk}."
                 ) from None
@@ -208,9 +272,6 @@ class Command(BaseCommand):
             run.refresh_from_db()
             # The pace of this process, not of the run's whole life (it may have stood still for days).
             pace = (monotonic() - started) / max(run.scanned - scanned_before, 1)
-            self.stdout.write("\r" + progress_line(run, pace), ending="")
-            self.stdout.flush()
+            bars.show(run_progress(run), pace)
             if not result.more:
-                break
-        self.stdout.write("")
-        self._summary(run)
+                return
