@@ -42,8 +42,12 @@ def machine() -> str:
         memory = f", {memory_kb / 1024 / 1024:.0f} GiB RAM"
     except OSError:
         memory = ""
+    # The machine may be shared: its load says how far the absolute figures (rates, latencies) are
+    # from an idle one's; the side-by-side ratios move much less.
+    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
     return (
-        f"{cpu}, {os.cpu_count()} cores{memory}; {platform.system()} {platform.release()}; "
+        f"{cpu}, {os.cpu_count()} cores{memory}, load average {load} at the end; "
+        f"{platform.system()} {platform.release()}; "
         f"Python {platform.python_version()}, Django {version('django')}, SQLite {sqlite3.sqlite_version}"
     )
 

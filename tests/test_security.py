@@ -353,6 +353,7 @@ REQUIRED: dict[str, list[set[str]]] = {
     "crmify_lead_process_import": [{"add_lead"}, {"change_lead"}],
     "crmify_lead_export": [{"view_lead", "change_lead"}],
     "crmify_lead_health": [{"view_lead", "change_lead"}],
+    "crmify_lead_send_waiting": [{"sync_lead"}],
 }
 #: Views that refuse a GET before anything else (django-import-export's ``require_POST``).
 POST_ONLY = {"crmify_lead_process_import"}

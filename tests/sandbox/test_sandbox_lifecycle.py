@@ -146,7 +146,7 @@ def test_python_m_sandbox_prints_url_and_key_and_stops_on_ctrl_c(
         assert "K" in process.stdout.readline()
         assert requests.get(url + probe, timeout=5, **credentials).status_code == 200
         process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=20) == 0
+        assert process.wait(timeout=15) == 0  # a loaded CI machine: exiting can take seconds
     finally:
         if process.poll() is None:
             process.kill()
