@@ -303,7 +303,8 @@ def test_on_the_current_schema_the_upgrade_migration_leaves_leads_as_they_are(
     (message,) = check_tables(databases=["default"])
     assert (message.id, message.msg.split(": ")[-1]) == (
         "crmify.E060",
-        "crmify_lead.legacy_values missing.",
+        "crmify_lead.backfill_run_id missing, crmify_lead.legacy_values missing, "
+        "crmify_lead.status_refused missing, crmify_lead.status_refused_at missing.",
     )
 
     call_command("migrate", "crmify", verbosity=0)
