@@ -534,6 +534,8 @@ class LeadQuerySet(models.QuerySet["Lead"]):
             "tombstone": True,
             "attempts": 0,
             "next_attempt_at": None,
+            # A deletion waits for the CRM only once a worker finds it down.
+            "waiting_for_crm": False,
             "queued_at": now,
             "updated_at": now,
         }

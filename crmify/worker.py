@@ -539,6 +539,10 @@ def _wait_for_crm(lead_id: int, token: str, state: SyncState, error: str = "") -
     # The CRM came back between our read and our write: its release did not see this lead.
     if crm_state.crm_state().up and Lead.objects.filter(pk=lead_id).release_waiting(now):
         enqueue_lead(lead_id)
+    # A due probe is made by whichever worker sees it due first: its task may wait behind others, be
+    # lost, or never run on a backend that cannot defer (the probe's lock keeps it to one).
+    elif outage.next_probe_at is None or outage.next_probe_at <= now:
+        probe_crm()
     return SyncOutcome.WAITING
 
 

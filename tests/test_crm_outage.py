@@ -9,7 +9,7 @@ over real HTTP and real worker processes are in ``tests/reliability/test_outage.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from django.core.management import call_command
@@ -43,6 +43,7 @@ def take_down(enqueued: Enqueued) -> list[Lead]:
     leads = [lead_of(make_user(first_name=f"Early {n}")) for n in range(3)]
     enqueued.run_all()
     enqueued.clear()  # the first two leads' retries: they find their leads waiting for the CRM
+    schedule_probe(timezone.now() + timedelta(hours=1))  # the test says when the probe comes
     return [Lead.objects.get(pk=lead.pk) for lead in leads]
 
 
@@ -63,15 +64,17 @@ def send_released(enqueued: Enqueued) -> list[SyncOutcome]:
     return [process_lead(lead_id) for lead_id in ids]
 
 
+def schedule_probe(when: datetime) -> None:
+    """Move the next probe of the CRM that is down to ``when``."""
+    cache = crm_state.shared_cache()
+    cache.set(
+        "crmify:crm:down", {**cache.get("crmify:crm:down"), "next_probe_at": when}, timeout=None
+    )
+
+
 def probe_now() -> crm_state.CrmState | None:
     """The probe, as its task would run it once it is due."""
-    return probe_crm_at(timezone.now() + timedelta(minutes=5))
-
-
-def probe_crm_at(when: object) -> crm_state.CrmState | None:
-    cache = crm_state.shared_cache()
-    down = cache.get("crmify:crm:down")
-    cache.set("crmify:crm:down", {**down, "next_probe_at": timezone.now()}, timeout=None)
+    schedule_probe(timezone.now())
     return probe_crm()
 
 
@@ -139,10 +142,10 @@ def test_one_probe_at_a_growing_interval_up_to_the_maximum(enqueued: Enqueued) -
     enqueued.clear()
     intervals = []
     for _ in range(5):
-        claimed = crm_state.claim_probe(timezone.now() + timedelta(minutes=5))
+        claimed = crm_state.claim_probe(timezone.now() + timedelta(hours=2))
         assert claimed is not None
         # While one worker probes, no other does.
-        assert crm_state.claim_probe(timezone.now() + timedelta(minutes=5)) is None
+        assert crm_state.claim_probe(timezone.now() + timedelta(hours=2)) is None
         intervals.append(crm_state.end_probe().probe_interval)
     assert intervals == [4, 8, *[crm_state.MAX_PROBE_INTERVAL] * 3]
     state = crm_state.crm_state()
@@ -150,6 +153,17 @@ def test_one_probe_at_a_growing_interval_up_to_the_maximum(enqueued: Enqueued) -
     assert state.next_probe_at is not None and state.next_probe_at > timezone.now()
     # Not due yet: no probe.
     assert crm_state.claim_probe() is None
+
+
+def test_a_worker_that_finds_the_probe_due_makes_it(enqueued: Enqueued) -> None:
+    take_down(enqueued)
+    schedule_probe(timezone.now())  # due: its task is late, lost, or cannot be deferred
+    lead_of(make_user(first_name="Next"))
+    enqueued.run_all()
+    # The worker parked its lead, then probed with the lead that waited longest: the CRM answers.
+    assert operations() == ["create"] * 4
+    assert crm_state.crm_state().up
+    assert len(released(enqueued)) == 3
 
 
 def test_a_failed_probe_is_one_call_and_the_lead_waits_again(enqueued: Enqueued) -> None:
@@ -208,12 +222,7 @@ def test_the_sweeper_sends_leads_still_waiting_for_a_crm_that_is_up(enqueued: En
 def test_the_sweeper_probes_when_the_probe_task_was_lost(enqueued: Enqueued) -> None:
     take_down(enqueued)
     enqueued.clear()
-    cache = crm_state.shared_cache()
-    cache.set(
-        "crmify:crm:down",
-        {**cache.get("crmify:crm:down"), "next_probe_at": timezone.now() - timedelta(seconds=1)},
-        timeout=None,
-    )
+    schedule_probe(timezone.now() - timedelta(seconds=1))
     sweep()
     assert operations() == ["create"] * 4
     assert crm_state.crm_state().up
