@@ -25,6 +25,8 @@ from django.utils import timezone
 
 #: How many slots ahead an acquirer looks before sleeping; enough for a handful of busy workers.
 LOOKAHEAD_SECONDS = 2
+#: Slots past the burst an acquirer reads in one go before taking one: more than a few busy workers hold.
+READ_AHEAD_SLOTS = 16
 
 
 class SharedRateLimiter:
@@ -45,6 +47,9 @@ class SharedRateLimiter:
         self.cache = cache
         self.burst = max(int(burst), 1)
 
+    def _key(self, slot: int) -> str:
+        return f"crmify:rl:{self.name}:{slot}"
+
     def acquire(self) -> float:
         """Block until this caller may send; return the seconds waited."""
         started = time.time()
@@ -54,15 +59,15 @@ class SharedRateLimiter:
         while True:
             first = math.ceil(time.time() / self.interval) - (self.burst - 1)
             # At least one slot ahead: below 0.5 calls a second no slot starts within the lookahead.
-            keys = {
-                slot: f"crmify:rl:{self.name}:{slot}"
-                for slot in range(first, first + self.burst - 1 + ahead)
-            }
-            # One read finds the slots others took, so a busy bucket costs one read and one add, not
-            # an add (a write, on the database cache) per taken slot; a slot taken since the read is
-            # refused by the add, which alone decides.
-            taken = self.cache.get_many(list(keys.values()))
-            for slot, key in keys.items():
+            slots = range(first, first + self.burst - 1 + ahead)
+            # One read of the nearest slots finds those others took, so a busy bucket costs one read
+            # and one add, not an add (a write, on the database cache) per taken slot; a slot taken
+            # since the read is refused by the add, which alone decides. Only the nearest: at a high
+            # rate the lookahead holds thousands of slots.
+            nearest = [self._key(slot) for slot in slots[: self.burst + READ_AHEAD_SLOTS]]
+            taken = self.cache.get_many(nearest)
+            for slot in slots:
+                key = self._key(slot)
                 # Short-lived keys: a database cache culls at MAX_ENTRIES, which must not evict the
                 # status tables kept beside them.
                 if key not in taken and self.cache.add(key, 1, timeout=timeout):
