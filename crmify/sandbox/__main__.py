@@ -6,6 +6,7 @@ The demo and users without Django at hand start it this way; options are in ``cl
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 from .cli import add_arguments, build_server, run
@@ -22,6 +23,9 @@ def main(argv: list[str] | None = None) -> int:
         server = build_server(options)
     except (OSError, ValueError) as error:  # port taken, bad fault values, bad state file
         parser.error(str(error))
+    # Started in the background by a script (nohup, `cmd &`), SIGINT comes in ignored and Ctrl-C or a
+    # supervisor's SIGINT would not stop the sandbox: take the default handler back.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     run(server, lambda line: print(line, flush=True))
     return 0
 
