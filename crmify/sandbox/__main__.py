@@ -6,6 +6,7 @@ The demo and users without Django at hand start it this way; options are in ``cl
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 from .cli import add_arguments, build_server, run
@@ -22,6 +23,12 @@ def main(argv: list[str] | None = None) -> int:
         server = build_server(options)
     except (OSError, ValueError) as error:  # port taken, bad fault values, bad state file
         parser.error(str(error))
+    # Started in the background by a script (nohup, `cmd &`), SIGINT comes in ignored, and a parent that
+    # blocked it passes the block on: either way Ctrl-C or a supervisor's SIGINT would not stop the
+    # sandbox. Take the default handler back and unblock it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    if hasattr(signal, "pthread_sigmask"):  # not on Windows
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     run(server, lambda line: print(line, flush=True))
     return 0
 

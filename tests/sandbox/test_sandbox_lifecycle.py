@@ -187,3 +187,29 @@ def test_concurrent_creates_get_distinct_ids(api: Api) -> None:
     with ThreadPoolExecutor(max_workers=8) as pool:
         ids = list(pool.map(create, range(24)))
     assert len(set(ids)) == 24 == len(api.server.leads())
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="signal masks are POSIX")
+def test_python_m_sandbox_stops_on_sigint_even_when_its_parent_blocked_or_ignored_it() -> None:
+    def hostile_parent() -> None:  # a script's `cmd &` ignores SIGINT; some libraries block it
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "crmify.sandbox", "--port", "0", "--quiet"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+        preexec_fn=hostile_parent,
+    )
+    try:
+        assert process.stdout is not None
+        url = process.stdout.readline().strip().rsplit(" ", 1)[-1]
+        # Serving (an answer), so the SIGINT finds it in its loop.
+        assert requests.get(url + "LeadStatuses", auth=("sandbox-key", ""), timeout=5).ok
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=15) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
