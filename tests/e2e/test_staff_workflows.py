@@ -15,7 +15,7 @@ import pytest
 
 from tests.e2e.conftest import OpenPage, eventually, row_text, sign_up
 from tests.e2e.stack import DemoStack
-from tests.e2e.test_demo_browser import CHANGELIST, crm_status, run_action
+from tests.e2e.test_demo_browser import CHANGELIST, run_action
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +31,7 @@ def test_the_email_link_after_a_purchase_leaves_the_lead_converted(
 
     page.select_option("#id_plan", "Pro")
     page.get_by_role("button", name="Buy").click()
-    eventually(lambda: crm_status(demo, "pierre@example.com") == "Converted")
+    eventually(lambda: demo.crm_status("pierre@example.com") == "Converted")
     eventually(lambda: page.inner_text("#lead-sync") == "Synced", page=page)
 
     page.click("#email-link")  # the welcome e-mail's link, followed after buying
@@ -40,7 +40,7 @@ def test_the_email_link_after_a_purchase_leaves_the_lead_converted(
     admin = open_page(f"{CHANGELIST}?q=pierre%40example.com")
     row = row_text(admin, "pierre@example.com")
     assert "Converted" in row and "kept; refused Contacted" in row
-    assert crm_status(demo, "pierre@example.com") == "Converted"
+    assert demo.crm_status("pierre@example.com") == "Converted"
     admin.get_by_role("link", name="Pierre Curie").click()
     assert "Contacted refused: it would have moved the lead back from Converted." in (
         admin.inner_text("#content")
@@ -55,12 +55,12 @@ def test_the_email_link_after_a_purchase_leaves_the_lead_converted(
     admin.select_option("select[name=action]", "force_status")
     admin.click("button[name=index]")
     assert "Force a status on the selected leads?" in admin.inner_text("#content")
-    assert crm_status(demo, "pierre@example.com") == "Converted"  # nothing moved yet
+    assert demo.crm_status("pierre@example.com") == "Converted"  # nothing moved yet
     admin.select_option("#crmify-force-status", "Contacted")
     shot(admin, "admin-force-status", full_page=False)
     admin.get_by_role("button", name="Yes, force this status").click()
     assert "Force the status Contacted: 1 queued" in admin.inner_text("ul.messagelist")
-    eventually(lambda: crm_status(demo, "pierre@example.com") == "Contacted")
+    eventually(lambda: demo.crm_status("pierre@example.com") == "Contacted")
 
 
 def test_the_health_page_draws_its_charts_and_shows_the_crm_unreachable(
