@@ -67,6 +67,7 @@ HUBSPOT_STATUSES = {
 def insightly_view(lead: dict[str, Any]) -> dict[str, Any]:
     """An Insightly lead in the tests' shape."""
     return {
+        "id": lead.get("LEAD_ID"),
         "email": lead.get("EMAIL"),
         "first_name": lead.get("FIRST_NAME"),
         "last_name": lead.get("LAST_NAME"),
@@ -82,6 +83,7 @@ def hubspot_view(contact: dict[str, Any]) -> dict[str, Any]:
         status for (name, value), status in HUBSPOT_STATUSES.items() if held.get(name) == value
     ]
     return {
+        "id": contact.get("id"),
         "email": held.get("email"),
         "first_name": held.get("firstname"),
         "last_name": held.get("lastname"),

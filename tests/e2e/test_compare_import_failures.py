@@ -55,10 +55,10 @@ def test_compare_shows_a_status_changed_in_the_crm_by_name(
 ) -> None:
     page = listed(open_page, "?q=alan%40example.com", "alan@example.com", "Synced")
     crm_lead = demo.crm_lead("alan@example.com")
-    assert crm_lead is not None and crm_lead["LEAD_STATUS"] == "Contacted"
+    assert crm_lead is not None and crm_lead["status"] == "Contacted"
     statuses = crm_api(demo, "GET", "LeadStatuses?include_converted=true")
     converted = next(s["LEAD_STATUS_ID"] for s in statuses if s["LEAD_STATUS"] == "Converted")
-    crm_api(demo, "PUT", "Leads", {"LEAD_ID": crm_lead["LEAD_ID"], "LEAD_STATUS_ID": converted})
+    crm_api(demo, "PUT", "Leads", {"LEAD_ID": crm_lead["id"], "LEAD_STATUS_ID": converted})
 
     page.get_by_role("link", name="Alan Turing").click()
     page.get_by_role("button", name="Compare with CRM").click()  # one fetch, staff's own
@@ -96,10 +96,8 @@ def test_an_import_writes_the_company_to_the_profile_and_refuses_the_name(
 
     page.get_by_role("button", name="Import the 2 valid rows, skip the invalid ones").click()
     assert "1 invalid row was skipped" in page.inner_text("ul.messagelist")
-    eventually(
-        lambda: (demo.crm_lead("grace@example.com") or {}).get("ORGANISATION_NAME") == "Imported Co"
-    )
-    assert (demo.crm_lead("ngozi@example.com") or {}).get("FIRST_NAME") == "Ngozi"
+    eventually(lambda: (demo.crm_lead("grace@example.com") or {}).get("company") == "Imported Co")
+    assert (demo.crm_lead("ngozi@example.com") or {}).get("first_name") == "Ngozi"
     # The profile holds it now: its next save keeps it (it is where the mapper reads the company).
     page.goto("/admin/shop/userprofile/?q=grace")
     page.locator("#result_list tbody tr a").first.click()
