@@ -31,7 +31,7 @@ from crmify.mappers import LeadModelFieldMapper
 from crmify.models import CUSTOM_FIELD_PREFIX, MAPPABLE_FIELDS, Lead
 from crmify.preview import last_name_warning
 from crmify.tracking import save_if_changed, source_model, source_row
-from crmify.transitions import moves_back, status_key
+from crmify.transitions import funnel_statuses, moves_back, status_key
 from crmify.worker import current_backend
 
 #: The columns an import reads, in the order an export writes them: every field a mapper may fill, and
@@ -78,12 +78,7 @@ def known_statuses() -> dict[str, str]:
     """Statuses an import accepts, by :func:`status_key`: the ``CRMIFY`` statuses (the funnel's stages of
     ``LEAD_STATUS_ORDER`` too) and every status a lead already has (a CRM's own statuses arrive that way).
     One query."""
-    configured = (
-        *crmify_settings.LEAD_STATUS_ORDER,
-        crmify_settings.LEAD_NEW_STATUS,
-        crmify_settings.LEAD_CONVERTED_STATUS,
-        crmify_settings.LEAD_DEAD_STATUS,
-    )
+    configured = funnel_statuses()
     used = Lead.objects.exclude(status="").values_list("status", flat=True).distinct()
     # The configured spelling wins over a variant some lead was given.
     return {status_key(status): status for status in (*used, *configured)}

@@ -114,6 +114,18 @@ def status_key(status: str) -> str:
     return "".join(status.split()).casefold()
 
 
+def funnel_statuses() -> list[str]:
+    """The funnel's statuses as configured, first to last: ``LEAD_NEW_STATUS``, ``LEAD_STATUS_ORDER``,
+    then ``LEAD_CONVERTED_STATUS`` and ``LEAD_DEAD_STATUS``. What "Force a status" offers, what an import
+    accepts beside the statuses leads already have, and how a backend spells a status it reads back."""
+    return [
+        crmify_settings.LEAD_NEW_STATUS,
+        *crmify_settings.LEAD_STATUS_ORDER,
+        crmify_settings.LEAD_CONVERTED_STATUS,
+        crmify_settings.LEAD_DEAD_STATUS,
+    ]
+
+
 def funnel_rank(status: str) -> int | None:
     """Where ``status`` stands in the funnel: 0 for ``LEAD_NEW_STATUS``, then ``LEAD_STATUS_ORDER`` in its
     order, then ``LEAD_CONVERTED_STATUS`` and ``LEAD_DEAD_STATUS`` side by side at the end (both close the

@@ -21,6 +21,7 @@ from django.utils.translation import gettext_lazy
 from crmify import api
 from crmify.conf import crmify_settings
 from crmify.models import Lead
+from crmify.transitions import funnel_statuses
 
 if TYPE_CHECKING:
     from crmify.admin.lead import LeadAdmin
@@ -120,16 +121,6 @@ def confirmation_page(
     request.current_app = model_admin.admin_site.name
     template = f"admin/crmify/lead/{action_name}_confirmation.html"
     return TemplateResponse(request, template, context)
-
-
-def funnel_statuses() -> list[str]:
-    """The statuses "Force a status" offers: the funnel's stages in order, first to last."""
-    return [
-        crmify_settings.LEAD_NEW_STATUS,
-        *crmify_settings.LEAD_STATUS_ORDER,
-        crmify_settings.LEAD_CONVERTED_STATUS,
-        crmify_settings.LEAD_DEAD_STATUS,
-    ]
 
 
 @admin.action(permissions=["force_lead_status"], description=gettext_lazy("Force a status…"))

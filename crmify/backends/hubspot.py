@@ -53,6 +53,7 @@ from django.utils import timezone
 
 from crmify.conf import crmify_settings
 from crmify.exceptions import PermanentBackendError, TransientBackendError
+from crmify.transitions import funnel_statuses
 
 from .base import BatchItem, ConnectionCheck, CrmLead, normalise_name
 from .http import (
@@ -510,7 +511,7 @@ class HubSpotBackend(HttpBackend):
             if wanted and all(record.get(prop) == value for prop, value in wanted.items())
         ]
         configured: Mapping[str, Any] = self.options.get("STATUSES") or {}
-        spelled = {normalise_name(n): n for n in (*_configured_status_names(), *configured)}
+        spelled = {normalise_name(n): n for n in (*funnel_statuses(), *configured)}
         final = {
             normalise_name(crmify_settings.LEAD_CONVERTED_STATUS),
             normalise_name(crmify_settings.LEAD_DEAD_STATUS),
@@ -670,15 +671,6 @@ class HubSpotBackend(HttpBackend):
 def _option_error(option: str, problem: str, hint: str, check_id: str) -> checks.Error:
     """A system-check error about ``BACKEND_OPTIONS[option]``."""
     return checks.Error(f"BACKEND_OPTIONS[{option!r}] {problem}", hint=hint, id=check_id)
-
-
-def _configured_status_names() -> tuple[str, ...]:
-    """The site's status names as configured (spelling kept), for naming a status read back."""
-    return (
-        crmify_settings.LEAD_NEW_STATUS,
-        crmify_settings.LEAD_CONVERTED_STATUS,
-        crmify_settings.LEAD_DEAD_STATUS,
-    )
 
 
 def _is_zone(name: str) -> bool:
