@@ -273,12 +273,17 @@ class HubSpotBackend(HttpBackend):
             for name, values in {**defaults, **configured}.items()
         }
 
+    @property
+    def status_property(self) -> str:
+        """``STATUS_PROPERTY``: where a status not in ``STATUSES`` goes (``hs_lead_status``)."""
+        return str(self.options.get("STATUS_PROPERTY", "hs_lead_status"))
+
     def status_properties(self, status: str, table: PropertyTable | None) -> dict[str, str]:
         """The properties ``status`` sets; a permanent error for a status HubSpot cannot hold."""
         mapped = self.status_map().get(normalise_name(status))
         if mapped is not None:
             return dict(mapped)
-        target = str(self.options.get("STATUS_PROPERTY", "hs_lead_status"))
+        target = self.status_property
         options = table[target][2] if table is not None and target in table else ()
         for value, label in options:
             if normalise_name(status) in (normalise_name(value), normalise_name(label)):
@@ -480,7 +485,7 @@ class HubSpotBackend(HttpBackend):
             {
                 *self.field_properties.values(),
                 *(name for values in self.status_map().values() for name in values),
-                str(self.options.get("STATUS_PROPERTY", "hs_lead_status")),
+                self.status_property,
                 "createdate",
                 "lastmodifieddate",
             }
@@ -521,7 +526,7 @@ class HubSpotBackend(HttpBackend):
             best = max(matching, key=lambda name: name in final)
             values["status"] = spelled.get(best, best)
         else:
-            target = str(self.options.get("STATUS_PROPERTY", "hs_lead_status"))
+            target = self.status_property
             table = self.property_table(fetch=False)
             options = dict(table[target][2]) if table is not None and target in table else {}
             raw = record.get(target)
@@ -529,7 +534,7 @@ class HubSpotBackend(HttpBackend):
         known = {
             *self.field_properties.values(),
             *(prop for wanted in status_map.values() for prop in wanted),
-            str(self.options.get("STATUS_PROPERTY", "hs_lead_status")),
+            self.status_property,
             *HUBSPOT_OWN_PROPERTIES,
         }
         values["custom_fields"] = {
