@@ -38,6 +38,13 @@ DEFAULTS: dict[str, Any] = {
     "CLAIM_TIMEOUT": 600,
     "LEDGER_RETENTION_DAYS": 90,
     "LIVE_QUOTA_SHARE": 0.1,
+    # Changes from the CRM (crmify.inbound, crmify.poller, crmify.webhooks).
+    "CRM_OWNED_FIELDS": ["status"],
+    "CONFLICT_WINNER": "crm",
+    "PULL_INTERVAL": 60,
+    "PULL_DELETES_INTERVAL": 3600,
+    "WEBHOOK_AUTH": {},
+    "WEBHOOK_SIGNATURE_VERSIONS": ["v3"],
 }
 
 #: The environment variables the seed README names for ``BACKEND_AUTH``, by the key they fill.
@@ -47,7 +54,15 @@ AUTH_ENV_VARS = {
     "PASSWORD": "CRMIFY_BACKEND_AUTH_PASSWORD",
 }
 
+#: The environment variables that fill ``WEBHOOK_AUTH`` (secrets stay out of settings files).
+WEBHOOK_AUTH_ENV_VARS = {
+    "SECRET": "CRMIFY_WEBHOOK_SECRET",
+    "USERNAME": "CRMIFY_WEBHOOK_USERNAME",
+    "PASSWORD": "CRMIFY_WEBHOOK_PASSWORD",
+}
+
 ON_DELETE_CHOICES = ("delete", "keep")
+CONFLICT_WINNER_CHOICES = ("crm", "app")
 
 
 class CrmifySettings:
@@ -68,10 +83,13 @@ class CrmifySettings:
     @property
     def BACKEND_AUTH(self) -> dict[str, str]:
         """Auth values: the environment first fills each key, an explicit setting wins."""
-        auth = {key: os.environ[env] for key, env in AUTH_ENV_VARS.items() if os.environ.get(env)}
-        configured = self.get("BACKEND_AUTH") or {}
-        auth.update({str(k): str(v) for k, v in dict(configured).items() if v})
-        return auth
+        return _from_env(AUTH_ENV_VARS, self.get("BACKEND_AUTH"))
+
+    @property
+    def WEBHOOK_AUTH(self) -> dict[str, str]:
+        """What inbound webhooks are checked with: ``SECRET`` (HubSpot's app secret), ``USERNAME`` and
+        ``PASSWORD`` (Insightly's Basic auth). The environment fills each key, an explicit setting wins."""
+        return _from_env(WEBHOOK_AUTH_ENV_VARS, self.get("WEBHOOK_AUTH"))
 
     @property
     def BACKEND_OPTIONS(self) -> dict[str, Any]:
@@ -170,6 +188,53 @@ class CrmifySettings:
         """The share of each day's CRM quota a backfill leaves to live sign-ups and changes (0.1: on a
         40,000-call plan, 4,000 calls, about 2,000 new leads a day); 0 lets a backfill spend it all."""
         return float(self.get("LIVE_QUOTA_SHARE"))
+
+    @property
+    def CRM_OWNED_FIELDS(self) -> list[str]:
+        """Lead fields the CRM may change (``status`` by default; any of ``MAPPABLE_FIELDS`` or
+        ``custom_fields__<key>``): changes to them in the CRM are applied to the lead. Changes to other
+        fields stay in the CRM and show as drift in "Compare with CRM". A wrong value is a system check
+        error."""
+        value = self.get("CRM_OWNED_FIELDS")
+        if isinstance(value, str) or not isinstance(value, list | tuple):
+            return []
+        return [str(name) for name in value]
+
+    @property
+    def CONFLICT_WINNER(self) -> str:
+        """Who wins a field both sides changed since the last sync: ``"crm"`` (the default: the CRM for
+        ``CRM_OWNED_FIELDS``, the app for the rest) or ``"app"`` (the app for every field)."""
+        return str(self.get("CONFLICT_WINNER"))
+
+    @property
+    def PULL_INTERVAL(self) -> float | None:
+        """Seconds between polls of the CRM for changes, scheduled by the workers themselves; None
+        turns polling off (webhooks alone, or ``manage.py crmify_pull`` from cron)."""
+        value = self.get("PULL_INTERVAL")
+        return None if value is None else float(value)
+
+    @property
+    def PULL_DELETES_INTERVAL(self) -> float | None:
+        """Seconds between listings of the whole CRM that find records deleted there, for a CRM that
+        announces no deletes; None turns them off."""
+        value = self.get("PULL_DELETES_INTERVAL")
+        return None if value is None else float(value)
+
+    @property
+    def WEBHOOK_SIGNATURE_VERSIONS(self) -> list[str]:
+        """HubSpot signature versions accepted on inbound webhooks: ``["v3"]`` by default; ``v1`` and
+        ``v2`` (no timestamp, so replayable) only if listed."""
+        value = self.get("WEBHOOK_SIGNATURE_VERSIONS")
+        if isinstance(value, str) or not isinstance(value, list | tuple):
+            return []
+        return [str(name) for name in value]
+
+
+def _from_env(env_vars: Mapping[str, str], configured: Any) -> dict[str, str]:
+    """A credentials dict: each key from its environment variable, overridden by a non-empty setting."""
+    values = {key: os.environ[env] for key, env in env_vars.items() if os.environ.get(env)}
+    values.update({str(k): str(v) for k, v in dict(configured or {}).items() if v})
+    return values
 
 
 crmify_settings = CrmifySettings()

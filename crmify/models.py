@@ -23,6 +23,7 @@ __all__ = [
     "BackfillRun",
     "Lead",
     "LedgerEntry",
+    "PullCursor",
     "SyncState",
 ]
 
@@ -95,6 +96,16 @@ class Lead(models.Model):
         _("deleted from CRM"),
         default=False,
         help_text=_("Deleted from the CRM: saves do not re-create it until staff re-sync it."),
+    )
+    # Set when the CRM's record was deleted there (a poll, a webhook, a 404 on update): the lead is a
+    # tombstone that saves and backfills do not re-create until staff re-sync it.
+    deleted_in_crm_at = models.DateTimeField(
+        _("deleted in the CRM"), null=True, blank=True, editable=False
+    )
+    # The CRM's own modification time of the record as last read back (crmify.inbound): a change read
+    # again (a poll's overlap, a repeated webhook) is not applied twice.
+    crm_modified_at = models.DateTimeField(
+        _("changed in the CRM"), null=True, blank=True, editable=False
     )
     attempts = models.PositiveIntegerField(_("attempts"), default=0)
     next_attempt_at = models.DateTimeField(_("next attempt"), null=True, blank=True)
@@ -209,6 +220,14 @@ class LedgerEntry(models.Model):
         PERMANENT = "permanent", _("Permanent error")
         #: Not a CRM call: an automatic status change the funnel refused (nothing was sent).
         REFUSED = "refused", _("Refused, not sent")
+        #: Not a CRM call: both sides changed a field since the last sync; the conflict rule chose one.
+        CONFLICT = "conflict", _("Conflict, resolved")
+
+    class Direction(models.TextChoices):
+        #: A call crmify made to change the CRM (or to read it for a push).
+        OUT = "out", _("To the CRM")
+        #: A change read back from the CRM (a poll, a webhook) and what crmify did with it.
+        IN = "in", _("From the CRM")
 
     lead = models.ForeignKey(
         Lead, null=True, blank=True, on_delete=models.SET_NULL, related_name="ledger"
@@ -217,6 +236,9 @@ class LedgerEntry(models.Model):
     started_at = models.DateTimeField(_("time"), db_index=True)
     duration_ms = models.PositiveIntegerField(_("duration (ms)"), default=0)
     outcome = models.CharField(_("outcome"), max_length=16, choices=Outcome.choices)
+    direction = models.CharField(
+        _("direction"), max_length=3, choices=Direction.choices, default=Direction.OUT
+    )
     http_status = models.PositiveSmallIntegerField(_("HTTP status"), null=True, blank=True)
     error = models.TextField(_("error"), blank=True, default="")
     request_summary = models.TextField(_("request"), blank=True, default="")
@@ -322,3 +344,31 @@ class BackfillRun(models.Model):
         elapsed = ((now or timezone.now()) - self.started_at).total_seconds()
         left = max(self.total_estimate - self.scanned, 0)
         return elapsed / self.scanned * left
+
+
+class PullCursor(models.Model):
+    """How far crmify has read the CRM's changes back: one row per CRM (``BACKEND`` and its URL).
+
+    Written by :mod:`crmify.poller` after each poll; read by the next poll (its watermark), ``manage.py
+    crmify_check`` and the sync health page.
+    """
+
+    name = models.CharField(_("CRM"), max_length=255, unique=True)
+    #: The newest CRM modification time every change up to which was applied; the next poll reads
+    #: from a second before it (records changed in the same second are read again and de-duplicated).
+    watermark = models.DateTimeField(_("read up to"), null=True, blank=True)
+    last_started_at = models.DateTimeField(_("last poll started"), null=True, blank=True)
+    last_finished_at = models.DateTimeField(_("last poll finished"), null=True, blank=True)
+    last_calls = models.PositiveIntegerField(_("calls in the last poll"), default=0)
+    last_changes = models.PositiveIntegerField(_("changes in the last poll"), default=0)
+    last_error = models.TextField(_("last error"), blank=True, default="")
+    #: When the CRM was last listed whole to find records deleted there (a CRM with no delete events).
+    deletes_scanned_at = models.DateTimeField(_("last scan for deletes"), null=True, blank=True)
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("pull cursor")
+        verbose_name_plural = _("pull cursors")
+
+    def __str__(self) -> str:
+        return f"{self.name} read up to {self.watermark or 'nothing yet'}"

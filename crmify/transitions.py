@@ -66,6 +66,7 @@ class SyncState(models.TextChoices):
 STATE_FIELDS: tuple[str, ...] = (
     "sync_state",
     "tombstone",
+    "deleted_in_crm_at",
     "attempts",
     "next_attempt_at",
     "waiting_for_crm",

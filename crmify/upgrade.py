@@ -30,7 +30,7 @@ from django.utils import timezone
 
 import crmify.migrations
 from crmify.loading import get_lead_model
-from crmify.models import BackfillRun, LedgerEntry, SyncState
+from crmify.models import BackfillRun, LedgerEntry, PullCursor, SyncState
 from crmify.models import Lead as CurrentLead
 from crmify.tracking import fingerprint
 
@@ -43,6 +43,7 @@ SHIPPED_MIGRATIONS: tuple[str, ...] = (
     "0003_ledger_batch",
     "0004_crm_outage",
     "0005_funnel_and_delivery",
+    "0006_changes_from_crm",
 )
 
 #: Where the 1.3 rows wait while our tables are built: a plain copy, so none of the old table's index,
@@ -258,7 +259,7 @@ def expected_columns() -> dict[str, set[str]]:
     """Each crmify table and the columns this code reads and writes."""
     return {
         model._meta.db_table: {str(field.column) for field in model._meta.concrete_fields}
-        for model in (CurrentLead, LedgerEntry, BackfillRun)
+        for model in (CurrentLead, LedgerEntry, BackfillRun, PullCursor)
     }
 
 

@@ -400,6 +400,7 @@ def test_delete_now_makes_a_waiting_deletion_due() -> None:
 STATE_FIELDS = {
     "sync_state",
     "tombstone",
+    "deleted_in_crm_at",
     "attempts",
     "next_attempt_at",
     "queued_at",

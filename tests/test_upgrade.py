@@ -308,8 +308,11 @@ def test_on_the_current_schema_the_upgrade_migration_leaves_leads_as_they_are(
         "crmify_lead.legacy_values",
         "crmify_lead.status_refused",
         "crmify_lead.status_refused_at",
+        "crmify_lead.deleted_in_crm_at",
+        "crmify_lead.crm_modified_at",
         "crmify_lead.waiting_for_crm",
         "crmify_ledgerentry.batch",
+        "crmify_ledgerentry.direction",
     ):
         assert f"{column} missing" in message.msg, column
 

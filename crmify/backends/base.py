@@ -22,6 +22,9 @@ code reads the flags and calls the hooks; it never probes a backend for attribut
 - ``supports_lookup``: :meth:`BaseBackend.find_lead_id`, a lead's record without its CRM id (a deleted
   lead whose create timed out).
 - ``supports_connection_check``: :meth:`BaseBackend.check_connection` (``manage.py crmify_check``).
+- ``supports_pull``: :meth:`BaseBackend.iter_changes`, the records changed in the CRM since a time, and
+  :meth:`BaseBackend.read_changes`, records read again by id (after a webhook named them): how changes
+  made in the CRM come back (``crmify.poller``, ``crmify.webhooks``, applied by ``crmify.inbound``).
 - ``supports_batch``: :meth:`BaseBackend.sync_leads` / :meth:`BaseBackend.delete_leads` send many leads in
   one call (the defaults call :meth:`BaseBackend.sync_lead` / :meth:`BaseBackend.delete_lead` in turn).
   The worker sends a backfill chunk's leads, and any burst of waiting leads, through ``sync_leads``, up
@@ -58,6 +61,23 @@ from django.core import checks
 if TYPE_CHECKING:
     from crmify.models import Lead
     from crmify.ratelimit import QuotaState
+
+
+@dataclass(frozen=True, slots=True)
+class CrmChange:
+    """One CRM record as it is now, read back from the CRM (a poll, or a re-read after a webhook).
+
+    ``values`` are the record by lead field names, as :meth:`BaseBackend.read_record` gives them;
+    ``modified_at`` the CRM's own modification time (aware, UTC), None if the CRM gave none. A record the
+    CRM deleted is ``deleted`` (no values); one merged into another names the survivor in
+    ``merged_into`` (HubSpot's merge: the site's lead adopts the surviving record).
+    """
+
+    external_id: str
+    modified_at: datetime.datetime | None = None
+    values: Mapping[str, Any] = field(default_factory=dict)
+    deleted: bool = False
+    merged_into: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +213,10 @@ class BaseBackend:
     #: The most leads one batch call takes (read only when ``supports_batch`` is set); the worker sends
     #: up to this many per ``sync_leads`` call.
     max_batch_size: int = 1
+    #: ``iter_changes(since)`` and ``read_changes(ids)`` read changes made in the CRM back.
+    supports_pull: bool = False
+    #: The most records one page of ``iter_changes`` holds (one call): the poller's cost estimate reads it.
+    pull_page_size: int = 100
     #: Longest value the CRM accepts, by payload key; the mapper preview warns above it. Empty: no limits known.
     max_lengths: Mapping[str, int] = MappingProxyType({})
 
@@ -303,6 +327,22 @@ class BaseBackend:
         default takes the record as it is, right for a CRM whose records use the lead's field names.
         """
         return dict(record)
+
+    def iter_changes(self, since: datetime.datetime | None) -> Iterator[list[CrmChange]]:
+        """The records changed in the CRM at or after ``since`` (every record when None), oldest first
+        where the CRM can sort, one page (one CRM call) at a time of at most ``pull_page_size``; the
+        last page short or empty. ``since`` already includes the poller's overlap.
+
+        Called by :mod:`crmify.poller`; raises the usual ``BackendError`` s. A CRM that may hide some
+        records from such a query (Insightly's converted leads) asks for them explicitly.
+        """
+        raise NotImplementedError
+
+    def read_changes(self, external_ids: Sequence[str]) -> list[CrmChange]:
+        """The current records of ``external_ids``, one :class:`CrmChange` each (``deleted`` for an id the
+        CRM no longer has). Called by the webhook task (``crmify.webhooks``) after a webhook named the
+        ids: a webhook body is a hint, the record read back is the truth."""
+        raise NotImplementedError
 
     def iter_leads(self, page_size: int = 500) -> Iterator[list[CrmLead]]:
         """Every lead in the CRM, one page (one CRM call) at a time, the last page short or empty.
