@@ -167,7 +167,7 @@ class CrmifySettings:
 
     @property
     def SWEEP_INTERVAL(self) -> float | None:
-        """Seconds between the sweeps the workers schedule themselves (``crmify.sweeper.start_sweeping``);
+        """Seconds between the sweeps the workers schedule themselves (``crmify.sweeper.SWEEPS``);
         None leaves sweeping to cron (``manage.py crmify_sync``)."""
         value = self.get("SWEEP_INTERVAL")
         return None if value is None else float(value)

@@ -9,7 +9,6 @@ Receivers never do network I/O: they record on the lead and queue after commit.
 from __future__ import annotations
 
 import logging
-import time
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
@@ -18,13 +17,10 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.db import models
 from django.db.models import Q
-from django.db.models.signals import post_delete, post_migrate, post_save
+from django.db.models.signals import post_delete, post_save
 
-from crmify.compat import task_started
 from crmify.conf import crmify_settings
 from crmify.loading import get_lead_model, get_mapper, get_status_model, walk_path
-from crmify.queue import TASKS_MODULE
-from crmify.sweeper import start_sweeping
 from crmify.tracking import source_deleted, track, track_saved
 
 logger = logging.getLogger("crmify")
@@ -157,35 +153,3 @@ def on_setting_changed(setting: str, **kwargs: Any) -> None:
 
 
 setting_changed.connect(on_setting_changed, dispatch_uid="crmify:setting_changed")
-
-
-def connect_sweep_schedule(app_config: Any) -> None:
-    """Start the sweeps' own schedule (``crmify.sweeper.start_sweeping``) after ``migrate`` and whenever a
-    worker starts a crmify task: no cron needed. Connected once from ``CrmifyConfig.ready()``."""
-    post_migrate.connect(on_migrated, sender=app_config, dispatch_uid="crmify:post_migrate")
-    task_started.connect(on_task_started, dispatch_uid="crmify:task_started")
-
-
-def on_migrated(**kwargs: Any) -> None:
-    _start_sweeping()
-
-
-#: A worker looks for the sweep schedule at most this often (seconds): a look is a cache write.
-SCHEDULE_LOOK_EVERY = 60.0
-_next_look = 0.0
-
-
-def on_task_started(task_result: Any = None, **kwargs: Any) -> None:
-    global _next_look
-    task_path = getattr(getattr(task_result, "task", None), "module_path", "")
-    if str(task_path).startswith(TASKS_MODULE + ".") and time.monotonic() >= _next_look:
-        _next_look = time.monotonic() + SCHEDULE_LOOK_EVERY
-        _start_sweeping()
-
-
-def _start_sweeping() -> None:
-    # The site's migrate and the worker's task go on whatever happens here; the next task tries again.
-    try:
-        start_sweeping()
-    except Exception:
-        logger.exception("crmify: could not start the sweep schedule")

@@ -14,29 +14,24 @@ and a scheduled one that meet, or two schedules, do not sweep twice at once).
 
 from __future__ import annotations
 
-import logging
-import uuid
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 from typing import Any
 
 from django.contrib.contenttypes.models import ContentType
-from django.db import DatabaseError
 from django.utils import timezone
 
 from crmify.conf import crmify_settings
 from crmify.crm_state import crm_state, shared_cache
 from crmify.loading import get_lead_model, get_mapper
 from crmify.models import Lead, LedgerEntry, SyncState
-from crmify.queue import backend_supports_defer, crmify_task, enqueue_task, waiting_in_queue
+from crmify.queue import backend_supports_defer, crmify_task, waiting_in_queue
+from crmify.schedule import Schedule
 from crmify.sources import iterate_source_rows
 from crmify.tracking import new_lead, track
 from crmify.worker import LEAD_TASKS, enqueue_lead, probe_crm, release_waiting_leads
 
-logger = logging.getLogger("crmify")
-
-#: The shared cache's keys: the token of the one live schedule, and the lock of the running sweep.
-_SCHEDULE = "crmify:sweep:schedule"
+#: The shared cache's key of the running sweep's lock.
 _RUNNING = "crmify:sweep:running"
 
 
@@ -111,12 +106,18 @@ def _sweep(drift: bool) -> SweepReport:
 
 @crmify_task
 def sweep_task(drift: bool = False, schedule: str = "") -> dict[str, Any]:
-    """One sweep (see :func:`sweep`), as a task. Queued by :func:`start_sweeping` with the token of the
+    """One sweep (see :func:`sweep`), as a task. Queued by :data:`SWEEPS` with the token of the
     schedule (``schedule``), it first queues the next sweep of that schedule, so a worker that dies
     mid-sweep does not end it; a schedule that another replaced stops."""
-    if schedule and not _schedule_next(schedule):
+    if schedule and not SWEEPS.go_on(schedule):
         return asdict(SweepReport(skipped=True))
     return asdict(sweep(drift=drift))
+
+
+#: The sweeps' own schedule, every ``SWEEP_INTERVAL`` seconds (``crmify.schedule``).
+SWEEPS = Schedule(
+    "sweep", sweep_task, lambda: crmify_settings.SWEEP_INTERVAL, "the sweep", args=(False,)
+)
 
 
 def start_sweeping() -> bool:
@@ -124,45 +125,10 @@ def start_sweeping() -> bool:
     call started it.
 
     Called after ``migrate`` (a fresh site, every deploy) and whenever a worker starts a crmify task
-    (``crmify.apps``), so the schedule starts with the workers and comes back if its task was lost. A
-    Tasks backend that cannot defer has no schedule (``crmify.W065``: use cron).
+    (``crmify.schedule.connect_schedules``), so the schedule starts with the workers and comes back if
+    its task was lost. A Tasks backend that cannot defer has no schedule (``crmify.W065``: use cron).
     """
-    if crmify_settings.SWEEP_INTERVAL is None or not backend_supports_defer():
-        return False
-    token = uuid.uuid4().hex
-    try:
-        if not shared_cache().add(_SCHEDULE, token, timeout=_schedule_lifetime()):
-            return False
-    except DatabaseError:
-        # The database cache's table is made after the first migrate: the first sweep adopts the schedule.
-        logger.info("crmify: sweep schedule started without the shared cache")
-    return enqueue_task(sweep_task, False, token, run_after=timezone.now(), what="the sweep")
-
-
-def _schedule_next(token: str) -> bool:
-    """Queue the next sweep of the schedule ``token``, if it is still the live one (or none is)."""
-    cache = shared_cache()
-    if cache.get(_SCHEDULE) not in (None, token):
-        return False
-    interval = crmify_settings.SWEEP_INTERVAL
-    if interval is None:
-        return True  # sweeping was left to cron since the schedule started: this sweep is its last
-    following = uuid.uuid4().hex
-    cache.set(_SCHEDULE, following, timeout=_schedule_lifetime())
-    enqueue_task(
-        sweep_task,
-        False,
-        following,
-        run_after=timezone.now() + timedelta(seconds=interval),
-        what="the next sweep",
-    )
-    return True
-
-
-def _schedule_lifetime() -> float:
-    """How long a schedule counts as live without a sweep: a few intervals, so one late sweep (a worker
-    busy with a long task) does not start a second schedule beside it."""
-    return 3 * (crmify_settings.SWEEP_INTERVAL or 0) + 120
+    return SWEEPS.start()
 
 
 def release_stale_claims(before: Any) -> int:
