@@ -29,12 +29,13 @@ def configure(db_path: Path, *, extra_apps: Sequence[str] = ()) -> None:
         # Its own database options and cache (Django's default): the in-process figures stay comparable.
         DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": str(db_path)}},
         TASKS={"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}},
-        # No worker runs here: the sweeps a worker would schedule itself (SWEEP_INTERVAL) stay out of
-        # the queue the bench counts and the backfill's send task looks at.
+        # No worker runs here: the sweeps and polls a worker would schedule itself (SWEEP_INTERVAL,
+        # PULL_INTERVAL) stay out of the queue the bench counts and the backfill's send task looks at.
         CRMIFY={
             "BACKEND": "crmify.backends.locmem.LocmemBackend",
             "TASK_BACKEND": "default",
             "SWEEP_INTERVAL": None,
+            "PULL_INTERVAL": None,
         },
         LOGGING_CONFIG=None,
     )
@@ -50,6 +51,7 @@ def sandbox_crmify(backend: str, api_key: str, url: str) -> dict[str, Any]:
         "BACKEND_OPTIONS": {"API_URL": url, "TIMEOUT": 10, "REQUESTS_PER_SECOND": 10_000},
         "TASK_BACKEND": "default",
         "SWEEP_INTERVAL": None,  # as in configure(): no worker here to run them
+        "PULL_INTERVAL": None,
     }
 
 

@@ -5,6 +5,7 @@ Registered by ``CrmifyConfig.ready()``; run by ``manage.py check`` and before ``
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -17,12 +18,14 @@ from django.core.management.commands.migrate import Command as MigrateCommand
 from django.db import connections, router
 
 from crmify.backends import build_backend, load_backend_class
+from crmify.backends.base import BaseBackend
 from crmify.compat import InvalidTaskBackend, task_backends
 from crmify.conf import DEFAULTS, ON_DELETE_CHOICES, crmify_settings
 from crmify.loading import get_lead_model, get_mapper_class, get_status_model, walk_path
 from crmify.mappers import LeadModelFieldMapper
 from crmify.mixins import LeadStatusMixin
 from crmify.models import CUSTOM_FIELD_PREFIX, MAPPABLE_FIELDS, Lead
+from crmify.poller import HEAVY_SHARE, PullCost
 from crmify.transitions import status_key
 from crmify.upgrade import foreign_migration_files, pending_migrations, schema_problems
 
@@ -51,6 +54,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
     ]
     messages += _check_values()
     messages += _check_quota_values()
+    messages += _check_pull_values()
     # A backend is built from BACKEND_OPTIONS and BACKEND_AUTH: not when E005 (or E106) says they are broken.
     messages += _check_backend(
         build=not any(m.id in ("crmify.E005", "crmify.E106") for m in messages)
@@ -169,6 +173,64 @@ def _check_quota_values() -> list[checks.CheckMessage]:
     return messages
 
 
+#: The polling settings (``crmify.poller``): seconds, or None; their check ids and what None means.
+PULL_SETTINGS = {
+    "PULL_INTERVAL": (
+        115,
+        "None turns polling off (webhooks alone, or manage.py crmify_pull from cron).",
+    ),
+    "PULL_DELETES_INTERVAL": (
+        116,
+        "None turns the scan for records deleted in the CRM off (webhooks that announce deletes).",
+    ),
+}
+
+
+def _check_pull_values() -> list[checks.CheckMessage]:
+    """``PULL_INTERVAL`` (E115) and ``PULL_DELETES_INTERVAL`` (E116): a positive number of seconds or None."""
+    messages: list[checks.CheckMessage] = []
+    for key, (code, none_means) in PULL_SETTINGS.items():
+        value = crmify_settings.get(key)
+        if value is None or (
+            isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+        ):
+            continue
+        messages.append(
+            _error(
+                f"CRMIFY[{key!r}] must be a positive number of seconds or None, not {value!r}.",
+                f"The default is {DEFAULTS[key]}. {none_means}",
+                code,
+            )
+        )
+    return messages
+
+
+def _check_pull_cost(backend: BaseBackend) -> list[checks.CheckMessage]:
+    """W116: polling with no change alone takes more than ``crmify.poller.HEAVY_SHARE`` of the daily quota
+    the site configured (``DAILY_QUOTA``; ``crmify_check`` says the full cost with the CRM's own figure)."""
+    interval = crmify_settings.get("PULL_INTERVAL")
+    if not backend.supports_pull or any(m.id == "crmify.E115" for m in _check_pull_values()):
+        return []
+    cost = PullCost(
+        interval=interval,
+        deletes_interval=None,
+        leads=0,
+        listing_page_size=backend.listing_page_size,
+        quota=backend.daily_quota(),
+    )
+    if not cost.heavy:
+        return []
+    return [
+        checks.Warning(
+            f"Polling the CRM every {interval:g} s costs {cost.calls_per_day:,} calls a day, "
+            f"{cost.share:.0%} of the daily quota of {cost.quota:,}.",
+            hint=f"Raise PULL_INTERVAL to {math.ceil(86400 / (cost.quota or 1) / HEAVY_SHARE):,} "
+            "s or more, or set it to None and let webhooks bring the changes.",
+            id="crmify.W116",
+        )
+    ]
+
+
 def _check_status_order() -> list[checks.CheckMessage]:
     """``LEAD_STATUS_ORDER``: a list of status names (E090), none of them the new, converted or dead status,
     which have their places at the ends of the funnel already (E091)."""
@@ -240,7 +302,7 @@ def _check_backend(*, build: bool = True) -> list[checks.CheckMessage]:
                 12,
             )
         ]
-    return list(backend.check())
+    return [*backend.check(), *_check_pull_cost(backend)]
 
 
 def _check_models_and_mapper() -> list[checks.CheckMessage]:
@@ -377,16 +439,36 @@ def _check_tasks() -> list[checks.CheckMessage]:
                 id="crmify.W002",
             )
         )
-    elif crmify_settings.get("SWEEP_INTERVAL") is not None and not backend.supports_defer:
-        messages.append(
-            checks.Warning(
-                f"Task backend {alias!r} cannot run a task later, so the sweeps crmify schedules "
-                "itself (SWEEP_INTERVAL) never run.",
-                "Run manage.py crmify_sync from cron every few minutes and set SWEEP_INTERVAL to None.",
-                id="crmify.W065",
+    elif not backend.supports_defer:
+        if crmify_settings.get("SWEEP_INTERVAL") is not None:
+            messages.append(
+                checks.Warning(
+                    f"Task backend {alias!r} cannot run a task later, so the sweeps crmify schedules "
+                    "itself (SWEEP_INTERVAL) never run.",
+                    "Run manage.py crmify_sync from cron every few minutes and set SWEEP_INTERVAL to None.",
+                    id="crmify.W065",
+                )
             )
-        )
+        if crmify_settings.get("PULL_INTERVAL") is not None and _backend_pulls():
+            messages.append(
+                checks.Warning(
+                    f"Task backend {alias!r} cannot run a task later, so the polls of the CRM crmify "
+                    "schedules itself (PULL_INTERVAL) never run.",
+                    "Run manage.py crmify_pull from cron every minute and set PULL_INTERVAL to None.",
+                    id="crmify.W115",
+                )
+            )
     return messages
+
+
+def _backend_pulls() -> bool:
+    """Whether the configured backend class reads changes back (``supports_pull``); False when it cannot
+    be loaded (E010 says why)."""
+    try:
+        backend_class = load_backend_class()
+    except ImproperlyConfigured:
+        return False
+    return issubclass(backend_class, BaseBackend) and backend_class.supports_pull
 
 
 @checks.register()

@@ -7,6 +7,8 @@ queries and rows back whatever the size of the ledger: at most one row per minut
 
 :func:`crm_state` is the one home of "what state is the CRM in": the shared quota state kept by the HTTP
 backends (``crmify.ratelimit``, through ``api.crm_health``) and the ledger's most recent calls.
+:func:`pull_state` is the one home of "how the polls of the CRM go" (the page's "Changes from the CRM"
+panel and ``manage.py crmify_check``).
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ from django.utils.translation import gettext_lazy, ngettext
 
 from crmify import api
 from crmify import crm_state as shared_crm_state
-from crmify.models import Lead, LedgerEntry
+from crmify.models import Lead, LedgerEntry, PullCursor
+from crmify.poller import PullCost, cursor_name, daily_cost
+from crmify.queue import backend_supports_defer
 
 #: How far back the calls-per-minute chart looks, in minutes.
 CALL_MINUTES = 60
@@ -305,3 +309,50 @@ def daily_quota() -> int | None:
         return (quota.limit if quota else None) or api.crm_backend().daily_quota()
     except ImproperlyConfigured:
         return None
+
+
+# -- changes from the CRM (crmify.poller) -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PullState:
+    """How the polls of the CRM go: the last poll (its cursor), the next one, and what polling costs."""
+
+    #: The CRM's cursor; None before its first poll.
+    cursor: PullCursor | None
+    cost: PullCost
+    #: When the next poll is due, as far as the schedule says (None: not scheduled, or with the next
+    #: task a worker runs).
+    next_poll_at: datetime | None
+    #: How the polls are scheduled, in one sentence.
+    schedule: str
+
+
+def pull_state() -> PullState | None:
+    """The polls' state: the cursor's figures, the schedule and :func:`crmify.poller.daily_cost` beside
+    :func:`daily_quota`. No CRM call, two queries at most; None when the backend cannot be built."""
+    try:
+        backend = api.crm_backend()
+    except ImproperlyConfigured:
+        return None  # the system checks say why
+    cursor = (
+        PullCursor.objects.filter(name=cursor_name(backend)).first()
+        if backend.supports_pull
+        else None
+    )
+    cost = daily_cost(backend, daily_quota())
+    next_poll_at = None
+    if cost.off:
+        schedule = str(cost)
+    elif not backend_supports_defer():
+        schedule = _(
+            "The Tasks backend cannot run a task later: the CRM is polled only by manage.py "
+            "crmify_pull (cron)."
+        )
+    else:
+        schedule = _("Every %(seconds)s s, scheduled by the workers.") % {
+            "seconds": f"{cost.interval:g}"
+        }
+        if cursor is not None and cursor.last_started_at is not None and cost.interval:
+            next_poll_at = cursor.last_started_at + timedelta(seconds=cost.interval)
+    return PullState(cursor, cost, next_poll_at, schedule)

@@ -3,12 +3,14 @@
 Each task is declared beside the code it runs (``crmify.queue.crmify_task`` keeps this module's path on
 it, the path stored with every task queued by 1.x and since) and is enqueued through ``crmify.queue`` with
 ``.using(backend=TASK_BACKEND, queue_name=TASK_QUEUE)``, so they run on any ``django.tasks`` backend: the
-database worker, RQ, Celery, or the immediate backend. Schedule ``sweep_task`` from here.
+database worker, RQ, Celery, or the immediate backend. Schedule ``sweep_task`` and ``pull_task`` from here
+(cron) if the Tasks backend cannot run a task later.
 """
 
 from __future__ import annotations
 
 from crmify.backfill import backfill_chunk_task
+from crmify.poller import pull_task
 from crmify.sweeper import sweep_task
 from crmify.worker import probe_crm_task, process_lead_task, process_leads_task
 
@@ -17,5 +19,6 @@ __all__ = [
     "probe_crm_task",
     "process_lead_task",
     "process_leads_task",
+    "pull_task",
     "sweep_task",
 ]

@@ -104,9 +104,11 @@ if not find_spec("django.tasks"):
 CRMIFY = {
     "BACKEND": "crmify.backends.locmem.LocmemBackend",
     "TASK_BACKEND": "immediate",
-    # Tests sweep when they mean to; the sweeps the workers schedule themselves are tested on their own
-    # (tests/test_sweep_schedule.py), so no other test finds a sweep task in its queue.
+    # Tests sweep (and poll) when they mean to; the sweeps and polls the workers schedule themselves are
+    # tested on their own (tests/test_sweep_schedule.py, tests/test_poller.py), so no other test finds
+    # a sweep or poll task in its queue.
     "SWEEP_INTERVAL": None,
+    "PULL_INTERVAL": None,
 }
 
 # A worker process a test starts may need other CRMIFY keys than the tests' defaults (a sandbox URL, a

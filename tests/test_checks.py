@@ -284,6 +284,53 @@ def test_immediate_task_backend_is_w002() -> None:
     assert "inside the request" in warning.msg
 
 
+#: A backend that reads changes back (tests/test_poller.py's CRM).
+PULLING = "tests.test_poller.FakeCrm"
+
+
+@pytest.mark.parametrize(
+    ("key", "code"), [("PULL_INTERVAL", "crmify.E115"), ("PULL_DELETES_INTERVAL", "crmify.E116")]
+)
+@pytest.mark.parametrize("value", [0, -60, "60", True])
+def test_a_poll_interval_that_is_not_seconds_or_none_is_e115_or_e116(
+    key: str, code: str, value: object
+) -> None:
+    error = only(crmify_messages(**{key: value}), code)
+    assert (
+        f"CRMIFY[{key!r}] must be a positive number of seconds or None, not {value!r}." == error.msg
+    )
+    assert "None turns" in (error.hint or "")
+
+
+@pytest.mark.parametrize("value", [None, 0.5, 60, 3600])
+def test_poll_intervals_in_seconds_or_none_pass(value: object) -> None:
+    assert crmify_messages(PULL_INTERVAL=value, PULL_DELETES_INTERVAL=value) == []
+
+
+def test_polls_a_tasks_backend_cannot_schedule_are_w115(monkeypatch: pytest.MonkeyPatch) -> None:
+    from crmify.compat import task_backends
+
+    monkeypatch.setattr(task_backends["dummy"], "supports_defer", False)
+    warning = only(crmify_messages(BACKEND=PULLING, PULL_INTERVAL=60), "crmify.W115")
+    assert "never run" in warning.msg and "crmify_pull from cron" in (warning.hint or "")
+    # Not for a site that polls from cron already, nor for a backend that cannot read changes back.
+    assert "crmify.W115" not in ids(crmify_messages(BACKEND=PULLING, PULL_INTERVAL=None))
+    assert "crmify.W115" not in ids(crmify_messages(PULL_INTERVAL=60))
+
+
+def test_polling_that_takes_most_of_the_daily_quota_is_w116() -> None:
+    # Insightly's free plan: 1,000 calls a day; a poll a minute alone makes 1,440.
+    warning = only(
+        crmify_messages(BACKEND=PULLING, BACKEND_OPTIONS={"DAILY_QUOTA": 1000}), "crmify.W116"
+    )
+    assert "costs 1,440 calls a day, 144% of the daily quota of 1,000" in warning.msg
+    assert "Raise PULL_INTERVAL to 173 s or more" in (warning.hint or "")
+    assert (
+        crmify_messages(BACKEND=PULLING, BACKEND_OPTIONS={"DAILY_QUOTA": 1000}, PULL_INTERVAL=180)
+        == []
+    )
+
+
 @pytest.mark.django_db
 def test_checks_are_registered_with_manage_py_check() -> None:
     with override_settings(CRMIFY={**GOOD, "ON_DELETE": "purge"}):

@@ -415,7 +415,8 @@ MAY_WRITE = {"transitions.py", "upgrade.py"}
 
 def state_writes(path: Path) -> list[str]:
     """``lead.<state field> = ...`` and ``.update(<state field>=...)`` in ``path`` (a ``BackfillRun``'s
-    own ``state`` and ``last_error`` aside: that model is not a lead)."""
+    own ``state`` and ``last_error``, and a ``PullCursor``'s ``last_error``, aside: those models are
+    not leads)."""
     found = []
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Assign | ast.AugAssign):
@@ -429,7 +430,9 @@ def state_writes(path: Path) -> list[str]:
             and node.func.attr in ("update", "bulk_update")
         ):
             names = {keyword.arg for keyword in node.keywords} & STATE_FIELDS
-            if names and "BackfillRun" not in ast.unparse(node.func):
+            if names and not any(
+                model in ast.unparse(node.func) for model in ("BackfillRun", "PullCursor")
+            ):
                 found.append(f"{path.name}:{node.lineno} update({', '.join(sorted(names))})")
     return found
 

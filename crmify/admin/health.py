@@ -1,4 +1,5 @@
-"""The sync health page: the CRM's current state and four charts, linked from the Lead changelist.
+"""The sync health page: the CRM's current state, four charts and the polls of the CRM ("Changes from the
+CRM"), linked from the Lead changelist.
 
 ``LeadAdmin.get_urls`` serves :func:`health_view` through ``admin_site.admin_view``; staff who may view
 leads may see it. The figures come from :mod:`crmify.health` (shared state and bounded, aggregated
@@ -99,6 +100,7 @@ def health_view(model_admin: admin.ModelAdmin[Any], request: HttpRequest) -> Htt
         "opts": model_admin.opts,
         "state": health.crm_state(),
         "charts": health_charts(),
+        "pull": health.pull_state(),
         "refresh": REFRESH_SECONDS,
     }
     return TemplateResponse(request, TEMPLATE, context)

@@ -17,8 +17,9 @@ code reads the flags and calls the hooks; it never probes a backend for attribut
 - ``supports_payload_preview``: :meth:`BaseBackend.build_payload`, the exact body without I/O.
 - ``supports_fetch``: :meth:`BaseBackend.fetch_lead`, the CRM's current record, and
   :meth:`BaseBackend.read_record`, that record by lead field names (the default reads it as it is).
-- ``supports_listing``: :meth:`BaseBackend.iter_leads`, every CRM lead in pages (the backfill finds CRM
-  matches by e-mail with it instead of one search per lead).
+- ``supports_listing``: :meth:`BaseBackend.iter_leads`, every CRM lead in pages of up to
+  ``listing_page_size`` (the backfill finds CRM matches by e-mail with it instead of one search per lead;
+  the poller finds the records deleted in the CRM with it).
 - ``supports_lookup``: :meth:`BaseBackend.find_lead_id`, a lead's record without its CRM id (a deleted
   lead whose create timed out).
 - ``supports_connection_check``: :meth:`BaseBackend.check_connection` (``manage.py crmify_check``).
@@ -33,7 +34,7 @@ code reads the flags and calls the hooks; it never probes a backend for attribut
 Hooks without a flag, with defaults that do no harm: ``max_lengths`` and :meth:`BaseBackend.max_length`
 (what the CRM accepts), :meth:`BaseBackend.payload_fields`, :meth:`BaseBackend.encode_date`,
 :meth:`BaseBackend.missing_last_name`, :meth:`BaseBackend.refusals`, :meth:`BaseBackend.record_url`,
-:meth:`BaseBackend.health`, :meth:`BaseBackend.daily_quota`,
+:meth:`BaseBackend.health`, :meth:`BaseBackend.daily_quota`, :attr:`BaseBackend.crm_name`,
 :meth:`BaseBackend.requests_per_second` and :meth:`BaseBackend.check`. A backend reports each HTTP call for
 the ledger through :func:`record_call`.
 
@@ -217,6 +218,9 @@ class BaseBackend:
     supports_pull: bool = False
     #: The most records one page of ``iter_changes`` holds (one call): the poller's cost estimate reads it.
     pull_page_size: int = 100
+    #: The most leads one page of ``iter_leads`` holds (one call), read only when ``supports_listing`` is
+    #: set: the poller lists the CRM in pages of this size to find deletes, and estimates their cost.
+    listing_page_size: int = 500
     #: Longest value the CRM accepts, by payload key; the mapper preview warns above it. Empty: no limits known.
     max_lengths: Mapping[str, int] = MappingProxyType({})
 
@@ -241,6 +245,12 @@ class BaseBackend:
     def display_name(self) -> str:
         """The backend's name in messages to staff: the configured class's name."""
         return self.configured_class.__name__
+
+    @property
+    def crm_name(self) -> str:
+        """Which CRM this backend talks to, in one line: what crmify keeps per CRM is keyed by it (the
+        poller's ``PullCursor``). The configured class's path by default; an HTTP backend adds its URL."""
+        return f"{self.configured_class.__module__}.{self.configured_class.__qualname__}"
 
     # -- required ---------------------------------------------------------------------------------
 

@@ -124,6 +124,12 @@ class HttpBackend(BaseBackend):
     def base_url(self) -> str:
         raise NotImplementedError
 
+    @property
+    def crm_name(self) -> str:
+        """:attr:`name` (what the shared pace and quota are kept under) and :attr:`base_url`: two
+        accounts, or a sandbox beside the real CRM, are two CRMs."""
+        return f"{self.name}:{self.base_url}"
+
     def health(self) -> QuotaState:
         return self.quota.state()
 

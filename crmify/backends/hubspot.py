@@ -126,6 +126,7 @@ class HubSpotBackend(HttpBackend):
     supports_fetch = True
     supports_partial_update = True
     supports_listing = True
+    listing_page_size = MAX_PAGE
     supports_lookup = True
     supports_connection_check = True
     supports_batch = True
