@@ -106,19 +106,20 @@ class PollReport:
         if self.skipped:
             return f"skipped: {self.skipped}"
         start = "every record" if self.read_from is None else f"from {in_utc(self.read_from)}"
-        text = (
-            f"{'first poll, ' if self.first else ''}read {start}: {self.changes} changes"
-            f" ({', '.join(f'{count} {name}' for name, count in _counts(self.inbound) if count)})"
-            if self.changes
-            else f"{'first poll, ' if self.first else ''}read {start}: no change"
-        )
+        text = f"{'first poll, ' if self.first else ''}read {start}: "
+        if self.changes:
+            done = ", ".join(f"{count} {name}" for name, count in _counts(self.inbound) if count)
+            text += f"{counted(self.changes, 'change')} ({done})"
+        else:
+            text += "no change"
         text += f", read up to {in_utc(self.watermark) if self.watermark else 'nothing yet'}"
         if self.deletes_scanned:
             text += (
-                f"; delete scan: {self.listed} records listed, {self.missing} leads missing from the "
-                f"listing, {self.deleted} deleted in the CRM"
+                f"; delete scan: {counted(self.listed, 'record')} listed, "
+                f"{counted(self.missing, 'lead')} missing from the listing, "
+                f"{self.deleted} deleted in the CRM"
             )
-        text += f"; {self.calls} {'call' if self.calls == 1 else 'calls'}"
+        text += f"; {counted(self.calls, 'call')}"
         if self.error:
             text += f"; error: {self.error}"
         return text
@@ -127,6 +128,11 @@ class PollReport:
         """The report as a task's result: JSON, times in ISO 8601."""
         result: dict[str, Any] = json.loads(json.dumps(asdict(self), cls=DjangoJSONEncoder))
         return result
+
+
+def counted(count: int, noun: str) -> str:
+    """``"1 call"``, ``"2 calls"``: a count as the report and ``crmify_check`` print it."""
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
 
 
 def in_utc(moment: datetime) -> str:
@@ -451,8 +457,8 @@ class PullCost:
         )
         if self.scans_per_day:
             text += (
-                f" + {self.scans_per_day:,.0f} delete scans x {self.calls_per_scan:,} "
-                f"{'call' if self.calls_per_scan == 1 else 'calls'} ({self.leads:,} leads, "
+                f" + {self.scans_per_day:,.0f} delete scans x {counted(self.calls_per_scan, 'call')}"
+                f" ({self.leads:,} leads, "
                 f"{self.listing_page_size} a page; up to {MAX_DELETE_CONFIRMATIONS} more for deletes)"
             )
         if self.share is not None:

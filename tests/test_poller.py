@@ -17,6 +17,7 @@ from django.core.management import CommandError, call_command
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
+from django_tasks_db.models import DBTaskResult
 
 from crmify import crm_state, poller
 from crmify.backends.base import CallRecord, CrmChange, CrmLead, record_call
@@ -28,6 +29,7 @@ from crmify.inbound import InboundReport
 from crmify.models import Lead, LedgerEntry, PullCursor, SyncState
 from crmify.poller import POLLS, PullCost, poll, pull_task
 from tests.admin_fixtures import login, make_lead, people
+from tests.reliability.processes import start_db_worker, stop, wait_until
 
 __all__ = ["login", "people"]  # fixtures
 
@@ -434,6 +436,35 @@ def test_a_failed_listing_marks_nothing_and_scans_again_next_time(
 # -- the schedule --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_the_polls_schedule_themselves_with_only_the_worker_running(
+    crm: type[FakeCrm], configure: Callable[..., None]
+) -> None:
+    polls = {"BACKEND": FAKE, "TASK_BACKEND": "default", "PULL_INTERVAL": 1}
+    configure(**polls)
+    call_command("migrate", verbosity=0)  # the deploy: it queues the first poll
+    assert DBTaskResult.objects.filter(task_path="crmify.tasks.pull_task").count() == 1
+    worker = start_db_worker(polls, batch=False)
+    try:
+        wait_until(
+            lambda: (
+                DBTaskResult.objects.filter(
+                    task_path="crmify.tasks.pull_task", status="SUCCESSFUL"
+                ).count()
+                >= 3
+            ),
+            timeout=60,
+            message="three polls",
+        )
+    finally:
+        stop(worker)
+    assert PullCursor.objects.get().last_finished_at is not None
+    # One schedule: never more than the next poll waiting.
+    waiting = DBTaskResult.objects.filter(task_path="crmify.tasks.pull_task", status="READY")
+    assert waiting.count() <= 1
+
+
 def test_one_schedule_of_polls_at_a_time(
     crm: type[FakeCrm], configure: Callable[..., None]
 ) -> None:
@@ -479,11 +510,11 @@ def test_crmify_pull_prints_the_report(crm: type[FakeCrm], applied: Applied) -> 
     out = StringIO()
     call_command("crmify_pull", stdout=out)
     text = out.getvalue()
-    assert text.startswith("crmify poll: read from ") and "1 changes (1 applied)" in text
+    assert text.startswith("crmify poll: read from ") and "1 change (1 applied)" in text
     assert "1 call" in text
     call_command("crmify_pull", "--full", "--deletes", stdout=(out := StringIO()))
     assert (
-        "read every record" in out.getvalue() and "delete scan: 1 records listed" in out.getvalue()
+        "read every record" in out.getvalue() and "delete scan: 1 record listed" in out.getvalue()
     )
 
 

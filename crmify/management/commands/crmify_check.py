@@ -13,7 +13,7 @@ from crmify.backends import build_backend
 from crmify.conf import crmify_settings
 from crmify.crm_state import crm_state
 from crmify.health import pull_state
-from crmify.poller import in_utc
+from crmify.poller import counted, in_utc
 
 
 class Command(BaseCommand):
@@ -69,8 +69,8 @@ class Command(BaseCommand):
         if cost.off or cursor is None or cursor.last_started_at is None:
             return
         line = (
-            f"last poll {in_utc(cursor.last_started_at)}: {cursor.last_calls} calls, "
-            f"{cursor.last_changes} changes, read up to "
+            f"last poll {in_utc(cursor.last_started_at)}: {counted(cursor.last_calls, 'call')}, "
+            f"{counted(cursor.last_changes, 'change')}, read up to "
             f"{in_utc(cursor.watermark) if cursor.watermark else 'nothing yet'}; last delete scan "
             f"{in_utc(cursor.deletes_scanned_at) if cursor.deletes_scanned_at else 'none yet'}"
         )
