@@ -20,9 +20,10 @@ from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 from django.db import transaction
 
-from crmify import api
+from crmify import api, backfill, inbound
 from crmify.backends import locmem
 from crmify.backends.base import CrmChange
+from crmify.backfill import BackfillOptions
 from crmify.exceptions import PermanentBackendError
 from crmify.inbound import InboundReport, apply_changes
 from crmify.models import Lead, LedgerEntry, SyncState
@@ -169,15 +170,18 @@ def test_a_change_read_again_changes_nothing() -> None:
     assert lead_of(user).status == "Disqualified"
 
 
+def two_reads(lead: Lead) -> tuple[CrmChange, CrmChange]:
+    """A newer and an older read of ``lead``'s record, saying different statuses."""
+    now = locmem.modified[lead.external_id]
+    minutes = datetime.timedelta(minutes=1)
+    newer = CrmChange(lead.external_id, now + 2 * minutes, {"status": "Converted"})
+    older = CrmChange(lead.external_id, now + minutes, {"status": "Contacted"})
+    return newer, older
+
+
 def test_an_older_read_of_a_record_is_not_applied_over_a_newer_one() -> None:
     user, lead = synced_user()
-    now = locmem.modified[lead.external_id]
-    newer = CrmChange(
-        lead.external_id, now + datetime.timedelta(minutes=2), {"status": "Converted"}
-    )
-    older = CrmChange(
-        lead.external_id, now + datetime.timedelta(minutes=1), {"status": "Contacted"}
-    )
+    newer, older = two_reads(lead)
     assert apply_changes([newer], via="webhook").applied == 1
     report = apply_changes([older], via="webhook")
     assert (report.applied, report.unchanged) == (0, 1)
@@ -186,13 +190,7 @@ def test_an_older_read_of_a_record_is_not_applied_over_a_newer_one() -> None:
 
 def test_the_newest_read_of_a_record_wins_within_one_batch() -> None:
     user, lead = synced_user()
-    now = locmem.modified[lead.external_id]
-    newer = CrmChange(
-        lead.external_id, now + datetime.timedelta(minutes=2), {"status": "Converted"}
-    )
-    older = CrmChange(
-        lead.external_id, now + datetime.timedelta(minutes=1), {"status": "Contacted"}
-    )
+    newer, older = two_reads(lead)
     report = apply_changes([newer, older], via="poll")
     assert (report.applied, report.unchanged) == (1, 0)
     assert lead_of(user).status == "Converted"
@@ -248,8 +246,10 @@ def test_a_conflict_on_a_field_the_crm_owns_goes_to_the_crm_by_default(
     lead = lead_of(user)
     api.set_status(user, "Contacted")  # the app's change, not sent yet
     locmem.change_in_crm(lead.external_id, status="Disqualified")  # the salesperson's
+    queued = enqueued.lead_ids
     report = pull()
     assert (report.applied, report.conflicts) == (1, 1)
+    assert enqueued.lead_ids == queued  # the pull queued nothing
     lead = lead_of(user)
     assert lead.status == "Disqualified"
     [conflict] = inbound_rows(lead, LedgerEntry.Outcome.CONFLICT)
@@ -427,17 +427,25 @@ def test_a_lead_a_worker_holds_is_deferred_and_applied_later(configure: Configur
     assert sends() == ["create", "update"]
 
 
-def test_a_lead_that_moved_since_it_was_read_is_read_again() -> None:
-    user, lead = synced_user()  # loaded here, changed below: the write must not lose the save
-    user.first_name = "Augusta"
-    user.save()
-    change = CrmChange(lead.external_id, None, {**lead.crm_values(), "status": "Disqualified"})
-    from crmify.inbound import _Context, _take_with_retry
+def test_a_save_made_between_the_read_and_the_write_is_not_lost(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    user, lead = synced_user()
+    locmem.change_in_crm(lead.external_id, status="Disqualified")
+    plan = inbound._plan
 
-    context = _Context("pull", "poll", InboundReport())
-    assert _take_with_retry(lead, change, context) == "applied"
+    def site_saves_meanwhile(lead: Lead, values: Any) -> Any:
+        if lead.first_name != "Augusta":  # the first read only
+            user.first_name = "Augusta"
+            user.save()  # committed and sent at once (the immediate Tasks backend)
+        return plan(lead, values)
+
+    monkeypatch.setattr(inbound, "_plan", site_saves_meanwhile)
+    assert pull().applied == 1
     stored = lead_of(user)
     assert (stored.first_name, stored.status) == ("Augusta", "Disqualified")
+    assert stored.fingerprint == stored.synced_fingerprint == fingerprint(stored.crm_values())
+    assert sends() == ["create", "update"]
 
 
 # -- deletes --------------------------------------------------------------------------------------------
@@ -462,6 +470,18 @@ def test_a_lead_deleted_in_the_crm_becomes_a_tombstone_saves_do_not_recreate(
     assert sends() == ["create"]  # not re-created, nothing to delete
     assert lead_of(user).sync_state == SyncState.DELETED
     assert pull().deleted == 0  # read again: nothing more
+
+
+def test_a_backfill_leaves_a_lead_deleted_in_the_crm_alone() -> None:
+    user, lead = synced_user()
+    locmem.delete_in_crm(lead.external_id)
+    pull()
+    User.objects.filter(pk=user.pk).update(last_name="Byron")
+    run = backfill.start(BackfillOptions())
+    run.refresh_from_db()
+    assert (run.scanned, run.skipped_tombstones) == (1, 1)
+    assert [op for op in sends() if op != "list"] == ["create"]
+    assert lead_of(user).sync_state == SyncState.DELETED
 
 
 def test_resync_brings_a_lead_deleted_in_the_crm_back_as_a_new_record() -> None:
