@@ -43,7 +43,7 @@ lead_changed_in_crm = Signal()
 Sent by ``crmify.inbound.apply_changes`` once per lead per applied change, after the transaction that
 applied it commits, with ``send_robust``: a receiver's exception is logged and does not stop the others.
 Nothing is pushed back to the CRM, even when a receiver saves the lead's source row to match (the demo
-moves a ``Subscription`` when a lead is disqualified in the CRM)."""
+turns off its ``sales_contact`` when a lead is disqualified in the CRM)."""
 
 lead_deleted_in_crm = Signal()
 """Sent when a lead's record was deleted in the CRM (a poll, a webhook): ``sender`` is ``Lead``, ``lead``
