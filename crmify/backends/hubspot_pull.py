@@ -65,6 +65,9 @@ def search_changes(
     backend: HubSpotBackend, since: datetime.datetime | None
 ) -> Iterator[list[CrmChange]]:
     """The contacts modified at or after ``since`` (all when None), one search call per page."""
+    # A status is read by its option's label from the property table: loaded first (one call per
+    # cache period), so a status never reads as the bare value on one poll and the label on the next.
+    backend.property_table(fetch=True)
     bound = None if since is None else milliseconds(since)
     while True:
         filters = [] if bound is None else [_filter(MODIFIED, "GTE", bound)]
@@ -134,6 +137,7 @@ def contact_change(backend: HubSpotBackend, row: Mapping[str, Any]) -> CrmChange
 def read_contacts(backend: HubSpotBackend, external_ids: Sequence[str]) -> list[CrmChange]:
     """The contacts ``external_ids`` as they are now, in ``batch/read`` calls; one change per id, in
     order (see the module docstring for deleted and merged ones)."""
+    backend.property_table(fetch=True)  # as search_changes does
     found: dict[str, CrmChange] = {}
     size = max(1, backend.max_batch_size)
     for start in range(0, len(external_ids), size):
