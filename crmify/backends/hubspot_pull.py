@@ -137,6 +137,8 @@ def contact_change(backend: HubSpotBackend, row: Mapping[str, Any]) -> CrmChange
 def read_contacts(backend: HubSpotBackend, external_ids: Sequence[str]) -> list[CrmChange]:
     """The contacts ``external_ids`` as they are now, in ``batch/read`` calls; one change per id, in
     order (see the module docstring for deleted and merged ones)."""
+    if not external_ids:
+        return []
     backend.property_table(fetch=True)  # as search_changes does
     found: dict[str, CrmChange] = {}
     size = max(1, backend.max_batch_size)
