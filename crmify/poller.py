@@ -37,8 +37,8 @@ import json
 import math
 import random
 import time
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -108,8 +108,7 @@ class PollReport:
         start = "every record" if self.read_from is None else f"from {in_utc(self.read_from)}"
         text = f"{'first poll, ' if self.first else ''}read {start}: "
         if self.changes:
-            done = ", ".join(f"{count} {name}" for name, count in _counts(self.inbound) if count)
-            text += f"{counted(self.changes, 'change')} ({done})"
+            text += f"{counted(self.changes, 'change')} ({self.inbound})"
         else:
             text += "no change"
         text += f", read up to {in_utc(self.watermark) if self.watermark else 'nothing yet'}"
@@ -138,19 +137,6 @@ def counted(count: int, noun: str) -> str:
 def in_utc(moment: datetime) -> str:
     """``moment`` as the poll's report and ``crmify_check`` print it."""
     return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
-
-
-def _counts(report: InboundReport) -> Iterator[tuple[str, int]]:
-    """``crmify.inbound``'s counts, by name."""
-    for item in fields(report):
-        value = getattr(report, item.name)
-        if isinstance(value, int) and not isinstance(value, bool):
-            yield item.name, value
-
-
-def _add(total: InboundReport, page: InboundReport) -> None:
-    for name, count in _counts(page):
-        setattr(total, name, getattr(total, name) + count)
 
 
 def poll(*, full: bool = False, deletes: bool = False) -> PollReport:
@@ -259,11 +245,7 @@ def _apply_pages(
         fresh = _newer(page, read)
         if not fresh:
             continue
-        applied = apply_changes(fresh, via="poll")
-        _add(report.inbound, applied)
-        if applied.deferred_since is not None:
-            earlier = report.inbound.deferred_since
-            report.inbound.deferred_since = min(filter(None, [earlier, applied.deferred_since]))
+        report.inbound.add(apply_changes(fresh, via="poll"))
 
 
 def _newer(page: Iterable[CrmChange], read: dict[str, datetime | None]) -> list[CrmChange]:
@@ -360,7 +342,7 @@ def _scan_deletes(backend: BaseBackend, report: PollReport) -> datetime | None:
         return None
     gone = [change for change in confirmed if change.deleted or change.merged_into]
     if gone:
-        _add(report.inbound, apply_changes(gone, via="poll"))
+        report.inbound.add(apply_changes(gone, via="poll"))
     report.deleted = len(gone)
     return started
 

@@ -126,6 +126,7 @@ def test_a_plain_backend_has_the_contracts_defaults_and_only_its_two_methods_are
 # -- optional hooks: connection check, pace and quota, the missing last name, batches ----------------------
 
 
+@pytest.mark.django_db  # crmify_check also says how the polls of the CRM go (crmify.health.pull_state)
 def test_crmify_check_prints_a_backends_connection_check(configure: Any) -> None:
     configure(BACKEND="tests.test_backend_contract.ConnectionCheckedCRM")
     out = StringIO()

@@ -284,8 +284,8 @@ def test_immediate_task_backend_is_w002() -> None:
     assert "inside the request" in warning.msg
 
 
-#: A backend that reads changes back (tests/test_poller.py's CRM).
-PULLING = "tests.test_poller.FakeCrm"
+#: A backend that reads changes back and takes DAILY_QUOTA (tests/test_poller.py's CRM).
+PULLING = "tests.test_poller.QuirkyCrm"
 
 
 @pytest.mark.parametrize(
@@ -315,7 +315,7 @@ def test_polls_a_tasks_backend_cannot_schedule_are_w115(monkeypatch: pytest.Monk
     assert "never run" in warning.msg and "crmify_pull from cron" in (warning.hint or "")
     # Not for a site that polls from cron already, nor for a backend that cannot read changes back.
     assert "crmify.W115" not in ids(crmify_messages(BACKEND=PULLING, PULL_INTERVAL=None))
-    assert "crmify.W115" not in ids(crmify_messages(PULL_INTERVAL=60))
+    assert "crmify.W115" not in ids(crmify_messages(BACKEND="tests.doubles.PlainCRM"))
 
 
 def test_polling_that_takes_most_of_the_daily_quota_is_w116() -> None:
