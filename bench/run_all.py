@@ -24,6 +24,7 @@ BENCHES = (
     "rate_limit.py",
     "backfill.py",
     "backfill_hubspot.py",
+    "pull_cost.py",
     "million.py",
     "latency.py",
     "outage.py",

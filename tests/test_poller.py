@@ -9,6 +9,10 @@ sandbox over real HTTP.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
 from io import StringIO
@@ -37,7 +41,7 @@ from crmify.sandbox.hubspot import HubSpotSandbox
 from crmify.signals import lead_changed_in_crm
 from tests.admin_fixtures import login, make_lead, people
 from tests.factories import lead_of, make_user
-from tests.reliability.processes import start_db_worker, stop, wait_until
+from tests.reliability.processes import ROOT, start_db_worker, stop, wait_until
 
 __all__ = ["login", "people"]  # fixtures
 
@@ -542,6 +546,24 @@ def test_the_health_page_shows_the_polls(crm: None, login: Callable[[str], Clien
 
 
 # -- over real HTTP against each sandbox ---------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_the_cost_benchmark_in_short(tmp_path: Any) -> None:
+    """``bench/pull_cost.py --short``: 200 leads on each sandbox, its targets met (exit status 0)."""
+    run = subprocess.run(
+        [sys.executable, "bench/pull_cost.py", "--short"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "CRMIFY_BENCH_RESULTS": str(tmp_path / "results.jsonl")},
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    figures = json.loads(run.stdout.strip().splitlines()[-1])
+    for crm in ("Insightly", "HubSpot"):
+        assert figures[crm]["idle_calls"] == 1
+        assert (figures[crm]["applied"], figures[crm]["pushed_back"]) == (200, 0)
 
 
 def sign_up(django_capture_on_commit_callbacks: Any) -> Lead:
