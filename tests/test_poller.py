@@ -583,6 +583,29 @@ def writes(server: SandboxServer | HubSpotSandbox) -> int:
     )
 
 
+def disqualified_by_one_poll(
+    server: SandboxServer | HubSpotSandbox,
+    disqualify: Callable[[str], Any],
+    heard: list[dict[str, Any]],
+    capture: Any,
+) -> None:
+    """A sign-up synced to ``server``, the site's first poll, then a salesperson disqualifies the lead
+    in the CRM (``disqualify(crm_id)``): one poll brings it, the site hears it, nothing is sent back."""
+    lead = sign_up(capture)
+    poll()  # the site's first poll: the sign-up's own create, unchanged
+    disqualify(lead.external_id)
+    before = writes(server)
+    with capture(execute=True):
+        report = poll()
+    assert report.inbound.applied == 1 and not report.error
+    assert status(lead) == "Disqualified"
+    assert [(event["lead"].pk, event["changes"]) for event in heard] == [
+        (lead.pk, {"status": ("NotContacted", "Disqualified")})
+    ]
+    assert writes(server) == before  # 0 calls pushed back
+    assert Lead.objects.get(pk=lead.pk).sync_state == SyncState.SYNCED
+
+
 def test_a_status_changed_in_insightly_reaches_the_lead_by_one_poll_and_is_not_pushed_back(
     insightly: SandboxServer,
     heard: list[dict[str, Any]],
@@ -590,20 +613,12 @@ def test_a_status_changed_in_insightly_reaches_the_lead_by_one_poll_and_is_not_p
     configure: Callable[..., None],
 ) -> None:
     configure(PULL_INTERVAL=60)
-    lead = sign_up(django_capture_on_commit_callbacks)
-    poll()  # the site's first poll: the sign-up's own create, unchanged
     dead = next(s.id for s in insightly.state.statuses if s.name == "Disqualified")
-    insightly.state.update_lead({"LEAD_ID": int(lead.external_id), "LEAD_STATUS_ID": dead})
-    before = writes(insightly)
-    with django_capture_on_commit_callbacks(execute=True):
-        report = poll()
-    assert report.inbound.applied == 1 and report.calls == 1
-    assert status(lead) == "Disqualified"
-    assert [(event["lead"].pk, event["changes"]) for event in heard] == [
-        (lead.pk, {"status": ("NotContacted", "Disqualified")})
-    ]
-    assert writes(insightly) == before  # 0 calls pushed back
-    assert Lead.objects.get(pk=lead.pk).sync_state == SyncState.SYNCED
+
+    def disqualify(crm_id: str) -> None:
+        insightly.state.update_lead({"LEAD_ID": int(crm_id), "LEAD_STATUS_ID": dead})
+
+    disqualified_by_one_poll(insightly, disqualify, heard, django_capture_on_commit_callbacks)
 
 
 def test_a_status_changed_in_hubspot_reaches_the_lead_by_one_poll_and_is_not_pushed_back(
@@ -613,15 +628,8 @@ def test_a_status_changed_in_hubspot_reaches_the_lead_by_one_poll_and_is_not_pus
     configure: Callable[..., None],
 ) -> None:
     configure(PULL_INTERVAL=60)
-    lead = sign_up(django_capture_on_commit_callbacks)
-    poll()
-    hubspot.contacts.update(
-        lead.external_id, None, {"properties": {"hs_lead_status": "UNQUALIFIED"}}
-    )
-    before = writes(hubspot)
-    with django_capture_on_commit_callbacks(execute=True):
-        report = poll()
-    assert report.inbound.applied == 1
-    assert status(lead) == "Disqualified"
-    assert [event["lead"].pk for event in heard] == [lead.pk]
-    assert writes(hubspot) == before
+
+    def disqualify(crm_id: str) -> None:
+        hubspot.contacts.update(crm_id, None, {"properties": {"hs_lead_status": "UNQUALIFIED"}})
+
+    disqualified_by_one_poll(hubspot, disqualify, heard, django_capture_on_commit_callbacks)
