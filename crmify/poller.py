@@ -26,7 +26,8 @@ and its report says why, when the backend cannot read changes back (``supports_p
   :data:`MAX_DELETE_CONFIRMATIONS` of them again by id (``read_changes``: deleted only when the CRM says it
   has no such record) and hands the deleted and merged ones to ``apply_changes``.
 
-Every CRM call goes in the ledger (operation ``poll`` or ``list``, no lead) and is counted on the cursor.
+Every CRM call goes in the ledger (no lead; the operation the backend names, ``poll``, ``list`` or
+``read`` when it names none) and is counted on the cursor.
 :func:`daily_cost` says what polling costs a day beside the daily quota (``crmify_check``, the sync health
 page).
 """
@@ -338,7 +339,7 @@ def _scan_deletes(backend: BaseBackend, report: PollReport) -> datetime | None:
     def confirm() -> None:
         confirmed.extend(backend.read_changes(chosen))
 
-    if _recorded("poll", report, confirm) is not None:
+    if _recorded("read", report, confirm) is not None:
         return None
     gone = [change for change in confirmed if change.deleted or change.merged_into]
     if gone:
