@@ -146,6 +146,8 @@ class Dialect:
     ``search_match``: ``"exact"`` (documented; text ignores case as SQL Server does) or ``"contains"``
     (a looser search, so a client that adopts the first hit without checking it is caught).
     ``max_lengths``: longest text per field (:data:`MAX_LENGTHS`).
+    ``conversion_bumps_updated``: whether converting a lead moves its DATE_UPDATED_UTC (unconfirmed;
+    a poller reading by ``updated_after_utc`` only sees a conversion that does).
     """
 
     create_status: Literal[200, 201] = 200
@@ -153,6 +155,7 @@ class Dialect:
     search_match: Literal["exact", "contains"] = "exact"
     # A factory: Python 3.11's dataclasses refuse a mappingproxy default (unhashable there).
     max_lengths: Mapping[str, int] = field(default_factory=lambda: MAX_LENGTHS)
+    conversion_bumps_updated: bool = True
 
     def __post_init__(self) -> None:
         for name, allowed in (
