@@ -47,7 +47,7 @@ a HubSpot contact, merging Insightly leads) a 404 saying so.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from .faults import Faults
@@ -114,7 +114,7 @@ def handle_control(target: Controllable, request: Request, subpath: str) -> Resp
     if route == ("GET", "faults"):
         return json_response(200, target.faults.to_dict())
     if route == ("PUT", "faults"):
-        return _put_faults(target, request)
+        return _put_settings(request, target.set_faults)
     if route == ("DELETE", "faults"):
         return json_response(200, target.set_faults(target.default_faults).to_dict())
     if route == ("POST", "reset"):
@@ -129,7 +129,7 @@ def handle_control(target: Controllable, request: Request, subpath: str) -> Resp
     if route == ("GET", "webhooks"):
         return json_response(200, target.webhook_report())
     if route == ("PUT", "webhooks"):
-        return _put_webhooks(target, request)
+        return _put_settings(request, target.configure_webhooks)
     if route == ("DELETE", "webhooks"):
         target.reset_webhooks()
         return json_response(200, target.webhook_report())
@@ -182,23 +182,12 @@ def _json_object(request: Request) -> JsonDict:
     return body
 
 
-def _put_faults(target: Controllable, request: Request) -> Response:
+def _put_settings(request: Request, apply: Callable[..., Faults | WebhookConfig]) -> Response:
+    """``PUT /_sandbox/faults`` and ``PUT /_sandbox/webhooks``: some fields changed, the rest kept."""
     try:
-        changes = _json_object(request)
-        faults = target.set_faults(**changes)
+        settings = apply(**_json_object(request))
     except ControlError as error:
         return message(error.status, error.text)
     except (TypeError, ValueError) as error:
         return message(400, str(error))
-    return json_response(200, faults.to_dict())
-
-
-def _put_webhooks(target: Controllable, request: Request) -> Response:
-    try:
-        changes = _json_object(request)
-        config = target.configure_webhooks(**changes)
-    except ControlError as error:
-        return message(error.status, error.text)
-    except (TypeError, ValueError) as error:
-        return message(400, str(error))
-    return json_response(200, config.to_dict())
+    return json_response(200, settings.to_dict())
