@@ -286,9 +286,12 @@ def test_a_merged_contact_leaves_listings_and_reads_answer_the_primary(hub, rece
     searched = session.post(server.url + f"{CONTACTS}/search", json={"query": "ada"}, timeout=5)
     assert [one["id"] for one in searched.json()["results"]] == [primary]
     read = session.get(
-        server.url + f"{CONTACTS}/{merged}", params={"properties": "email,jobtitle"}, timeout=5
+        server.url + f"{CONTACTS}/{merged}",
+        params={"properties": "email,jobtitle,hs_merged_object_ids"},
+        timeout=5,
     ).json()
     assert read["id"] == primary
+    assert read["properties"]["hs_merged_object_ids"] == merged
     # The primary keeps its values and takes the merged one's where it had none.
     assert read["properties"]["email"] == "ada@example.com"
     assert read["properties"]["jobtitle"] == "Countess"
@@ -298,6 +301,23 @@ def test_a_merged_contact_leaves_listings_and_reads_answer_the_primary(hub, rece
     assert event["subscriptionType"] == "contact.merge"
     assert event["objectId"] == event["primaryObjectId"] == int(primary)
     assert event["mergedObjectIds"] == [int(merged)]
+
+
+def test_merges_chain_and_batch_reads_follow_them(hub):
+    server, _clock, session = hub
+    first, second, third = (server.add_contact({"email": f"{n}@example.com"})["id"] for n in "abc")
+    control(server, "POST", f"leads/{first}/merge", json={"into": second}).raise_for_status()
+    control(server, "POST", f"leads/{second}/merge", json={"into": third}).raise_for_status()
+    answer = session.post(
+        server.url + f"{CONTACTS}/batch/read",
+        json={"inputs": [{"id": first}], "properties": ["hs_merged_object_ids"]},
+        timeout=5,
+    ).json()
+    (result,) = answer["results"]
+    assert result["id"] == third
+    assert sorted(result["properties"]["hs_merged_object_ids"].split(";")) == sorted(
+        [first, second]
+    )
 
 
 def test_a_merged_contacts_id_can_answer_404():

@@ -26,7 +26,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from crmify.sandbox.dates import utc_now
 from crmify.sandbox.persist import write_json_file
 
 from . import events
@@ -38,7 +37,7 @@ from .schema import (
     PropertyDef,
     PropertyIndex,
 )
-from .search import check_search, matches
+from .search import check_search, matches, sort_key
 
 _FILE_VERSION = 1
 FIRST_CONTACT_ID = 101
@@ -46,8 +45,17 @@ _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 #: Called after each write with its webhook events and whether the API (not a salesperson) made it.
 ChangeListener = Callable[[list[JsonDict], bool], None]
+#: Where a contact lists those merged into it, separated by ``;`` (HubSpot's property).
+MERGED_IDS = "hs_merged_object_ids"
 #: What a merge never copies from the merged contact to the primary.
-_MERGE_KEEPS = frozenset({"hs_object_id", "createdate", "lastmodifieddate"})
+_MERGE_KEEPS = frozenset({"hs_object_id", "createdate", "lastmodifieddate", MERGED_IDS})
+
+
+def hubspot_now() -> datetime:
+    """The HubSpot sandbox's default clock: aware UTC, to the millisecond (HubSpot keeps
+    milliseconds, and a poller pages by them)."""
+    moment = datetime.now(UTC)
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
 
 def hubspot_time(moment: datetime) -> str:
@@ -66,7 +74,7 @@ class ContactStore:
         dialect: HubSpotDialect,
         *,
         state_file: str | os.PathLike[str] | None = None,
-        clock: Callable[[], datetime] = utc_now,
+        clock: Callable[[], datetime] = hubspot_now,
         on_change: ChangeListener | None = None,
     ) -> None:
         self.dialect = dialect
@@ -102,14 +110,19 @@ class ContactStore:
             return answer
 
     def search(self, body: object) -> JsonDict:
-        groups, options = check_search(body, self.index.by_name, self.dialect.search_page_max)
+        groups, options = check_search(
+            body,
+            self.index.by_name,
+            self.dialect.search_page_max,
+            self.dialect.search_max_results,
+        )
         with self._lock:
             found = [
                 contact
                 for _number, contact in sorted(self._contacts.items())
                 if matches(groups, options["query"], contact["properties"])
             ]
-            found = _sorted(found, options["sorts"])
+            found = self._sorted(found, options["sorts"])
             after, limit = options["after"], options["limit"]
             answer: JsonDict = {
                 "total": len(found),
@@ -196,8 +209,9 @@ class ContactStore:
         """A salesperson merges contact ``key`` into ``into`` (``POST /_sandbox/leads/<id>/merge``).
 
         The primary keeps its values and takes the merged one's where it has none (HubSpot's exact
-        rule is not documented); the merged contact leaves listings and search, and a read of its id
-        answers the primary or 404 (``HubSpotDialect.merged_reads``). Answers the primary.
+        rule is not documented) and lists the merged ids in ``hs_merged_object_ids``; the merged
+        contact leaves listings and search, and a read of its id (``GET``, batch read) answers the
+        primary or 404 (``HubSpotDialect.merged_reads``). Answers the primary.
         """
         with self._lock:
             loser, primary = self._find(key, None), self._find(into, None)
@@ -207,7 +221,9 @@ class ContactStore:
             for name, value in loser["properties"].items():
                 if name not in _MERGE_KEEPS and not values.get(name):
                     values[name] = value
-            values["lastmodifieddate"] = primary["updatedAt"] = hubspot_time(self._clock())
+            merged_ids = [*_merged_ids(values), loser["id"], *_merged_ids(loser["properties"])]
+            values[MERGED_IDS] = ";".join(merged_ids)
+            moment = self._touch(primary)
             number = int(loser["id"])
             del self._contacts[number]
             self._merged[number] = int(primary["id"])
@@ -216,7 +232,7 @@ class ContactStore:
                     self._merged[merged] = int(primary["id"])
             self._save()
             self._notify(
-                [events.merge(primary["id"], [loser["id"]], events.SALESPERSON, self._clock())],
+                [events.merge(primary["id"], [loser["id"]], events.SALESPERSON, moment)],
                 by_api=False,
             )
             return self._render(primary, sorted(values))
@@ -231,6 +247,14 @@ class ContactStore:
 
     # -- helpers (the lock held) ------------------------------------------------------------------
 
+    def _touch(self, contact: JsonDict) -> datetime:
+        """Stamp a change of ``contact``: every write of one goes through here, so its
+        ``lastmodifieddate`` and ``updatedAt`` (what a poller searches by) always move. Answers the
+        moment stamped."""
+        moment = self._clock()
+        contact["properties"]["lastmodifieddate"] = contact["updatedAt"] = hubspot_time(moment)
+        return moment
+
     def _change(self, contact: JsonDict, changes: Mapping[str, str], source: str) -> None:
         """Write checked ``changes`` to ``contact``, stamp its modification time, save, and report
         one ``contact.propertyChange`` per property whose value changed."""
@@ -243,8 +267,7 @@ class ContactStore:
                 values.pop(name, None)
             else:
                 values[name] = value
-        moment = self._clock()
-        values["lastmodifieddate"] = contact["updatedAt"] = hubspot_time(moment)
+        moment = self._touch(contact)
         self._save()
         self._notify(
             [
@@ -346,6 +369,19 @@ class ContactStore:
             return {"error": "INVALID_EMAIL", "message": f"Email address {value} is invalid"}
         return None
 
+    def _sorted(self, found: list[JsonDict], sorts: list[Any]) -> list[JsonDict]:
+        """``found`` (in id order) by the search's ``sorts``, each by its property's type."""
+        for sort in reversed(sorts):
+            if isinstance(sort, Mapping) and sort.get("propertyName"):
+                name = str(sort["propertyName"])
+                prop = self.index.by_name.get(name)
+                found = sorted(
+                    found,
+                    key=lambda contact: sort_key(prop, contact["properties"].get(name)),
+                    reverse=str(sort.get("direction", "ASCENDING")).upper() == "DESCENDING",
+                )
+        return found
+
     def _render(self, contact: JsonDict, wanted: Sequence[str]) -> JsonDict:
         names = list(wanted) or list(DEFAULT_READ_PROPERTIES)
         values = contact["properties"]
@@ -404,13 +440,5 @@ def _cursor(after: str | None) -> int:
         ) from None
 
 
-def _sorted(found: list[JsonDict], sorts: list[Any]) -> list[JsonDict]:
-    for sort in reversed(sorts):
-        if isinstance(sort, Mapping) and sort.get("propertyName"):
-            name = str(sort["propertyName"])
-            found = sorted(
-                found,
-                key=lambda contact: str(contact["properties"].get(name) or ""),
-                reverse=str(sort.get("direction", "ASCENDING")).upper() == "DESCENDING",
-            )
-    return found
+def _merged_ids(values: Mapping[str, str]) -> list[str]:
+    return [key for key in str(values.get(MERGED_IDS) or "").split(";") if key]

@@ -24,7 +24,6 @@ from typing import Any, Final
 
 from crmify.sandbox.control import ControlError
 from crmify.sandbox.core import ApiRoute, BaseSandboxServer, RateGate
-from crmify.sandbox.dates import utc_now
 from crmify.sandbox.faults import Faults
 from crmify.sandbox.messages import Request, Response, proxy_unavailable
 from crmify.sandbox.ratelimit import QuotaReading, RollingWindow, TokenBucket
@@ -33,7 +32,7 @@ from crmify.sandbox.webhooks import WebhookConfig
 
 from . import events
 from .api import Account, resolve
-from .contacts import ContactStore
+from .contacts import ContactStore, hubspot_now
 from .errors import HubSpotError, error_response, rate_limited
 from .schema import HubSpotDialect, JsonDict, PropertyDef, standard_properties
 
@@ -60,7 +59,7 @@ class HubSpotSandbox(BaseSandboxServer):
         properties: Sequence[PropertyDef] = (),
         dialect: HubSpotDialect | None = None,
         state_file: str | os.PathLike[str] | None = None,
-        clock: Callable[[], datetime] = utc_now,
+        clock: Callable[[], datetime] = hubspot_now,
         log_requests: bool = False,
         webhooks: WebhookConfig | None = None,
     ) -> None:
