@@ -196,7 +196,7 @@ class Delivery:
     items: list[JsonDict]
     state: DeliveryState = "queued"
     attempts: list[JsonDict] = field(default_factory=list)
-    next_attempt_at: float | None = None
+    retry_at: float | None = None
 
     def to_dict(self) -> JsonDict:
         last = self.attempts[-1] if self.attempts else {}
@@ -207,7 +207,7 @@ class Delivery:
             "attempts": list(self.attempts),
             "last_status": last.get("status"),
             "last_error": last.get("error"),
-            "next_attempt_at": _iso(self.next_attempt_at) if self.next_attempt_at else None,
+            "next_attempt_at": _iso(self.retry_at) if self.retry_at else None,
         }
 
 
@@ -400,10 +400,10 @@ class WebhookSender:
         else:
             delay = config.delay_after(attempt)
             delivery.state = "retrying"
-            delivery.next_attempt_at = time.time() + delay
+            delivery.retry_at = time.time() + delay
             heapq.heappush(self._retries, (time.monotonic() + delay, delivery.id, delivery))
             return
-        delivery.next_attempt_at = None
+        delivery.retry_at = None
 
     def _attempt(self, delivery: Delivery, attempt: int, config: WebhookConfig) -> JsonDict:
         """POST the delivery once; what happened, for the log."""
