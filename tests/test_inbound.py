@@ -126,6 +126,13 @@ def test_a_field_the_crm_does_not_own_is_drift_and_not_applied() -> None:
     assert sends() == ["create"]
 
 
+def test_a_status_the_crm_leaves_empty_is_not_applied() -> None:
+    user, lead = synced_user()
+    locmem.change_in_crm(lead.external_id, status="")
+    assert pull().applied == 0
+    assert lead_of(user).status == "NotContacted"
+
+
 def test_a_custom_field_the_crm_owns_is_applied(configure: Configure) -> None:
     configure(CRM_OWNED_FIELDS=["status", "custom_fields__plan"])
     user, lead = synced_user()
@@ -278,6 +285,21 @@ def test_a_conflict_on_another_field_goes_to_the_app_by_default(enqueued: Enqueu
     assert lead_of(user).first_name == "Augusta"
     enqueued.run_all()  # the app's pending push overwrites the CRM
     assert locmem.leads[lead.external_id]["first_name"] == "Augusta"
+
+
+def test_both_sides_making_the_same_change_is_no_conflict_and_sends_nothing(
+    enqueued: Enqueued,
+) -> None:
+    user = make_user()
+    enqueued.run_all()
+    lead = lead_of(user)
+    api.set_status(user, "Contacted")
+    locmem.change_in_crm(lead.external_id, status="Contacted")
+    report = pull()
+    assert (report.applied, report.unchanged, report.conflicts) == (0, 1, 0)
+    assert lead_of(user).synced_values["status"] == "Contacted"
+    enqueued.run_all()
+    assert sends() == ["create"]
 
 
 def test_conflict_winner_app_keeps_the_apps_value_for_every_field(
@@ -529,22 +551,27 @@ def test_an_update_answered_404_marks_the_lead_deleted_in_the_crm() -> None:
 
 def crm_record(**values: Any) -> str:
     """A record made in the CRM by someone else (no lead holds it)."""
-    record_id = current_backend().sync_lead(Lead(email="other@example.com", **values))
-    locmem.calls.clear()
+    record_id = "900"
+    locmem.leads[record_id] = Lead(email="other@example.com", **values).crm_values()
+    locmem.change_in_crm(record_id)
     return record_id
 
 
-def test_a_lead_merged_in_the_crm_adopts_the_surviving_record() -> None:
+def test_a_lead_merged_in_the_crm_adopts_the_surviving_record_and_its_status() -> None:
     user, lead = synced_user()
-    survivor = crm_record()
+    survivor = crm_record(status="Contacted")
     locmem.merge_in_crm(lead.external_id, into=survivor)
     report = pull()
-    assert report.merged == 1 and report.conflicts == 0
+    assert (report.merged, report.applied, report.conflicts) == (1, 1, 0)
     lead = lead_of(user)
     assert lead.external_id == survivor
+    assert lead.status == "Contacted"  # the survivor's, read with the merge
+    assert lead.email != "other@example.com"  # not the CRM's to change
     assert lead.sync_state == SyncState.SYNCED
-    [row] = inbound_rows(lead)
-    assert row.request_summary.startswith(f"merged into {survivor} in the CRM")
+    merge, status = inbound_rows(lead)
+    assert merge.request_summary.startswith(f"merged into {survivor} in the CRM")
+    assert status.request_summary == "status: 'NotContacted' → 'Contacted'"
+    assert sends() == ["create"]
     user.first_name = "Augusta"
     user.save()  # the next change updates the survivor
     assert locmem.calls[-1].operation == "update" and locmem.calls[-1].lead_id == survivor
@@ -555,7 +582,7 @@ def test_a_merge_into_another_leads_record_is_adopted_and_flagged_as_a_conflict(
     second, second_lead = synced_user()
     locmem.merge_in_crm(first_lead.external_id, into=second_lead.external_id)
     report = pull()
-    assert (report.merged, report.conflicts) == (1, 1)
+    assert (report.merged, report.conflicts, report.applied) == (1, 1, 0)
     assert lead_of(first).external_id == lead_of(second).external_id == second_lead.external_id
     [conflict] = inbound_rows(first_lead, LedgerEntry.Outcome.CONFLICT)
     assert "share one CRM record" in conflict.error and f"#{second_lead.pk}" in conflict.error
