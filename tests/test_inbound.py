@@ -57,6 +57,22 @@ def synced_user(**fields: Any) -> tuple[User, Lead]:
     return user, lead
 
 
+def sent_user(enqueued: Enqueued, **fields: Any) -> tuple[User, Lead]:
+    """A user whose lead was sent, on the dummy Tasks backend: the app's later changes stay pending."""
+    user = make_user(**fields)
+    enqueued.run_all()
+    return user, lead_of(user)
+
+
+def first_name_changed_on_both_sides(enqueued: Enqueued) -> tuple[User, Lead]:
+    """The app changed the first name (not sent yet), and a salesperson changed it in the CRM."""
+    user, lead = sent_user(enqueued, first_name="Ada")
+    user.first_name = "Augusta"
+    user.save()
+    locmem.change_in_crm(lead.external_id, first_name="Adelaide")
+    return user, lead
+
+
 def sends() -> list[str]:
     """The calls that changed the CRM (reads of changes aside)."""
     return [op for op in operations() if op not in ("changes", "read")]
@@ -220,9 +236,7 @@ def test_via_must_be_poll_or_webhook() -> None:
 def test_a_pending_change_of_the_apps_own_stays_pending_and_goes_with_the_crms_value(
     enqueued: Enqueued,
 ) -> None:
-    user = make_user(first_name="Ada")
-    enqueued.run_all()
-    lead = lead_of(user)
+    user, lead = sent_user(enqueued, first_name="Ada")
     user.first_name = "Augusta"
     user.save()
     assert lead_of(user).sync_state == SyncState.PENDING
@@ -248,9 +262,7 @@ def test_a_pending_change_of_the_apps_own_stays_pending_and_goes_with_the_crms_v
 def test_a_conflict_on_a_field_the_crm_owns_goes_to_the_crm_by_default(
     enqueued: Enqueued,
 ) -> None:
-    user = make_user()
-    enqueued.run_all()
-    lead = lead_of(user)
+    user, lead = sent_user(enqueued)
     api.set_status(user, "Contacted")  # the app's change, not sent yet
     locmem.change_in_crm(lead.external_id, status="Disqualified")  # the salesperson's
     queued = enqueued.lead_ids
@@ -271,12 +283,7 @@ def test_a_conflict_on_a_field_the_crm_owns_goes_to_the_crm_by_default(
 
 
 def test_a_conflict_on_another_field_goes_to_the_app_by_default(enqueued: Enqueued) -> None:
-    user = make_user(first_name="Ada")
-    enqueued.run_all()
-    lead = lead_of(user)
-    user.first_name = "Augusta"
-    user.save()
-    locmem.change_in_crm(lead.external_id, first_name="Adelaide")
+    user, lead = first_name_changed_on_both_sides(enqueued)
     report = pull()
     assert (report.applied, report.unchanged, report.conflicts) == (0, 1, 1)
     [conflict] = inbound_rows(lead)
@@ -290,9 +297,7 @@ def test_a_conflict_on_another_field_goes_to_the_app_by_default(enqueued: Enqueu
 def test_both_sides_making_the_same_change_is_no_conflict_and_sends_nothing(
     enqueued: Enqueued,
 ) -> None:
-    user = make_user()
-    enqueued.run_all()
-    lead = lead_of(user)
+    user, lead = sent_user(enqueued)
     api.set_status(user, "Contacted")
     locmem.change_in_crm(lead.external_id, status="Contacted")
     report = pull()
@@ -306,9 +311,7 @@ def test_conflict_winner_app_keeps_the_apps_value_for_every_field(
     enqueued: Enqueued, configure: Configure
 ) -> None:
     configure(CONFLICT_WINNER="app")
-    user = make_user()
-    enqueued.run_all()
-    lead = lead_of(user)
+    user, lead = sent_user(enqueued)
     api.set_status(user, "Contacted")
     locmem.change_in_crm(lead.external_id, status="Disqualified")
     report = pull()
@@ -321,12 +324,7 @@ def test_conflict_winner_app_keeps_the_apps_value_for_every_field(
 
 
 def test_a_conflict_read_again_is_recorded_once(enqueued: Enqueued) -> None:
-    user = make_user(first_name="Ada")
-    enqueued.run_all()
-    lead = lead_of(user)
-    user.first_name = "Augusta"
-    user.save()
-    locmem.change_in_crm(lead.external_id, first_name="Adelaide")
+    _, lead = first_name_changed_on_both_sides(enqueued)
     assert pull().conflicts == 1
     assert pull().conflicts == 0
     assert len(inbound_rows(lead, LedgerEntry.Outcome.CONFLICT)) == 1
