@@ -223,7 +223,7 @@ def _take_delete(lead: Lead, context: _Context) -> _Taken:
             return _Taken.RACED
         note = InboundNote(summary="deleted in the CRM")
         write_inbound(lead, context.operation, [note], context.now)
-        _send_on_commit(lead_deleted_in_crm, lead.pk, via=context.via)
+        announce_deleted_in_crm(lead.pk, via=context.via)
     return _Taken.DELETED
 
 
@@ -482,6 +482,12 @@ def _quote(value: Any) -> str:
 
 
 # -- the site's signals ------------------------------------------------------------------------------------
+
+
+def announce_deleted_in_crm(lead_id: int, *, via: str) -> None:
+    """Send :data:`crmify.signals.lead_deleted_in_crm` for the lead once the transaction commits. Called
+    here and by the worker, which finds a delete when the CRM answers 404 to an update (``via="push"``)."""
+    _send_on_commit(lead_deleted_in_crm, lead_id, via=via)
 
 
 def _send_on_commit(signal: Signal, lead_id: int, **kwargs: Any) -> None:
