@@ -79,16 +79,28 @@ class Figures:
 
 @dataclass
 class Crm:
-    """One CRM's sandbox, as the bench drives it."""
+    """One CRM's sandbox, as the bench drives it: a salesperson's edits through its control API."""
 
     crmify: dict[str, Any]
+    server: Any
     #: Seed a record the CRM holds (its e-mail); its CRM id.
     seed: Callable[[str], str]
-    #: Change a record as a salesperson would: the dead status, or a field the CRM does not own.
-    disqualify: Callable[[str], None]
-    touch: Callable[[str], None]
-    delete: Callable[[str], None]
-    stats: Callable[[], dict[str, Any]]
+    #: The dead status as the CRM names it, and a field it does not own (for an edit of no consequence).
+    dead: str
+    other_field: str
+
+    def disqualify(self, external_id: str) -> None:
+        self.server.salesperson_edit(external_id, {}, self.dead)
+
+    def touch(self, external_id: str) -> None:
+        self.server.salesperson_edit(external_id, {self.other_field: f"Edited {time.time()}"}, None)
+
+    def delete(self, external_id: str) -> None:
+        self.server.salesperson_delete(external_id)
+
+    def stats(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.server.stats()
+        return result
 
 
 def requests(crm: Crm) -> int:
@@ -202,26 +214,16 @@ def insightly() -> Figures:
     from crmify.sandbox import Faults, SandboxServer
 
     server = SandboxServer(faults=Faults(requests_per_second=None, daily_quota=None)).start()
-    dead = next(status.id for status in server.state.statuses if status.name == "Disqualified")
-    new = next(status.id for status in server.state.statuses if status.name == "Not Contacted")
+    new = server.state.status_id("Not Contacted")
 
     def seed(email: str) -> str:
         fields = {"FIRST_NAME": "Ada", "LAST_NAME": "L", "EMAIL": email, "LEAD_STATUS_ID": new}
         return str(server.add_lead(fields)["LEAD_ID"])
 
-    def disqualify(lead_id: str) -> None:
-        server.state.update_lead({"LEAD_ID": int(lead_id), "LEAD_STATUS_ID": dead})
-
-    def touch(lead_id: str) -> None:
-        server.state.update_lead({"LEAD_ID": int(lead_id), "TITLE": f"Edited {time.time()}"})
-
-    def delete(lead_id: str) -> None:
-        server.state.delete_lead(int(lead_id))
-
     backend = "crmify.backends.insightly.InsightlyBackend"
     crmify = sandbox_crmify(backend, server.api_key, server.url)
     try:
-        return measure("Insightly", Crm(crmify, seed, disqualify, touch, delete, server.stats))
+        return measure("Insightly", Crm(crmify, server, seed, "Disqualified", "TITLE"))
     finally:
         server.stop()
 
@@ -236,18 +238,9 @@ def hubspot() -> Figures:
         properties = {"email": email, "firstname": "Ada", "lastname": "L", "hs_lead_status": "NEW"}
         return str(server.add_contact(properties)["id"])
 
-    def disqualify(lead_id: str) -> None:
-        server.contacts.update(lead_id, None, {"properties": {"hs_lead_status": "UNQUALIFIED"}})
-
-    def touch(lead_id: str) -> None:
-        server.contacts.update(lead_id, None, {"properties": {"jobtitle": f"Edited {time.time()}"}})
-
     crmify = sandbox_crmify("crmify.backends.hubspot.HubSpotBackend", server.token, server.url)
     try:
-        return measure(
-            "HubSpot",
-            Crm(crmify, seed, disqualify, touch, server.contacts.archive, server.stats),
-        )
+        return measure("HubSpot", Crm(crmify, server, seed, "UNQUALIFIED", "jobtitle"))
     finally:
         server.stop()
 

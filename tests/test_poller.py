@@ -132,7 +132,7 @@ def change_in_crm(lead: Lead, seconds_ago: float, status: str = "Contacted") -> 
     return moment
 
 
-def status(lead: Lead) -> str:
+def status_of(lead: Lead) -> str:
     return Lead.objects.get(pk=lead.pk).status
 
 
@@ -163,7 +163,7 @@ def test_the_first_poll_reads_only_the_last_interval_not_the_crms_history(crm: N
     assert report.first and "first poll" in str(report)
     assert report.read_from is not None
     assert 59 <= (timezone.now() - report.read_from).total_seconds() <= 65
-    assert (status(old), status(recent)) == ("NotContacted", "Contacted")
+    assert (status_of(old), status_of(recent)) == ("NotContacted", "Contacted")
     assert cursor().watermark == moment == report.watermark
 
 
@@ -180,7 +180,7 @@ def test_full_reads_every_record(crm: None) -> None:
     change_in_crm(recent, seconds_ago=10)
     report = poll(full=True)
     assert report.read_from is None and "read every record" in str(report)
-    assert (status(old), status(recent)) == ("Disqualified", "Contacted")
+    assert (status_of(old), status_of(recent)) == ("Disqualified", "Contacted")
 
 
 def test_the_watermark_moves_to_the_newest_change_and_the_next_poll_overlaps_one_second_without_applying_twice(
@@ -215,7 +215,7 @@ def test_pages_are_all_read_and_applied_one_call_each(
     report = poll()
     assert report.calls == 3 == cursor().last_calls  # pages of 2, 2 and 1
     assert report.changes == 5 == cursor().last_changes == report.inbound.applied
-    assert {status(lead) for lead in leads} == {"Contacted"}
+    assert {status_of(lead) for lead in leads} == {"Contacted"}
     assert cursor().watermark == moments[-1]
     # Every call is in the ledger, with no lead.
     assert LedgerEntry.objects.filter(lead=None, operation="changes").count() == 3
@@ -245,14 +245,14 @@ def test_a_crm_error_keeps_the_watermark_and_the_next_poll_reads_the_same_change
     report = poll()
     assert "503" in report.error and "503" in cursor().last_error
     assert cursor().watermark == before  # the first page was applied, the watermark stays
-    assert status(first) == "Contacted" and status(second) == "NotContacted"
+    assert status_of(first) == "Contacted" and status_of(second) == "NotContacted"
     assert report.calls == 2
     assert LedgerEntry.objects.filter(lead=None, outcome="transient").count() == 1
     QuirkyCrm.fail_second_page = False
     report = poll()
     assert report.read_from == before - timedelta(seconds=1)
     assert not report.error and cursor().last_error == ""
-    assert status(second) == "Contacted"
+    assert status_of(second) == "Contacted"
 
 
 def test_a_deferred_change_keeps_the_watermark_so_the_next_poll_reads_it_again(crm: None) -> None:
@@ -269,7 +269,7 @@ def test_a_deferred_change_keeps_the_watermark_so_the_next_poll_reads_it_again(c
     Lead.objects.filter(pk=held.pk).update(claim_token="", claimed_at=None)
     report = poll()
     assert report.read_from == moment - timedelta(seconds=1)
-    assert status(held) == "Contacted"
+    assert status_of(held) == "Contacted"
 
 
 # -- when a poll does nothing ------------------------------------------------------------------------------
@@ -584,21 +584,19 @@ def writes(server: SandboxServer | HubSpotSandbox) -> int:
 
 
 def disqualified_by_one_poll(
-    server: SandboxServer | HubSpotSandbox,
-    disqualify: Callable[[str], Any],
-    heard: list[dict[str, Any]],
-    capture: Any,
+    server: SandboxServer | HubSpotSandbox, status: str, heard: list[dict[str, Any]], capture: Any
 ) -> None:
     """A sign-up synced to ``server``, the site's first poll, then a salesperson disqualifies the lead
-    in the CRM (``disqualify(crm_id)``): one poll brings it, the site hears it, nothing is sent back."""
+    in the CRM (``status``, as the CRM names it): one poll brings it, the site hears it, nothing is sent
+    back."""
     lead = sign_up(capture)
     poll()  # the site's first poll: the sign-up's own create, unchanged
-    disqualify(lead.external_id)
+    server.salesperson_edit(lead.external_id, {}, status)
     before = writes(server)
     with capture(execute=True):
         report = poll()
     assert report.inbound.applied == 1 and not report.error
-    assert status(lead) == "Disqualified"
+    assert status_of(lead) == "Disqualified"
     assert [(event["lead"].pk, event["changes"]) for event in heard] == [
         (lead.pk, {"status": ("NotContacted", "Disqualified")})
     ]
@@ -613,12 +611,7 @@ def test_a_status_changed_in_insightly_reaches_the_lead_by_one_poll_and_is_not_p
     configure: Callable[..., None],
 ) -> None:
     configure(PULL_INTERVAL=60)
-    dead = next(s.id for s in insightly.state.statuses if s.name == "Disqualified")
-
-    def disqualify(crm_id: str) -> None:
-        insightly.state.update_lead({"LEAD_ID": int(crm_id), "LEAD_STATUS_ID": dead})
-
-    disqualified_by_one_poll(insightly, disqualify, heard, django_capture_on_commit_callbacks)
+    disqualified_by_one_poll(insightly, "Disqualified", heard, django_capture_on_commit_callbacks)
 
 
 def test_a_status_changed_in_hubspot_reaches_the_lead_by_one_poll_and_is_not_pushed_back(
@@ -628,8 +621,4 @@ def test_a_status_changed_in_hubspot_reaches_the_lead_by_one_poll_and_is_not_pus
     configure: Callable[..., None],
 ) -> None:
     configure(PULL_INTERVAL=60)
-
-    def disqualify(crm_id: str) -> None:
-        hubspot.contacts.update(crm_id, None, {"properties": {"hs_lead_status": "UNQUALIFIED"}})
-
-    disqualified_by_one_poll(hubspot, disqualify, heard, django_capture_on_commit_callbacks)
+    disqualified_by_one_poll(hubspot, "UNQUALIFIED", heard, django_capture_on_commit_callbacks)
