@@ -42,7 +42,7 @@ logger = logging.getLogger("crmify")
 #: Seconds before changes ``apply_changes`` deferred (their lead held by a worker) are tried again.
 DEFERRED_RETRY_SECONDS = 5.0
 #: The ledger's operation for the read-back of the records a webhook named.
-READ_OPERATION = "webhook read"
+READ_OPERATION = "read"
 
 
 def _moment(at: str | None) -> datetime.datetime | None:

@@ -18,6 +18,7 @@ from django.urls import reverse
 from crmify.backends.hubspot import HubSpotBackend
 from crmify.compat import task_backends
 from crmify.models import Lead, LedgerEntry
+from tests.test_checks import crmify_messages, ids, only
 from tests.webhook_senders import (
     HUBSPOT_SETTINGS,
     HUBSPOT_URL,
@@ -240,3 +241,31 @@ def test_a_workflow_on_another_record_type_is_a_400_that_says_so(
     assert response.status_code == 400
     assert b"LEAD_ID" in response.content
     assert queued_events() == []
+
+
+# -- system checks ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("versions", [["v3", "v4"], "v3", ["V3"]], ids=["v4", "a string", "V3"])
+def test_an_unknown_signature_version_is_E120(versions: Any) -> None:
+    message = only(crmify_messages(WEBHOOK_SIGNATURE_VERSIONS=versions), "crmify.E120")
+
+    assert "v1, v2, v3" in (message.hint or "")
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_accepting_a_signature_without_a_timestamp_warns_W121(version: str) -> None:
+    messages = crmify_messages(WEBHOOK_SIGNATURE_VERSIONS=["v3", version])
+
+    assert ids(messages) == ["crmify.W121"]
+    assert version in only(messages, "crmify.W121").msg
+
+
+def test_webhook_auth_that_is_not_a_dict_is_E122() -> None:
+    messages = crmify_messages(WEBHOOK_AUTH="crmify-Hook-Secret")
+
+    only(messages, "crmify.E122")
+
+
+def test_the_default_webhook_settings_pass_the_checks() -> None:
+    assert crmify_messages(WEBHOOK_SIGNATURE_VERSIONS=["v3"], WEBHOOK_AUTH={"SECRET": SECRET}) == []
