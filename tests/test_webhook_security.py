@@ -13,11 +13,10 @@ import base64
 import io
 import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from django.core.cache import cache
 from django.test import Client, RequestFactory
 
 from crmify.compat import task_backends
@@ -31,7 +30,10 @@ from tests.webhook_senders import (
     USERNAME,
     basic,
     encode,
+    fresh_webhooks,
+    hubspot,
     hubspot_event,
+    insightly,
     now_ms,
     post_hubspot,
     post_insightly,
@@ -39,6 +41,8 @@ from tests.webhook_senders import (
     v1_signature,
     v3_headers,
 )
+
+__all__ = ["fresh_webhooks", "hubspot", "insightly"]  # fixtures, imported for pytest
 
 pytestmark = pytest.mark.django_db
 
@@ -54,14 +58,6 @@ def event(
 
 
 BODY = [event()]
-
-
-@pytest.fixture(autouse=True)
-def _fresh() -> Iterator[None]:
-    cache.clear()
-    task_backends["dummy"].clear()
-    yield
-    task_backends["dummy"].clear()
 
 
 @pytest.fixture
@@ -80,16 +76,6 @@ def logs(caplog: pytest.LogCaptureFixture) -> Callable[..., None]:
                 assert secret not in text, f"{record.name} logged a secret: {record.getMessage()}"
 
     return check
-
-
-@pytest.fixture
-def hubspot(configure: Callable[..., None]) -> None:
-    configure(**HUBSPOT_SETTINGS)
-
-
-@pytest.fixture
-def insightly(configure: Callable[..., None]) -> None:
-    configure(**INSIGHTLY_SETTINGS)
 
 
 def refused(response: Any, status: int) -> None:

@@ -7,16 +7,14 @@ is in ``tests/test_webhook_security.py``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from django.core.cache import cache
 from django.test import Client
 from django.urls import reverse
 
 from crmify.backends.hubspot import HubSpotBackend
-from crmify.compat import task_backends
 from crmify.models import Lead, LedgerEntry
 from tests.test_checks import crmify_messages, ids, only
 from tests.webhook_senders import (
@@ -26,7 +24,10 @@ from tests.webhook_senders import (
     INSIGHTLY_URL,
     SECRET,
     encode,
+    fresh_webhooks,
+    hubspot,
     hubspot_event,
+    insightly,
     post_hubspot,
     post_insightly,
     queued_events,
@@ -35,26 +36,9 @@ from tests.webhook_senders import (
     v3_headers,
 )
 
+__all__ = ["fresh_webhooks", "hubspot", "insightly"]  # fixtures, imported for pytest
+
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _fresh() -> Iterator[None]:
-    """No delivery remembered from another test; no task recorded."""
-    cache.clear()
-    task_backends["dummy"].clear()
-    yield
-    task_backends["dummy"].clear()
-
-
-@pytest.fixture
-def hubspot(configure: Callable[..., None]) -> None:
-    configure(**HUBSPOT_SETTINGS)
-
-
-@pytest.fixture
-def insightly(configure: Callable[..., None]) -> None:
-    configure(**INSIGHTLY_SETTINGS)
 
 
 def test_the_endpoints_are_named_under_the_sites_prefix() -> None:

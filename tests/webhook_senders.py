@@ -11,8 +11,11 @@ import hashlib
 import hmac
 import json
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import pytest
+from django.core.cache import cache
 from django.test import Client
 
 from crmify.compat import task_backends
@@ -136,3 +139,27 @@ def queued_events() -> list[list[dict[str, Any]]]:
     """The events of every ``apply_webhook_task`` the dummy Tasks backend recorded, in order."""
     results = task_backends["dummy"].results
     return [r.args[0] for r in results if r.task.name == "apply_webhook_task"]
+
+
+# -- fixtures (imported by the webhook test modules) -----------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def fresh_webhooks() -> Iterator[None]:
+    """No delivery remembered from another test (the replay memory is in the cache); no task recorded."""
+    cache.clear()
+    task_backends["dummy"].clear()
+    yield
+    task_backends["dummy"].clear()
+
+
+@pytest.fixture
+def hubspot(configure: Callable[..., None]) -> None:
+    """HubSpot is the CRM; its app secret is configured."""
+    configure(**HUBSPOT_SETTINGS)
+
+
+@pytest.fixture
+def insightly(configure: Callable[..., None]) -> None:
+    """Insightly is the CRM; its webhook's Basic credentials are configured."""
+    configure(**INSIGHTLY_SETTINGS)
