@@ -4,8 +4,8 @@ Queued by the views in :mod:`crmify.webhooks` (which make no CRM call and write 
 of one delivery (:mod:`crmify.webhook_events`). A deleted record becomes ``CrmChange(id, deleted=True)``,
 a merged one ``CrmChange(loser, merged_into=survivor)``; every record said to have changed (a merge's
 survivor too) is read back from the CRM in one ``read_changes`` call, because a webhook body is a hint and
-the record read back is the truth. Then ``crmify.inbound.apply_changes(..., via="webhook")`` applies them
-all; it decides what reaches each lead and fires the signals.
+the record read back is the truth. ``crmify.inbound.apply_changes(..., via="webhook")`` applies the
+deletes and merges, then the records read back; it decides what reaches each lead and fires the signals.
 
 The read is a CRM call like the worker's: recorded in the ledger, counted against the live share of the
 quota, and reported to ``crmify.crm_state``. When it cannot be made now, the records to read wait in a
@@ -13,13 +13,14 @@ task queued for later, as a lead waits: while the CRM is down, until its next pr
 attempt); while the quota is spent, until it resets (not an attempt); after a transient error, after the
 worker's backoff, up to ``MAX_ATTEMPTS``. A permanent error is logged and dropped (the poller, when on,
 catches the change up). A change ``apply_changes`` deferred (a worker held the lead) is tried again
-:data:`DEFERRED_RETRY_SECONDS` later. A Tasks backend that cannot defer drops what waits (logged).
+:data:`DEFERRED_RETRY_SECONDS` later, then twice as late each time, up to ``MAX_ATTEMPTS``. A Tasks backend that cannot defer drops what waits (logged).
 """
 
 from __future__ import annotations
 
 import datetime
 import logging
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -29,7 +30,7 @@ from django.utils import timezone
 from crmify import crm_state
 from crmify.backends.base import CrmChange
 from crmify.conf import crmify_settings
-from crmify.inbound import apply_changes
+from crmify.inbound import InboundReport, apply_changes
 from crmify.ledger import classify
 from crmify.queue import crmify_task, enqueue_task
 from crmify.ratelimit import QuotaShare
@@ -67,30 +68,24 @@ def direct_changes(latest: Mapping[str, WebhookEvent]) -> list[CrmChange]:
 def apply_webhook_task(events: list[dict[str, Any]], attempt: int = 0) -> dict[str, int]:
     """Apply the events of one webhook delivery (see the module docstring); ``attempt`` counts the
     times the task was queued again after a failed read or a deferral. Returns what was done, by count:
-    ``read`` back from the CRM, left ``waiting`` in a task for later, then ``apply_changes``' counts."""
+    ``read`` back from the CRM, left ``waiting`` in a task for later, and ``apply_changes``' counts.
+
+    Deletes and merges are applied first, then the records read back: a merged lead holds the
+    survivor's id by the time the survivor's record is applied, so it takes the survivor's values too.
+    """
     latest = latest_by_id(events)
-    changes = direct_changes(latest)
-    ids = read_back_ids(latest)
-    read = _read_back(ids, attempt) if ids else []
-    done = {
-        "read": len(ids) if read is not None else 0,
-        "waiting": 0 if read is not None else len(ids),
-    }
-    changes += read or []
-    if not changes:
-        return done
-    report = apply_changes(changes, via="webhook")
-    done.update(
-        applied=report.applied,
-        deleted=report.deleted,
-        merged=report.merged,
-        deferred=report.deferred,
-        unknown=report.unknown,
-    )
-    if report.deferred:
+    done: Counter[str] = Counter()
+    if direct := direct_changes(latest):
+        _count(done, apply_changes(direct, via="webhook"))
+    if ids := read_back_ids(latest):
+        read = _read_back(ids, attempt)
+        done["read" if read is not None else "waiting"] += len(ids)
+        if read:
+            _count(done, apply_changes(read, via="webhook"))
+    if done["deferred"]:
         if attempt + 1 >= crmify_settings.MAX_ATTEMPTS:
             logger.warning(
-                "crmify: webhook: %d changes deferred too often, given up", report.deferred
+                "crmify: webhook: %d changes deferred too often, given up", done["deferred"]
             )
         else:
             # Which changes waited is not reported: every record is tried again, which only repeats
@@ -99,7 +94,20 @@ def apply_webhook_task(events: list[dict[str, Any]], attempt: int = 0) -> dict[s
             delay = DEFERRED_RETRY_SECONDS * 2**attempt
             at = timezone.now() + datetime.timedelta(seconds=delay)
             _again(list(latest.values()), attempt + 1, at, "their leads were held by a worker")
-    return done
+    return dict(done)
+
+
+def _count(done: Counter[str], report: InboundReport) -> None:
+    done.update(
+        applied=report.applied,
+        unchanged=report.unchanged,
+        conflicts=report.conflicts,
+        refused=report.refused,
+        deleted=report.deleted,
+        merged=report.merged,
+        deferred=report.deferred,
+        unknown=report.unknown,
+    )
 
 
 def _read_back(ids: list[str], attempt: int) -> list[CrmChange] | None:

@@ -129,6 +129,8 @@ def test_a_merge_moves_the_loser_to_the_survivor_then_reads_the_survivor_back(
     apply_webhook_task.call([event("5", "merged", survivor="7"), event("7")])
 
     assert reads() == ["7"]
+    # Two calls: the lead holds the survivor's id before the survivor's record is applied.
+    assert [len(changes) for changes, _ in applied.calls] == [1, 1]
     merged, survivor = applied.changes
     assert (merged.external_id, merged.merged_into, merged.deleted) == ("5", "7", False)
     assert survivor == CrmChange("7", values={"status": "Contacted"})
