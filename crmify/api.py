@@ -179,8 +179,9 @@ def set_status_of(leads: Iterable[Lead], status: str, *, force: bool = False) ->
 
 
 def gone_from_crm() -> Q:
-    """Leads whose CRM record is gone: deleted by us, or failed because the CRM answered 404 to an update
-    (someone deleted the record in the CRM; the ledger's last word on a failed lead is why it failed)."""
+    """Leads whose CRM record is gone: deleted by us or in the CRM (read back, or a 404 to an update), or
+    failed because the CRM answered 404 to an update (before such leads were marked deleted in the CRM;
+    the ledger's last word on a failed lead is why it failed)."""
     last_call = LedgerEntry.objects.filter(lead=OuterRef(OuterRef("pk"))).order_by(
         "-started_at", "-id"
     )
@@ -191,7 +192,11 @@ def gone_from_crm() -> Q:
             http_status=404,
         )
     )
-    return Q(sync_state=SyncState.DELETED) | (Q(sync_state=SyncState.FAILED) & Q(said_404))
+    return (
+        Q(sync_state=SyncState.DELETED)
+        | Q(deleted_in_crm_at__isnull=False)
+        | (Q(sync_state=SyncState.FAILED) & Q(said_404))
+    )
 
 
 def resync(leads: Iterable[Lead]) -> BulkResult:

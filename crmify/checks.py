@@ -18,7 +18,7 @@ from django.db import connections, router
 
 from crmify.backends import build_backend, load_backend_class
 from crmify.compat import InvalidTaskBackend, task_backends
-from crmify.conf import DEFAULTS, ON_DELETE_CHOICES, crmify_settings
+from crmify.conf import CONFLICT_WINNER_CHOICES, DEFAULTS, ON_DELETE_CHOICES, crmify_settings
 from crmify.loading import get_lead_model, get_mapper_class, get_status_model, walk_path
 from crmify.mappers import LeadModelFieldMapper
 from crmify.mixins import LeadStatusMixin
@@ -52,6 +52,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
     ]
     messages += _check_values()
     messages += _check_quota_values()
+    messages += _check_inbound_values()
     messages += _check_webhooks()
     # A backend is built from BACKEND_OPTIONS and BACKEND_AUTH: not when E005 (or E106) says they are broken.
     messages += _check_backend(
@@ -168,6 +169,50 @@ def _check_quota_values() -> list[checks.CheckMessage]:
                     106,
                 )
             )
+    return messages
+
+
+def _check_inbound_values() -> list[checks.CheckMessage]:
+    """What changes from the CRM may do: ``CRM_OWNED_FIELDS`` names lead fields (E110) and
+    ``CONFLICT_WINNER`` is one of its choices (E111)."""
+    messages: list[checks.CheckMessage] = []
+    owned = crmify_settings.get("CRM_OWNED_FIELDS")
+    fields_hint = (
+        f"Name lead fields ({', '.join(MAPPABLE_FIELDS)}) or {CUSTOM_FIELD_PREFIX}<key> for a custom "
+        f"field; the default is {DEFAULTS['CRM_OWNED_FIELDS']!r}."
+    )
+    if isinstance(owned, str) or not isinstance(owned, list | tuple):
+        messages.append(
+            _error(
+                f"CRMIFY['CRM_OWNED_FIELDS'] must be a list of lead field names, not {owned!r}.",
+                fields_hint,
+                110,
+            )
+        )
+    else:
+        messages += [
+            _error(
+                f"CRMIFY['CRM_OWNED_FIELDS'] names {name!r}, which is not a lead field.",
+                fields_hint,
+                110,
+            )
+            for name in owned
+            if not isinstance(name, str)
+            or not (
+                name in MAPPABLE_FIELDS
+                or (name.startswith(CUSTOM_FIELD_PREFIX) and len(name) > len(CUSTOM_FIELD_PREFIX))
+            )
+        ]
+    winner = crmify_settings.get("CONFLICT_WINNER")
+    if winner not in CONFLICT_WINNER_CHOICES:
+        messages.append(
+            _error(
+                f"CRMIFY['CONFLICT_WINNER'] is {winner!r}.",
+                'Use "crm" (the default: the CRM wins for CRM_OWNED_FIELDS, the app for the rest) '
+                'or "app" (the app wins for every field).',
+                111,
+            )
+        )
     return messages
 
 

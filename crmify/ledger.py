@@ -1,7 +1,8 @@
 """The ledger of CRM calls: how the engine reads a backend's error, and the rows each call leaves.
 
 Called by the worker (each lead's calls, and each batch call's rows per lead) and the backfill (its listing of the CRM); ``classify`` also by
-the public API. Every text a row keeps goes through ``crmify.secrets.redact``.
+the public API; :func:`write_inbound` by ``crmify.inbound`` (changes read back from the CRM). Every text a
+row keeps goes through ``crmify.secrets.redact``.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ class Failure:
     outage: bool = False
     #: The CRM answered (with an error about this lead): it is up, whatever this lead's fate.
     answered: bool = False
+    #: The CRM answered 404: it has no record by the id asked for (on an update: deleted in the CRM).
+    not_found: bool = False
 
     @property
     def outcome(self) -> str:
@@ -50,7 +53,7 @@ def classify(exc: BaseException) -> Failure:
     if isinstance(exc, QuotaExhausted):
         return Failure(str(exc), permanent=False, resets_at=exc.resets_at, answered=answered)
     if isinstance(exc, PermanentBackendError | MappingError | ImproperlyConfigured):
-        return Failure(str(exc), permanent=True, answered=answered)
+        return Failure(str(exc), permanent=True, answered=answered, not_found=status == 404)
     if isinstance(exc, BackendError):
         # No answer at all (a connection error, a timeout: no status) or the CRM failing (5xx).
         outage = status is None or status >= 500
@@ -168,4 +171,32 @@ def write_refusal(lead: Lead, current: str, wanted: str, now: datetime) -> None:
             f"Status change to {wanted!r} refused: it would move the lead back from {current!r} "
             "(an automatic change never does; staff may force it)."
         ),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class InboundNote:
+    """One ledger row of a change read back from the CRM (no CRM call of its own: it takes no time and
+    has no HTTP status): its ``outcome``, what came in (``summary``) and what crmify made of it
+    (``note``, for a conflict or a refusal)."""
+
+    outcome: str = LedgerEntry.Outcome.OK
+    summary: str = ""
+    note: str = ""
+
+
+def write_inbound(lead: Lead, operation: str, notes: Sequence[InboundNote], now: datetime) -> None:
+    """The rows of a change read back from the CRM for ``lead`` (``crmify.inbound``), direction IN:
+    ``operation`` is how it came (``"pull"``, ``"webhook"``)."""
+    LedgerEntry.objects.bulk_create(
+        LedgerEntry(
+            lead_id=lead.pk,
+            operation=operation,
+            started_at=now,
+            outcome=note.outcome,
+            direction=LedgerEntry.Direction.IN,
+            request_summary=redact(note.summary),
+            error=redact(note.note)[:MAX_ERROR_LENGTH],
+        )
+        for note in notes
     )

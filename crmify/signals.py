@@ -1,4 +1,5 @@
-"""Wires crmify's receivers to exactly the models ``CRMIFY`` names, and re-wires when the settings change.
+"""Wires crmify's receivers to exactly the models ``CRMIFY`` names, and re-wires when the settings change;
+declares the signals crmify sends to the site (:data:`lead_changed_in_crm`, :data:`lead_deleted_in_crm`).
 
 Connected from ``CrmifyConfig.ready()``: ``LEAD_MODEL`` (save and delete), ``LEAD_STATUS_MODEL`` (save) and
 every model the mapper's ``__`` paths reach (a ``UserProfile`` lead whose name comes from
@@ -19,6 +20,7 @@ from django.core.signals import setting_changed
 from django.db import models
 from django.db.models import Q
 from django.db.models.signals import post_delete, post_migrate, post_save
+from django.dispatch import Signal
 
 from crmify.compat import task_started
 from crmify.conf import crmify_settings
@@ -30,6 +32,24 @@ from crmify.tracking import source_deleted, track, track_saved
 logger = logging.getLogger("crmify")
 
 _connected: list[tuple[Any, Callable[..., None], type[models.Model]]] = []
+
+# -- what crmify tells the site ----------------------------------------------------------------------
+
+lead_changed_in_crm = Signal()
+"""Sent when a change made in the CRM (a salesperson's) was applied to a lead: ``sender`` is ``Lead``,
+``lead`` the lead with its new values, ``changes`` ``{field: (old, new)}`` by ``CRM_OWNED_FIELDS`` name
+(``"status"``, ``"custom_fields__plan"``), ``via`` ``"poll"`` or ``"webhook"``.
+
+Sent by ``crmify.inbound.apply_changes`` once per lead per applied change, after the transaction that
+applied it commits, with ``send_robust``: a receiver's exception is logged and does not stop the others.
+Nothing is pushed back to the CRM, even when a receiver saves the lead's source row to match (the demo
+turns off its ``sales_contact`` when a lead is disqualified in the CRM)."""
+
+lead_deleted_in_crm = Signal()
+"""Sent when a lead's record was deleted in the CRM (a poll, a webhook): ``sender`` is ``Lead``, ``lead``
+the lead (now a tombstone marked deleted in the CRM, which saves do not re-create until staff re-sync it),
+``via`` ``"poll"`` or ``"webhook"``. Sent by ``crmify.inbound.apply_changes`` after commit, with
+``send_robust``."""
 
 
 def on_lead_model_saved(

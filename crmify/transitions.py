@@ -29,6 +29,15 @@ States (the admin shows each)::
     retrying since the CRM went down --wait_for_crm_since--> waiting for the CRM
     deleting (waiting for a retry) --delete_now--> deleting, due at once
     claimed by a dead worker --release_stale_claims--> pending / deleting
+
+Changes read back from the CRM (``crmify.inbound``) never make a lead pending; a lead a worker holds is
+left alone (the change waits for the next poll or webhook retry)::
+
+    unclaimed live lead --take_from_crm--> same state, the CRM's values (not pushed back)
+    unclaimed lead not deleted --mark_deleted_in_crm--> deleted (a tombstone, nothing queued)
+    syncing, the CRM answered 404 to the update --mark_deleted_in_crm--> deleted
+    deleted in the CRM --force_pending--> pending, without its CRM id (a new record)
+    unclaimed live lead --adopt_crm_id--> same state, the merged record's survivor as its CRM id
 """
 
 from __future__ import annotations
@@ -497,16 +506,86 @@ class LeadQuerySet(models.QuerySet["Lead"]):
         forward): the lead's status is what was decided since."""
         return self.exclude(status_refused="").update(status_refused="", status_refused_at=None)
 
+    # -- changes read back from the CRM (crmify.inbound) -----------------------------------------------
+
+    def take_from_crm(
+        self,
+        *,
+        read_as: tuple[str, str],
+        values: dict[str, Any],
+        synced_values: dict[str, Any],
+        fingerprints: tuple[str, str],
+        crm_modified_at: datetime | None,
+        status_refused: str | None,
+        now: datetime,
+    ) -> int:
+        """Write what the CRM changed on the (one) lead: its ``values`` (lead fields), what crmify
+        believes the CRM holds (``synced_values``) and the ``fingerprints`` (fingerprint, synced
+        fingerprint) of both, so the change is never pushed back; its state is left as it was (pending
+        stays pending, synced stays synced). ``status_refused``: a status from the CRM the funnel refused
+        (recorded as :meth:`refuse_status` does), "" to forget an earlier refusal (a status went
+        through), None to leave it. ``crm_modified_at`` (None: unknown, kept) is the CRM's modification
+        time of the record read.
+
+        Refused (0) unless the lead is as it was read: unclaimed, not a tombstone, at the fingerprints
+        ``read_as``. A worker that claimed it meanwhile, or a save or a send that moved it, is never
+        overwritten: the caller reads it again. How many moved (0 or 1).
+        """
+        fingerprint, synced_fingerprint = read_as
+        changes: dict[str, Any] = {**values, "synced_values": synced_values, "updated_at": now}
+        changes["fingerprint"], changes["synced_fingerprint"] = fingerprints
+        if crm_modified_at is not None:
+            changes["crm_modified_at"] = crm_modified_at
+        if status_refused is not None:
+            changes["status_refused"] = status_refused
+            changes["status_refused_at"] = now if status_refused else None
+        return (
+            self.unclaimed()
+            .filter(tombstone=False, fingerprint=fingerprint, synced_fingerprint=synced_fingerprint)
+            .update(**changes)
+        )
+
+    def mark_deleted_in_crm(self, now: datetime, error: str = "") -> int:
+        """The leads' CRM records were deleted in the CRM (a poll, a webhook, a 404 to an update):
+        tombstones, deleted, marked deleted in the CRM at ``now``, with nothing queued (there is nothing
+        left to delete) and their claim given back; ``error`` is what the CRM said, kept on the lead.
+        Saves and backfills do not bring them back; staff's "Re-sync" (:meth:`force_pending`) does, as a
+        new record. A lead already deleted (by crmify, or in the CRM before) is refused. How many moved.
+        """
+        return self.exclude(sync_state=SyncState.DELETED).update(
+            tombstone=True,
+            sync_state=SyncState.DELETED,
+            deleted_in_crm_at=now,
+            attempts=0,
+            next_attempt_at=None,
+            waiting_for_crm=False,
+            last_error=error,
+            updated_at=now,
+            **_RELEASED,
+        )
+
+    def adopt_crm_id(self, external_id: str, now: datetime | None = None) -> int:
+        """The leads' CRM records were merged into ``external_id`` in the CRM (HubSpot's merge): that is
+        their CRM id from now on. Tombstones are refused (their deletion must not reach the survivor).
+        How many moved."""
+        return (
+            self.filter(tombstone=False)
+            .exclude(external_id=external_id)
+            .update(external_id=external_id, updated_at=now or timezone.now())
+        )
+
     # -- staff ----------------------------------------------------------------------------------------
 
     def force_pending(self, forget_crm_id: Q, now: datetime | None = None) -> int:
-        """Make the leads send everything again, changed or not; a tombstone comes back to life. Leads a
-        worker holds stay syncing. Those matching ``forget_crm_id`` (their CRM record is gone) drop their
-        CRM id, so the send creates a new record. How many rows were written ("Re-sync", "Sync now")."""
+        """Make the leads send everything again, changed or not; a tombstone comes back to life (one
+        deleted in the CRM too: it is no longer marked so). Leads a worker holds stay syncing. Those
+        matching ``forget_crm_id`` (their CRM record is gone) drop their CRM id, so the send creates a
+        new record. How many rows were written ("Re-sync", "Sync now")."""
         return self.update(
             synced_fingerprint="",
             synced_values={},
             tombstone=False,
+            deleted_in_crm_at=None,
             attempts=0,
             next_attempt_at=None,
             waiting_for_crm=False,

@@ -483,9 +483,15 @@ def _finish_failure(
         )
         message = failure.message
     message = redact(message)
-    logger.info("crmify: lead %s %s: %s", lead.pk, next_state, message)
     claimed = Lead.objects.filter(pk=lead.pk).held(token)
     error = message[:MAX_ERROR_LENGTH]
+    if failure.not_found and lead.external_id and retry_state == SyncState.RETRYING:
+        # The CRM has no record by this id to update: it was deleted there. The lead is marked so (a
+        # tombstone that saves do not re-create), not failed; staff's "Re-sync" creates a new record.
+        logger.info("crmify: lead %s deleted in the CRM: %s", lead.pk, message)
+        claimed.mark_deleted_in_crm(now, error)
+        return SyncOutcome.DELETED
+    logger.info("crmify: lead %s %s: %s", lead.pk, next_state, message)
     if next_state == SyncState.FAILED:
         # A sync that failed for good while the site changed or deleted the lead: the new values (an
         # e-mail address fixed after a 400) or the delete are what to send next, not a dead end.

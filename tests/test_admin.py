@@ -327,6 +327,42 @@ def test_ledger_is_latest_first_and_paged(login: Login) -> None:
     assert [e.pk for e in second.object_list] == [e.pk for e in reversed(entries[:5])]
 
 
+def test_a_lead_deleted_in_the_crm_is_filtered_badged_and_says_how_to_bring_it_back(
+    login: Login,
+) -> None:
+    live = make_lead(external_id="10", sync_state=SyncState.SYNCED)
+    gone = make_lead(external_id="11", sync_state=SyncState.DELETED, tombstone=True)
+    Lead.objects.filter(pk=gone.pk).update(deleted_in_crm_at=gone.created_at)
+    client = login("root")
+
+    def found(query: str) -> set[int]:
+        return {lead.pk for lead in client.get(CHANGELIST + query).context["cl"].result_list}
+
+    assert found("?deleted_in_crm=yes") == {gone.pk}
+    assert found("?deleted_in_crm=no") == {live.pk}
+    listing = client.get(CHANGELIST).content.decode()
+    assert '<span class="crmify-badge crmify-badge--deleted">Deleted in the CRM</span>' in listing
+    page = client.get(change_url(gone)).content.decode()
+    assert "Deleted in the CRM on" in page
+    assert "Saves and backfills do not create it again" in page
+
+
+def test_the_ledger_shows_each_rows_direction(login: Login) -> None:
+    lead = make_lead()
+    (sent,) = make_ledger(lead, 1)
+    LedgerEntry.objects.create(
+        lead=lead,
+        operation="pull",
+        started_at=sent.started_at,
+        outcome=LedgerEntry.Outcome.OK,
+        direction=LedgerEntry.Direction.IN,
+        request_summary="status: 'NotContacted' \u2192 'Disqualified'",
+    )
+    html = login("root").get(change_url(lead)).content.decode()
+    assert 'crmify-direction--in">&larr; From the CRM</span>' in html
+    assert 'crmify-direction--out">&rarr; To the CRM</span>' in html
+
+
 def test_sync_now_reports_success_and_records_the_call(login: Login) -> None:
     lead = make_lead()
     response = login("syncer").post(sync_now_url(lead), follow=True)

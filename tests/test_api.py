@@ -171,7 +171,9 @@ def test_resync_of_a_lead_deleted_in_the_crm_creates_it_again(insightly: Sandbox
     user.first_name = "Augusta"
     user.save()
     lead = lead_of(user)
-    assert lead.sync_state == SyncState.FAILED
+    # Issue 14: marked deleted in the CRM (a tombstone saves do not re-create), no longer failed.
+    assert lead.sync_state == SyncState.DELETED and lead.tombstone
+    assert lead.deleted_in_crm_at is not None
     assert "no longer exists in Insightly" in lead.last_error
     assert "Re-sync it to create it again" in lead.last_error  # what staff are told to do: it works
     assert api.resync([lead]).queued == 1

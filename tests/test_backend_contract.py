@@ -116,6 +116,7 @@ def test_a_plain_backend_has_the_contracts_defaults_and_only_its_two_methods_are
     assert api.crm_health() is None
     assert crm_record_url(backend, "7") is None
     assert not backend.supports_fetch  # its own flag announces nothing the engine could call
+    assert not backend.supports_pull  # it has no way to read changes back
     with pytest.raises(PermanentBackendError, match="supports_fetch is off"):
         api.fetch_from_crm(Lead(external_id="7"))
     assert HookNamedCRM.calls == []

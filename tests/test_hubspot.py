@@ -180,13 +180,14 @@ def test_delete_archives_and_a_missing_contact_counts_as_gone(
     assert calls(hubspot, "DELETE /objects/contacts/{id}") == 2
 
 
-def test_update_of_a_contact_deleted_in_hubspot_fails_permanently(
+def test_update_of_a_contact_deleted_in_hubspot_marks_it_deleted_in_the_crm(
     hubspot, django_capture_on_commit_callbacks
 ):
     lead = sign_up(django_capture_on_commit_callbacks, email="x@example.com", last_name="X")
     hubspot.contacts.archive(lead.external_id)
     lead = save_user(django_capture_on_commit_callbacks, lead, first_name="Changed")
-    assert lead.sync_state == SyncState.FAILED
+    # Issue 14: a 404 to the update marks the lead deleted in the CRM (it failed permanently before).
+    assert lead.sync_state == SyncState.DELETED and lead.deleted_in_crm_at is not None
     assert "no longer exists in HubSpot" in lead.last_error
 
 

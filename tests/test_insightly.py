@@ -192,7 +192,7 @@ def test_delete_removes_the_crm_lead_and_a_missing_one_counts_as_gone(
     assert backend.delete_lead(lead.external_id) is True  # 404: already gone
 
 
-def test_update_of_a_lead_deleted_in_the_crm_fails_permanently(
+def test_update_of_a_lead_deleted_in_the_crm_marks_it_deleted_in_the_crm(
     insightly, django_capture_on_commit_callbacks
 ):
     lead = sign_up(django_capture_on_commit_callbacks, email="x@example.com", last_name="X")
@@ -202,7 +202,8 @@ def test_update_of_a_lead_deleted_in_the_crm_fails_permanently(
         user.first_name = "Changed"
         user.save()
     lead.refresh_from_db()
-    assert lead.sync_state == SyncState.FAILED
+    # Issue 14: a 404 to the update marks the lead deleted in the CRM (it failed permanently before).
+    assert lead.sync_state == SyncState.DELETED and lead.deleted_in_crm_at is not None
     assert "no longer exists in Insightly" in lead.last_error
 
 

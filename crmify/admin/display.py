@@ -56,12 +56,16 @@ def admin_url(model_admin: admin.ModelAdmin[Any], name: str, *args: Any) -> str:
     return reverse(f"{model_admin.admin_site.name}:{_url_name(model_admin, name)}", args=args)
 
 
-def state_badge(state: str, *, waiting_for_crm: bool = False) -> SafeString:
+def state_badge(
+    state: str, *, waiting_for_crm: bool = False, deleted_in_crm: bool = False
+) -> SafeString:
     """A coloured badge that also says the state in words (readable without colour); a lead waiting for
-    the CRM to answer again says so."""
+    the CRM to answer again says so, and so does one a salesperson deleted in the CRM."""
     label = SyncState(state).label if state in SyncState.values else state
     if waiting_for_crm:
         label = _("%s, waiting for the CRM") % label
+    if deleted_in_crm:
+        label = _("Deleted in the CRM")
     return format_html('<span class="crmify-badge crmify-badge--{}">{}</span>', state, label)
 
 
@@ -122,6 +126,17 @@ def crm_id_link(backend: BaseBackend | None, external_id: str) -> SafeString | s
     if url is None:
         return external_id
     return format_html('<a href="{}" target="_blank" rel="noopener">{}</a>', url, external_id)
+
+
+def deleted_in_crm_text(lead: Lead) -> str:
+    """What the lead's page says of a record a salesperson deleted in the CRM: when, and how to bring
+    it back."""
+    if lead.deleted_in_crm_at is None:
+        return "-"
+    return _(
+        "Deleted in the CRM on %(when)s. Saves and backfills do not create it again; "
+        "\u201cRe-sync\u201d creates a new record there."
+    ) % {"when": exact_time(lead.deleted_in_crm_at)}
 
 
 def source_admin_url(admin_site: admin.AdminSite, lead: Lead) -> str | None:

@@ -43,3 +43,12 @@ class HasErrorFilter(YesNoFilter):
     title = _("has an error")
     parameter_name = "has_error"
     condition = ~Q(last_error="")
+
+
+class DeletedInCrmFilter(YesNoFilter):
+    """Leads whose CRM record a salesperson deleted in the CRM (``crmify.inbound``): tombstones until
+    staff re-sync them."""
+
+    title = _("deleted in the CRM")
+    parameter_name = "deleted_in_crm"
+    condition = Q(deleted_in_crm_at__isnull=False)

@@ -30,6 +30,7 @@ from crmify.admin.display import (
     admin_url,
     configured_backend,
     crm_id_link,
+    deleted_in_crm_text,
     error_details,
     refusal_text,
     relative_time,
@@ -37,7 +38,7 @@ from crmify.admin.display import (
     state_badge,
     status_with_refusal,
 )
-from crmify.admin.filters import HasCrmIdFilter, HasErrorFilter
+from crmify.admin.filters import DeletedInCrmFilter, HasCrmIdFilter, HasErrorFilter
 from crmify.admin.health import health_view
 from crmify.admin.import_export import LeadImportExportMixin
 from crmify.admin.preview import mapper_preview_view
@@ -63,6 +64,8 @@ SYNC_FIELDS = (
     "crm_id",
     "sync_state_badge",
     "tombstone",
+    "deleted_in_crm",
+    "crm_modified_at",
     "attempts",
     "next_attempt_at",
     "last_error",
@@ -112,6 +115,7 @@ class LeadAdmin(LeadImportExportMixin, LeadModelAdmin):
         "status",
         HasCrmIdFilter,
         HasErrorFilter,
+        DeletedInCrmFilter,
         ("last_synced_at", admin.DateFieldListFilter),
     )
     search_fields = ("email", "first_name", "last_name", "external_id")
@@ -167,7 +171,15 @@ class LeadAdmin(LeadImportExportMixin, LeadModelAdmin):
 
     @admin.display(description=gettext_lazy("sync state"), ordering="sync_state")
     def sync_state_badge(self, lead: Lead) -> SafeString:
-        return state_badge(lead.sync_state, waiting_for_crm=lead.waiting_for_crm)
+        return state_badge(
+            lead.sync_state,
+            waiting_for_crm=lead.waiting_for_crm,
+            deleted_in_crm=lead.deleted_in_crm_at is not None,
+        )
+
+    @admin.display(description=gettext_lazy("deleted in the CRM"))
+    def deleted_in_crm(self, lead: Lead) -> str:
+        return deleted_in_crm_text(lead)
 
     @admin.display(description=gettext_lazy("CRM id"), ordering="external_id")
     def crm_id(self, lead: Lead) -> SafeString | str:

@@ -25,6 +25,8 @@ A lead is a HubSpot contact. Options (``CRMIFY['BACKEND_OPTIONS']``):
 ``PROPERTY_CACHE_SECONDS`` how long the account's property table is cached (600)
 ``RECORD_URL``            staff link (``"https://app.hubspot.com/contacts/{portal}/record/0-1/{id}"``)
 ``PORTAL_ID``             the account's id, for ``RECORD_URL``; without it no link is shown
+``SEARCH_REQUESTS_PER_SECOND`` the pace of search calls (the pull's), shared by every worker: 90 % of
+                          search's own limit of 4 a second per token (3.6)
 ========================  ===========================================================================
 
 Auth: ``CRMIFY_BACKEND_AUTH_API_KEY`` (or ``BACKEND_AUTH['API_KEY']``) is the private-app access token,
@@ -36,6 +38,9 @@ table (read once, cached like Insightly's statuses) before a call: an unknown pr
 or a value that is no option of an enumeration is a permanent error naming it, never a 400 loop. A value
 equal to an option's *label* is sent as that option's value. A 409 "Contact already exists. Existing
 ID: N" adopts N and updates it. lifecyclestage cannot move backwards directly: it is cleared first.
+
+What is read back (``crmify.backends.hubspot_pull``): the contacts changed since a moment by search,
+oldest first, 100 a call at search's own pace; contacts by id in ``batch/read`` calls.
 """
 
 from __future__ import annotations
@@ -53,9 +58,10 @@ from django.utils import timezone
 
 from crmify.conf import crmify_settings
 from crmify.exceptions import PermanentBackendError, TransientBackendError
+from crmify.ratelimit import SharedRateLimiter
 from crmify.transitions import funnel_statuses
 
-from .base import BatchItem, ConnectionCheck, CrmLead, normalise_name
+from .base import BatchItem, ConnectionCheck, CrmChange, CrmLead, normalise_name
 from .http import (
     SUMMARY_LENGTH,
     HttpBackend,
@@ -73,6 +79,7 @@ from .hubspot_errors import (
     policy,
     property_problems,
 )
+from .hubspot_pull import PULL_PAGE, read_contacts, search_changes
 
 if TYPE_CHECKING:
     from crmify.models import Lead
@@ -101,6 +108,8 @@ HUBSPOT_OWN_PROPERTIES = ("id", "createdate", "lastmodifieddate")
 MAX_PAGE = 100
 #: The share of the plan's 10-second limit the shared limiter uses (other apps share the token).
 PACE_SHARE = 0.9
+#: Search's own limit, calls a second per token (``shared/hubspot-api.md``).
+SEARCH_LIMIT = 4
 
 _Part = TypeVar("_Part")
 
@@ -129,6 +138,8 @@ class HubSpotBackend(HttpBackend):
     supports_lookup = True
     supports_connection_check = True
     supports_batch = True
+    supports_pull = True
+    pull_page_size = PULL_PAGE
     #: Properties whose updates go alone, never in a batch (``hubspot_batch``): see STAGE_PROPERTIES.
     stage_properties = STAGE_PROPERTIES
 
@@ -145,6 +156,10 @@ class HubSpotBackend(HttpBackend):
         ).format(prefix=prefix)
         self.table_seconds = float(self.options.get("PROPERTY_CACHE_SECONDS", 600))
         self.max_batch_size = max_batch_size(self.options)
+        #: Paces search calls (the pull's) below search's own limit, shared like the backend's pace.
+        self.search_limiter = SharedRateLimiter(
+            f"{self.name}-search", self.search_requests_per_second(), self.cache
+        )
         self.reported_interval_max: int | None = None
         self.field_properties = {
             field: prop
@@ -175,6 +190,10 @@ class HubSpotBackend(HttpBackend):
         if explicit:
             return float(explicit)
         return self.ten_second_limit() / 10 * PACE_SHARE
+
+    def search_requests_per_second(self) -> float:
+        """``SEARCH_REQUESTS_PER_SECOND`` if set, else 90 % of search's limit of 4 (3.6 a second)."""
+        return float(self.options.get("SEARCH_REQUESTS_PER_SECOND") or SEARCH_LIMIT * PACE_SHARE)
 
     def quota_headers(self, response: requests.Response) -> tuple[int | None, int | None]:
         # The 10-second limit HubSpot reports, for crmify_check to compare with TEN_SECOND_LIMIT.
@@ -479,9 +498,10 @@ class HubSpotBackend(HttpBackend):
             return None
         return self.contact_id(response, "the e-mail lookup")
 
-    def fetch_lead(self, lead_id: str) -> dict[str, Any] | None:
-        """The contact's properties (those crmify sends and HubSpot's own), flat, or None if gone."""
-        wanted = sorted(
+    def read_properties(self) -> list[str]:
+        """The properties a contact is read with (:meth:`fetch_lead`, the pull): those crmify sends
+        and HubSpot's own dates."""
+        return sorted(
             {
                 *self.field_properties.values(),
                 *(name for values in self.status_map().values() for name in values),
@@ -490,11 +510,14 @@ class HubSpotBackend(HttpBackend):
                 "lastmodifieddate",
             }
         )
+
+    def fetch_lead(self, lead_id: str) -> dict[str, Any] | None:
+        """The contact's properties (:meth:`read_properties`), flat, or None if gone."""
         response = self.request_unless_gone(
             "fetch",
             "GET",
             f"{self.objects_path}/{_contact_key(lead_id)}",
-            params={"properties": ",".join(wanted)},
+            params={"properties": ",".join(self.read_properties())},
         )
         if response is None:
             return None
@@ -543,6 +566,16 @@ class HubSpotBackend(HttpBackend):
             if key not in known and not key.startswith("hs_") and value not in ("", None)
         }
         return values
+
+    def iter_changes(self, since: datetime.datetime | None) -> Iterator[list[CrmChange]]:
+        """Contacts by ``lastmodifieddate`` at or after ``since``, oldest first, 100 a search call
+        (``crmify.backends.hubspot_pull``)."""
+        return search_changes(self, since)
+
+    def read_changes(self, external_ids: Sequence[str]) -> list[CrmChange]:
+        """Contacts read again by id in ``batch/read`` calls: missing ones deleted, merged ones
+        naming the survivor (``crmify.backends.hubspot_pull``)."""
+        return read_contacts(self, external_ids)
 
     def iter_leads(self, page_size: int = MAX_PAGE) -> Iterator[list[CrmLead]]:
         """``GET /contacts?limit=&after=&properties=email`` page by page (100 is HubSpot's largest)."""

@@ -31,7 +31,7 @@ from django.core import checks
 from crmify.exceptions import PermanentBackendError, TransientBackendError
 
 from .base import BatchItem, normalise_email
-from .hubspot_errors import describe_error
+from .hubspot_errors import describe_error, objects_in
 
 if TYPE_CHECKING:
     from crmify.models import Lead
@@ -150,12 +150,12 @@ def _send(
     by_trace = {str(body["objectWriteTraceId"]): index for index, body in inputs}
     by_key = {_key(str(body["id"])): index for index, body in inputs}
     answered = _mapping(answer)
-    for result in _entries(answered.get("results")):
+    for result in objects_in(answered.get("results")):
         position = _match(result, by_trace, by_key)
         contact = str(result.get("id") or "")
         if position is not None and contact.isdigit():
             items[position] = BatchItem(result=contact)
-    for error in _entries(answered.get("errors")):
+    for error in objects_in(answered.get("errors")):
         position = _match(error, by_trace, by_key)
         if position is not None:
             items[position] = BatchItem(error=_input_error(error))
@@ -217,9 +217,3 @@ def _mapping(value: Any) -> Mapping[str, Any]:
 
 def _listed(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
-
-
-def _entries(value: Any) -> list[Mapping[str, Any]]:
-    return (
-        [entry for entry in value if isinstance(entry, Mapping)] if isinstance(value, list) else []
-    )

@@ -41,7 +41,7 @@ def body_of(text: str) -> Mapping[str, Any]:
 def existing_id(error: Mapping[str, Any]) -> str | None:
     """The id of the contact a 409 (or a 207 entry) says already has the e-mail, if it names one."""
     texts = [str(error.get("message") or "")]
-    texts += [str(item.get("message") or "") for item in _items(error.get("errors"))]
+    texts += [str(item.get("message") or "") for item in objects_in(error.get("errors"))]
     for text in texts:
         found = _EXISTING_ID.search(text)
         if found:
@@ -63,7 +63,7 @@ def property_problems(error: Mapping[str, Any]) -> list[tuple[str, str, str]]:
             listed = json.loads(embedded.group(1))
         except ValueError:
             listed = []
-        for item in _items(listed):
+        for item in objects_in(listed):
             problems.append(
                 (
                     str(item.get("name") or "?"),
@@ -72,7 +72,7 @@ def property_problems(error: Mapping[str, Any]) -> list[tuple[str, str, str]]:
                 )
             )
     if not problems:
-        for item in _items(error.get("errors")):
+        for item in objects_in(error.get("errors")):
             context = item.get("context")
             names = context.get("propertyName") if isinstance(context, Mapping) else None
             name = str(names[0]) if isinstance(names, list) and names else "?"
@@ -101,5 +101,6 @@ def policy(error: Mapping[str, Any]) -> str:
     return str(error.get("policyName") or "").upper()
 
 
-def _items(value: Any) -> list[Mapping[str, Any]]:
+def objects_in(value: Any) -> list[Mapping[str, Any]]:
+    """The JSON objects of a list in an answer (``results``, ``errors``); nothing for a non-list."""
     return [item for item in value if isinstance(item, Mapping)] if isinstance(value, list) else []

@@ -20,6 +20,7 @@ Options (``CRMIFY['BACKEND_OPTIONS']``):
 ``LOOKUP_BY_EMAIL``    before creating, adopt an existing CRM lead whose ``EMAIL`` equals the lead's,
                        ignoring case and surrounding spaces (True)
 ``STATUS_CACHE_SECONDS`` how long status and source tables are cached (600)
+``INCLUDE_CONVERTED``  ask the pull's listings for converted leads too (True); see below
 =====================  ==========================================================================
 
 Auth: ``CRMIFY_BACKEND_AUTH_API_KEY``, sent as HTTP Basic with the key as user name and no password.
@@ -29,6 +30,13 @@ What is sent (``shared/insightly-api.md``): statuses are resolved from ``GET /Le
 ``yyyy-MM-dd HH:mm:ss`` in UTC, the body format (ISO 8601 is for query strings only); a value longer than
 :data:`MAX_LENGTHS` is a mapping error and never sent; an update sends custom fields by ``FIELD_NAME``, each
 one the app cleared with ``"FIELD_VALUE": null``, never ``"CUSTOMFIELDS": null``.
+
+What is read back (``shared/insightly-pull.md``): :meth:`InsightlyBackend.iter_changes` pages through
+``GET /Leads/Search?updated_after_utc=`` (``GET /Leads`` for every lead), 500 a page, in whatever order
+Insightly gives (none is documented). v2.2 left converted leads out of both unless
+``include_converted=true``, and v3.1 may too, so the pull asks for them; an account that answers 400
+naming the parameter is asked again without it, and this process remembers not to send it there.
+``DATE_UPDATED_UTC`` (``yyyy-MM-dd HH:mm:ss``, UTC) is the record's ``modified_at``.
 """
 
 from __future__ import annotations
@@ -43,6 +51,7 @@ from crmify.exceptions import PermanentBackendError, TransientBackendError
 
 from .base import (
     ConnectionCheck,
+    CrmChange,
     CrmLead,
     length_problems,
     listing_says_absent,
@@ -101,6 +110,11 @@ MAX_LENGTHS: dict[str, int] = {
 
 #: How many search results the lookup by e-mail reads: it adopts only an exact match among them.
 LOOKUP_PAGE = 20
+#: Insightly's largest page (``top``): one call of the pull reads this many leads.
+MAX_PAGE = 500
+#: Base URLs whose lead listings answered 400 to ``include_converted`` in this process (see
+#: :meth:`InsightlyBackend.lead_listing`): every backend instance of the process asks them without it.
+REFUSES_INCLUDE_CONVERTED: set[str] = set()
 
 
 def crm_id(value: Any) -> int | None:
@@ -120,6 +134,28 @@ def body_date(value: datetime.date) -> str:
         else datetime.datetime.combine(value, datetime.time())
     )
     return f"{moment.year:04d}-{moment:%m-%d %H:%M:%S}"
+
+
+def updated_at(value: Any) -> datetime.datetime | None:
+    """A body date (``DATE_UPDATED_UTC``: ``yyyy-MM-dd HH:mm:ss``, UTC) as an aware datetime; ISO 8601
+    is read too, in case an account answers so. None for anything else (a record without one)."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    try:
+        moment = datetime.datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=datetime.UTC)
+    return moment.astimezone(datetime.UTC)
+
+
+def query_date(moment: datetime.datetime) -> str:
+    """``moment`` as ``updated_after_utc`` takes it: ISO 8601 ``YYYY-MM-DDTHH:MM:SSZ`` in UTC, the
+    fraction of a second dropped (rounding down keeps "at or after" true); a naive one is UTC."""
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(datetime.UTC)
+    return f"{moment.year:04d}-{moment:%m-%dT%H:%M:%S}Z"
 
 
 def derived_last_name(email: str | None, first_name: str | None) -> str:
@@ -155,6 +191,8 @@ class InsightlyBackend(HttpBackend):
     supports_listing = True
     supports_lookup = True
     supports_connection_check = True
+    supports_pull = True
+    pull_page_size = MAX_PAGE
     max_lengths: Mapping[str, int] = MAX_LENGTHS
 
     def __init__(
@@ -446,6 +484,66 @@ class InsightlyBackend(HttpBackend):
             if len(rows) < page_size:
                 return
             skip += page_size
+
+    # -- reading changes back (supports_pull) --------------------------------------------------------
+
+    def iter_changes(self, since: datetime.datetime | None) -> Iterator[list[CrmChange]]:
+        """``GET /Leads/Search?updated_after_utc=&top=500&skip=`` page by page until a short one
+        (``GET /Leads`` when ``since`` is None), converted leads asked for. Pages come in Insightly's
+        order, which is documented nowhere: the poller keeps the newest ``modified_at`` it saw."""
+        path, params = "Leads", {}
+        if since is not None:
+            path, params = "Leads/Search", {"updated_after_utc": query_date(since)}
+        skip = 0
+        while True:
+            rows = self.lead_listing(path, {**params, "top": MAX_PAGE, "skip": skip})
+            yield [self.change_of(row) for row in rows]
+            if len(rows) < MAX_PAGE:
+                return
+            skip += MAX_PAGE
+
+    def read_changes(self, external_ids: Sequence[str]) -> list[CrmChange]:
+        """Each lead read again (``GET /Leads/{id}``, one call each: Insightly has no batch read); a
+        404 is a lead deleted in Insightly."""
+        changes = []
+        for lead_id in external_ids:
+            record = self.fetch_lead(lead_id)
+            changes.append(
+                CrmChange(str(lead_id), deleted=True) if record is None else self.change_of(record)
+            )
+        return changes
+
+    def change_of(self, record: Mapping[str, Any]) -> CrmChange:
+        """A lead record as the pull hands it on: its values by lead field name (:meth:`read_record`)
+        and ``DATE_UPDATED_UTC`` as ``modified_at``."""
+        return CrmChange(
+            str(crm_id(record.get("LEAD_ID"))),
+            modified_at=updated_at(record.get("DATE_UPDATED_UTC")),
+            values=self.read_record(record),
+        )
+
+    def lead_listing(self, path: str, params: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+        """One page of ``path`` (``Leads`` or ``Leads/Search``) with converted leads asked for
+        (``include_converted=true``) unless ``INCLUDE_CONVERTED`` is off or the account refused the
+        parameter: a 400 naming it is asked again once without it, and remembered for the process."""
+        ask = (
+            bool(self.options.get("INCLUDE_CONVERTED", True))
+            and self.base_url not in REFUSES_INCLUDE_CONVERTED
+        )
+        try:
+            response = self.request(
+                "pull",
+                "GET",
+                path,
+                params={**params, **({"include_converted": "true"} if ask else {})},
+            )
+        except PermanentBackendError as exc:
+            named = "include_converted" in f"{exc.message} {exc.response_text}".lower()
+            if not (ask and exc.status_code == 400 and named):
+                raise
+            REFUSES_INCLUDE_CONVERTED.add(self.base_url)
+            response = self.request("pull", "GET", path, params=params)
+        return self.records(response, "the lead listing")
 
     def fetch_lead(self, lead_id: str) -> dict[str, Any] | None:
         response = self.request_unless_gone("fetch", "GET", f"Leads/{int(lead_id)}")

@@ -84,7 +84,7 @@ def resolve(method: str, subpath: str) -> Route:
 
 def _list_leads(state: SandboxState, request: Request, _tail: str) -> Response:
     skip, top, brief, count_total = _check_paging(request)
-    page, total = state.leads_page(skip, top)
+    page, total = state.leads_page(skip, top, include_converted=_include_converted(state, request))
     return _render_page(page, total, brief, count_total)
 
 
@@ -120,8 +120,15 @@ def _search_leads(state: SandboxState, request: Request, _tail: str) -> Response
         # its filter and would otherwise page through the whole account.
         raise ApiError(400, "Search needs field_name/field_value and/or updated_after_utc.")
     skip, top, brief, count_total = _check_paging(request)
-    leads = state.search(field_name, field_value, updated_after)
-    return _render_page(leads[skip : skip + top], len(leads), brief, count_total)
+    page, total = state.search(
+        field_name,
+        field_value,
+        updated_after,
+        skip,
+        top,
+        include_converted=_include_converted(state, request),
+    )
+    return _render_page(page, total, brief, count_total)
 
 
 def _lead_statuses(state: SandboxState, request: Request, _tail: str) -> Response:
@@ -173,6 +180,16 @@ def _check_paging(request: Request) -> tuple[int, int, bool, bool]:
     if not 0 <= top <= MAX_TOP:
         raise ApiError(400, f"top must be between 0 and {MAX_TOP}, not {top}.")
     return skip, top, _bool_param(request, "brief"), _bool_param(request, "count_total")
+
+
+def _include_converted(state: SandboxState, request: Request) -> bool:
+    """Whether a lead listing asked for converted leads (``include_converted=true``); a 400 naming
+    the parameter when the dialect does not know it (``Dialect.include_converted="refused"``)."""
+    if "include_converted" in request.query and state.dialect.include_converted == "refused":
+        raise ApiError(
+            400, "The request is invalid: include_converted is not a parameter of this resource."
+        )
+    return _bool_param(request, "include_converted")
 
 
 def _int_param(request: Request, name: str, default: int) -> int:

@@ -45,6 +45,18 @@ _DIALECT_SWITCHES: tuple[tuple[str, tuple[Any, ...], Any, str], ...] = (
         "how /Leads/Search matches text",
     ),
     (
+        "--converted-leads",
+        ("hidden", "listed"),
+        _DIALECT.converted_leads,
+        "whether /Leads and /Leads/Search hide converted leads unless include_converted=true",
+    ),
+    (
+        "--include-converted",
+        ("accepted", "refused"),
+        _DIALECT.include_converted,
+        "whether /Leads and /Leads/Search take include_converted or answer 400",
+    ),
+    (
         "--lead-status-values",
         ("codes", "labels"),
         _HUBSPOT.lead_status_values,
@@ -194,6 +206,8 @@ def build_server(options: Mapping[str, Any]) -> BaseSandboxServer:
             create_status=options["create_status"],
             custom_fields_on_put=options["custom_fields_on_put"],
             search_match=options["search_match"],
+            converted_leads=options["converted_leads"],
+            include_converted=options["include_converted"],
         ),
     )
 

@@ -146,11 +146,20 @@ class Dialect:
     ``search_match``: ``"exact"`` (documented; text ignores case as SQL Server does) or ``"contains"``
     (a looser search, so a client that adopts the first hit without checking it is caught).
     ``max_lengths``: longest text per field (:data:`MAX_LENGTHS`).
+    ``converted_leads``: ``GET /Leads`` and ``/Leads/Search`` leave converted leads (``CONVERTED``)
+    out unless ``include_converted=true`` (``"hidden"``: v2.2's documented default, unconfirmed for
+    v3.1) or list them always (``"listed"``).
+    ``include_converted``: those two take the parameter (``"accepted"``) or answer 400 naming it
+    (``"refused"``: a v3.1 without it that checks its parameters); ``/LeadStatuses`` always takes it.
+    ``conversion_bumps_updated``: converting a lead sets its ``DATE_UPDATED_UTC`` (unconfirmed).
     """
 
     create_status: Literal[200, 201] = 200
     custom_fields_on_put: Literal["merge", "replace"] = "merge"
     search_match: Literal["exact", "contains"] = "exact"
+    converted_leads: Literal["hidden", "listed"] = "hidden"
+    include_converted: Literal["accepted", "refused"] = "accepted"
+    conversion_bumps_updated: bool = True
     # A factory: Python 3.11's dataclasses refuse a mappingproxy default (unhashable there).
     max_lengths: Mapping[str, int] = field(default_factory=lambda: MAX_LENGTHS)
 
@@ -159,6 +168,8 @@ class Dialect:
             ("create_status", (200, 201)),
             ("custom_fields_on_put", ("merge", "replace")),
             ("search_match", ("exact", "contains")),
+            ("converted_leads", ("hidden", "listed")),
+            ("include_converted", ("accepted", "refused")),
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, not {getattr(self, name)!r}")

@@ -118,46 +118,55 @@ class SandboxState:
         with self._lock:
             return [copy.deepcopy(self._leads[key]) for key in sorted(self._leads)]
 
-    def leads_page(self, skip: int, top: int) -> tuple[list[JsonDict], int]:
-        """Copies of the leads ``skip:skip + top`` in LEAD_ID order, and how many leads exist.
+    def leads_page(
+        self, skip: int, top: int, *, include_converted: bool = True
+    ) -> tuple[list[JsonDict], int]:
+        """Copies of the leads ``skip:skip + top`` in LEAD_ID order, and how many leads there are
+        (converted ones left out unless ``include_converted``).
 
         ``GET /Leads`` calls it per page; only the page is copied, so listing every lead a page
         at a time costs O(leads), not O(leads²) as copying them all for each page did.
         """
         with self._lock:
-            keys = sorted(self._leads)[skip : skip + top]
-            return [copy.deepcopy(self._leads[key]) for key in keys], len(self._leads)
+            return self._page(self._visible(include_converted), skip, top)
 
     def search(
         self,
         field_name: str | None,
         field_value: str | None,
         updated_after: datetime | None,
-    ) -> list[JsonDict]:
-        """Leads matching an exact field value and/or updated at or after a moment.
+        skip: int = 0,
+        top: int | None = None,
+        *,
+        include_converted: bool = True,
+    ) -> tuple[list[JsonDict], int]:
+        """Copies of the page ``skip:skip + top`` (all when ``top`` is None) of the leads matching an
+        exact field value and/or updated at or after a moment, in LEAD_ID order, and how many match.
 
         String fields match case-insensitively: Insightly sits on SQL Server, whose default
         collation ignores case, so ``EMAIL`` lookups do too (unknown for certain; chosen). With
         ``Dialect.search_match="contains"`` a text field matches any value containing the text.
         ``updated_after`` is inclusive to the second so a poller never misses a change made
-        in the same second as its last sync (unknown; clients must tolerate repeats).
+        in the same second as its last sync (unknown; clients must tolerate repeats). Converted
+        leads are left out unless ``include_converted``.
         """
         if field_name is not None and field_name not in SEARCHABLE_FIELDS:
             raise ValidationError(f"field_name {field_name!r} is not a searchable Lead field.")
         cutoff = updated_after.replace(microsecond=0) if updated_after is not None else None
         contains = self.dialect.search_match == "contains"
-        # Copy only the matches: copying every lead made each e-mail lookup cost O(leads), which
+        # Only the page is copied: copying every match made each e-mail lookup cost O(leads), which
         # held a 2,000-lead run (tests/reliability/test_scale_out.py) to a few leads a second.
         with self._lock:
-            return [
-                copy.deepcopy(lead)
-                for _, lead in sorted(self._leads.items())
+            found = [
+                lead
+                for lead in self._visible(include_converted)
                 if (
                     field_name is None
                     or _matches(lead.get(field_name), field_value or "", contains=contains)
                 )
                 and (cutoff is None or parse_body_date(lead["DATE_UPDATED_UTC"]) >= cutoff)
             ]
+            return self._page(found, skip, top)
 
     # --- writes ------------------------------------------------------------------------------
 
@@ -214,6 +223,19 @@ class SandboxState:
             self._save()
 
     # --- internals (lock held) ----------------------------------------------------------------
+
+    def _visible(self, include_converted: bool) -> list[JsonDict]:
+        """The leads a listing sees, in LEAD_ID order: converted ones only when asked for or when the
+        dialect lists them anyway (``Dialect.converted_leads``)."""
+        shown = include_converted or self.dialect.converted_leads == "listed"
+        return [
+            lead for _, lead in sorted(self._leads.items()) if shown or not lead.get("CONVERTED")
+        ]
+
+    @staticmethod
+    def _page(leads: list[JsonDict], skip: int, top: int | None) -> tuple[list[JsonDict], int]:
+        end = None if top is None else skip + top
+        return [copy.deepcopy(lead) for lead in leads[skip:end]], len(leads)
 
     def _existing(self, lead_id: int) -> JsonDict:
         try:

@@ -28,6 +28,13 @@ class UserProfile(models.Model):
     # so the admin's "failed" filter shows the CRM's own refusal.
     plan = models.CharField(max_length=40, blank=True, default=Plan.FREE)
     signup_source = models.CharField(max_length=40, blank=True)
+    # Not sent to the CRM: the CRM decides it. A salesperson who disqualifies the lead in the CRM turns it
+    # off (``shop.receivers``), one who moves the lead on turns it back on.
+    sales_contact = models.BooleanField(
+        default=True,
+        help_text="Set from the CRM: off while the lead is disqualified there. Change the lead's status "
+        "in the CRM to change it.",
+    )
 
     def __str__(self) -> str:
         return self.user.get_full_name() or self.user.username

@@ -9,7 +9,8 @@ answer's ``errors`` and the answer a 207 with ``numErrors``; the others are done
 ``archive`` answers 204 whatever it finds.
 
 Answer: ``{status: "COMPLETE", results, startedAt, completedAt}`` (+ ``numErrors``, ``errors[{status,
-category, message, context, id}]`` on a 207). Results of ``upsert`` carry ``new``; every result and
+category, message, context, id}]`` on a 207; a read names every id it did not find in one entry's
+``context.ids``, as HubSpot does). Results of ``upsert`` carry ``new``; every result and
 error of an input that had an ``objectWriteTraceId`` carries it back (``context.objectWriteTraceId``
 in an error), so a client can match them to its inputs.
 """
@@ -64,6 +65,8 @@ def answer_batch(contacts: ContactStore, action: str, body: object, max_inputs: 
             results.append(result)
     if action == "archive":
         return empty(204)
+    if action == "read":
+        errors = _missing_together(errors)
     answer: JsonDict = {
         "status": "COMPLETE",
         "results": results,
@@ -97,6 +100,25 @@ def _error_entry(error: HubSpotError, item: object, trace: object) -> JsonDict:
     if key is not None:
         entry["id"] = str(key)
     return entry
+
+
+def _missing_together(errors: list[JsonDict]) -> list[JsonDict]:
+    """A read's errors as HubSpot gives them: one OBJECT_NOT_FOUND entry naming every id not found
+    (``context.ids``), after the other errors."""
+    missing = [entry for entry in errors if entry["category"] == "OBJECT_NOT_FOUND"]
+    if not missing:
+        return errors
+    ids = [key for entry in missing for key in entry["context"].get("ids", [])]
+    return [
+        *(entry for entry in errors if entry["category"] != "OBJECT_NOT_FOUND"),
+        {
+            "status": "error",
+            "category": "OBJECT_NOT_FOUND",
+            "message": "Could not get some CONTACT objects, they may be deleted or not exist. "
+            "Check that ids are valid.",
+            "context": {"ids": ids},
+        },
+    ]
 
 
 def _properties_param(body: Mapping[str, Any]) -> list[str]:

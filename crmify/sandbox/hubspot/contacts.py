@@ -21,7 +21,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from crmify.sandbox.dates import utc_now
 from crmify.sandbox.persist import write_json_file
 
 from .errors import HubSpotError, bad_request, invalid_properties, not_found
@@ -32,11 +31,18 @@ from .schema import (
     PropertyDef,
     PropertyIndex,
 )
-from .search import check_search, matches
+from .search import check_search, matches, sort_key
 
 _FILE_VERSION = 1
 FIRST_CONTACT_ID = 101
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+def hubspot_now() -> datetime:
+    """The HubSpot sandbox's default clock: aware UTC, to the millisecond (HubSpot keeps
+    milliseconds, and a poller pages by them)."""
+    moment = datetime.now(UTC)
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
 
 def hubspot_time(moment: datetime) -> str:
@@ -55,7 +61,7 @@ class ContactStore:
         dialect: HubSpotDialect,
         *,
         state_file: str | os.PathLike[str] | None = None,
-        clock: Callable[[], datetime] = utc_now,
+        clock: Callable[[], datetime] = hubspot_now,
     ) -> None:
         self.dialect = dialect
         self.index = PropertyIndex(tuple(properties))
@@ -87,14 +93,19 @@ class ContactStore:
             return answer
 
     def search(self, body: object) -> JsonDict:
-        groups, options = check_search(body, self.index.by_name, self.dialect.search_page_max)
+        groups, options = check_search(
+            body,
+            self.index.by_name,
+            self.dialect.search_page_max,
+            self.dialect.search_max_results,
+        )
         with self._lock:
             found = [
                 contact
                 for _number, contact in sorted(self._contacts.items())
                 if matches(groups, options["query"], contact["properties"])
             ]
-            found = _sorted(found, options["sorts"])
+            found = self._sorted(found, options["sorts"])
             after, limit = options["after"], options["limit"]
             answer: JsonDict = {
                 "total": len(found),
@@ -154,8 +165,7 @@ class ContactStore:
                     values.pop(name, None)
                 else:
                     values[name] = value
-            now = hubspot_time(self._clock())
-            values["lastmodifieddate"] = contact["updatedAt"] = now
+            self._touch(contact)
             self._save()
             return self._render(contact, [*changes, "lifecyclestage"] if stage else list(changes))
 
@@ -174,6 +184,13 @@ class ContactStore:
             self._save()
 
     # -- helpers (the lock held) ------------------------------------------------------------------
+
+    def _touch(self, contact: JsonDict) -> None:
+        """Stamp a change of ``contact``: every write of one goes through here, so its
+        ``lastmodifieddate`` and ``updatedAt`` (what a poller searches by) always move."""
+        contact["properties"]["lastmodifieddate"] = contact["updatedAt"] = hubspot_time(
+            self._clock()
+        )
 
     def _find(self, key: str, id_property: str | None) -> JsonDict:
         if id_property in (None, "", "hs_object_id"):
@@ -260,6 +277,19 @@ class ContactStore:
             return {"error": "INVALID_EMAIL", "message": f"Email address {value} is invalid"}
         return None
 
+    def _sorted(self, found: list[JsonDict], sorts: list[Any]) -> list[JsonDict]:
+        """``found`` (in id order) by the search's ``sorts``, each by its property's type."""
+        for sort in reversed(sorts):
+            if isinstance(sort, Mapping) and sort.get("propertyName"):
+                name = str(sort["propertyName"])
+                prop = self.index.by_name.get(name)
+                found = sorted(
+                    found,
+                    key=lambda contact: sort_key(prop, contact["properties"].get(name)),
+                    reverse=str(sort.get("direction", "ASCENDING")).upper() == "DESCENDING",
+                )
+        return found
+
     def _render(self, contact: JsonDict, wanted: Sequence[str]) -> JsonDict:
         names = list(wanted) or list(DEFAULT_READ_PROPERTIES)
         values = contact["properties"]
@@ -314,15 +344,3 @@ def _cursor(after: str | None) -> int:
         raise bad_request(
             f"after must be a cursor from paging.next.after, not {after!r}."
         ) from None
-
-
-def _sorted(found: list[JsonDict], sorts: list[Any]) -> list[JsonDict]:
-    for sort in reversed(sorts):
-        if isinstance(sort, Mapping) and sort.get("propertyName"):
-            name = str(sort["propertyName"])
-            found = sorted(
-                found,
-                key=lambda contact: str(contact["properties"].get(name) or ""),
-                reverse=str(sort.get("direction", "ASCENDING")).upper() == "DESCENDING",
-            )
-    return found

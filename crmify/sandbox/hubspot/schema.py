@@ -103,8 +103,9 @@ _TEXT_PROPERTIES = (
     ("country", "Country/Region"),
 )
 
-#: Read-only properties every contact has (HubSpot sets them).
-SYSTEM_PROPERTIES = ("hs_object_id", "createdate", "lastmodifieddate")
+#: Read-only properties every contact has (HubSpot sets them; ``hs_merged_object_ids`` only once
+#: others were merged into it: their ids, separated by ``;``).
+SYSTEM_PROPERTIES = ("hs_object_id", "createdate", "lastmodifieddate", "hs_merged_object_ids")
 #: What a contact read without ``properties`` answers with.
 DEFAULT_READ_PROPERTIES = (
     "createdate",
@@ -130,6 +131,8 @@ class HubSpotDialect:
     exists. Existing ID: N"), ``"object_already_exists"`` (the newer category with
     ``errors[{in: "email"}]`` and the id in the message) or ``"no_id"`` (the newer shape naming no id).
     ``search_page_max``: the largest search ``limit`` (200, unconfirmed).
+    ``search_max_results``: how far a search pages (10,000, documented): a page reaching past it
+    (``after`` + ``limit``) is a 400. Lower it in a test to reach it with few contacts.
     ``search_requests_per_second``: search's own limit (4, documented); None turns it off.
     ``retry_after``: whether a 429 carries ``Retry-After`` (not documented either way).
     ``batch_max_inputs``: the most inputs one batch call takes (100, third parties' figure,
@@ -140,6 +143,7 @@ class HubSpotDialect:
     lifecycle_backwards: Literal["ignored", "rejected", "allowed"] = "ignored"
     conflict: Literal["legacy", "object_already_exists", "no_id"] = "legacy"
     search_page_max: int = 200
+    search_max_results: int = 10_000
     search_requests_per_second: float | None = 4.0
     retry_after: bool = False
     batch_max_inputs: int = 100
@@ -172,6 +176,7 @@ def standard_properties(
         PropertyDef("hs_object_id", "Record ID", "number", read_only=True, unique=True),
         PropertyDef("createdate", "Create Date", "datetime", read_only=True),
         PropertyDef("lastmodifieddate", "Last Modified Date", "datetime", read_only=True),
+        PropertyDef("hs_merged_object_ids", "Merged Contact IDs", read_only=True),
         *extra,
     )
 

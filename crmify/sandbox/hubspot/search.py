@@ -2,22 +2,27 @@
 
 Called by ``contacts.ContactStore.search`` under its lock. Limits from ``shared/hubspot-api.md``:
 at most 5 filter groups, 10 filters in a group and 25 in all; filters in a group AND, groups OR;
-no more than 10,000 results can be paged through.
+no more than 10,000 results can be paged through (``HubSpotDialect.search_max_results``).
+
+A datetime property (``lastmodifieddate``) compares and sorts as an instant: a filter's value may be
+milliseconds since the epoch (what clients send) or an ISO-8601 text, and the stored value is
+HubSpot's ``2026-12-02T13:45:00.000Z``. A number property (``hs_object_id``) compares and sorts by value.
 """
 
 from __future__ import annotations
 
 import fnmatch
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .errors import HubSpotError, bad_request
-from .schema import JsonDict
+from .schema import JsonDict, PropertyDef
 
 MAX_GROUPS = 5
 MAX_FILTERS_PER_GROUP = 10
 MAX_FILTERS = 25
-MAX_RESULTS = 10_000
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 #: What a free-text ``query`` looks in (the default searchable properties of a contact).
 QUERY_PROPERTIES = ("firstname", "lastname", "email", "phone", "company", "website")
 
@@ -25,9 +30,10 @@ Filter = Callable[[Mapping[str, str]], bool]
 
 
 def check_search(
-    body: Any, known: Mapping[str, object], page_max: int
+    body: Any, known: Mapping[str, PropertyDef], page_max: int, max_results: int
 ) -> tuple[list[list[Filter]], JsonDict]:
-    """The compiled filter groups of ``body`` and its paging/sorting; 400 for anything out of bounds."""
+    """The compiled filter groups of ``body`` and its paging/sorting; 400 for anything out of bounds
+    (a ``limit`` above ``page_max``, a page reaching past ``max_results``)."""
     if not isinstance(body, Mapping):
         raise bad_request("The search body must be a JSON object.")
     groups = body.get("filterGroups") or []
@@ -53,9 +59,9 @@ def check_search(
     after = _int(body.get("after", 0), "after")
     if not 0 < limit <= page_max:
         raise bad_request(f"limit must be between 1 and {page_max}, not {limit}.")
-    if after < 0 or after + limit > MAX_RESULTS:
+    if after < 0 or after + limit > max_results:
         raise bad_request(
-            f"Search can page through at most {MAX_RESULTS} results (after {after}, limit {limit})."
+            f"Search can page through at most {max_results} results (after {after}, limit {limit})."
         )
     sorts = body.get("sorts") or []
     query = body.get("query")
@@ -92,7 +98,17 @@ def _int(value: Any, name: str) -> int:
         raise bad_request(f"{name} must be an integer, not {value!r}.") from None
 
 
-def _compile(item: Any, known: Mapping[str, object]) -> Filter:
+def sort_key(prop: PropertyDef | None, stored: Any) -> tuple[int, float, str]:
+    """How a stored value orders under ``prop``'s type: instants and numbers by value, text ignoring
+    case; an empty value first (HubSpot's place for them is unknown)."""
+    text = str(stored or "")
+    number = _number(prop, text) if text else None
+    if number is not None:
+        return (1, number, "")
+    return (1 if text else 0, 0.0, text.casefold())
+
+
+def _compile(item: Any, known: Mapping[str, PropertyDef]) -> Filter:
     if not isinstance(item, Mapping):
         raise bad_request("A filter must be an object.")
     name = item.get("propertyName")
@@ -106,20 +122,23 @@ def _compile(item: Any, known: Mapping[str, object]) -> Filter:
     value = item.get("value")
     values = item.get("values")
     high = item.get("highValue")
+    prop = known[name]
 
     def get(props: Mapping[str, str]) -> str:
         return str(props.get(name) or "")
 
     comparisons: dict[str, Callable[[str], bool]] = {
-        "EQ": lambda stored: _equal(stored, value),
-        "NEQ": lambda stored: not _equal(stored, value),
-        "LT": lambda stored: _order(stored, value) < 0,
-        "LTE": lambda stored: _order(stored, value) <= 0,
-        "GT": lambda stored: _order(stored, value) > 0,
-        "GTE": lambda stored: _order(stored, value) >= 0,
-        "BETWEEN": lambda stored: _order(stored, value) >= 0 and _order(stored, high) <= 0,
-        "IN": lambda stored: any(_equal(stored, one) for one in values or []),
-        "NOT_IN": lambda stored: not any(_equal(stored, one) for one in values or []),
+        "EQ": lambda stored: _same(prop, stored, value),
+        "NEQ": lambda stored: not _same(prop, stored, value),
+        "LT": lambda stored: _compare(prop, stored, value) < 0,
+        "LTE": lambda stored: _compare(prop, stored, value) <= 0,
+        "GT": lambda stored: _compare(prop, stored, value) > 0,
+        "GTE": lambda stored: _compare(prop, stored, value) >= 0,
+        "BETWEEN": lambda stored: (
+            _compare(prop, stored, value) >= 0 and _compare(prop, stored, high) <= 0
+        ),
+        "IN": lambda stored: any(_same(prop, stored, one) for one in values or []),
+        "NOT_IN": lambda stored: not any(_same(prop, stored, one) for one in values or []),
         "HAS_PROPERTY": lambda stored: stored != "",
         "NOT_HAS_PROPERTY": lambda stored: stored == "",
         "CONTAINS_TOKEN": lambda stored: _token(stored, value),
@@ -137,23 +156,40 @@ def _compile(item: Any, known: Mapping[str, object]) -> Filter:
     return lambda props: test(get(props))
 
 
-def _equal(stored: str, wanted: Any) -> bool:
+def _same(prop: PropertyDef, stored: str, wanted: Any) -> bool:
     # Text compares ignoring case (an e-mail typed in capitals still matches); numbers by value.
     if stored.casefold() == str(wanted).casefold():
         return True
-    try:
-        return float(stored) == float(wanted)
-    except (TypeError, ValueError):
-        return False
+    left, right = _number(prop, stored), _number(prop, wanted)
+    return left is not None and left == right
 
 
-def _order(stored: str, wanted: Any) -> int:
-    try:
-        left, right = float(stored), float(wanted)
-    except (TypeError, ValueError):
+def _compare(prop: PropertyDef, stored: str, wanted: Any) -> int:
+    left, right = _number(prop, stored), _number(prop, wanted)
+    if left is None or right is None:
         left_text, right_text = stored.casefold(), str(wanted).casefold()
         return (left_text > right_text) - (left_text < right_text)
     return (left > right) - (left < right)
+
+
+def _number(prop: PropertyDef | None, text: Any) -> float | None:
+    """A value as the number it compares and sorts by: the number it spells, or milliseconds since
+    the epoch for an ISO-8601 value of a date or datetime property; None for anything else."""
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        pass
+    if prop is None or prop.type not in ("date", "datetime"):
+        return None
+    try:
+        moment = datetime.fromisoformat(str(text).strip())
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    # Whole milliseconds by integer arithmetic: timestamp() * 1000 can land a hair off, and an EQ
+    # on an instant would miss.
+    return float((moment - _EPOCH) // timedelta(milliseconds=1))
 
 
 def _token(stored: str, wanted: Any) -> bool:

@@ -19,14 +19,13 @@ from datetime import datetime
 from typing import Final
 
 from crmify.sandbox.core import ApiRoute, BaseSandboxServer, RateGate
-from crmify.sandbox.dates import utc_now
 from crmify.sandbox.faults import Faults
 from crmify.sandbox.messages import Request, Response, proxy_unavailable
 from crmify.sandbox.ratelimit import QuotaReading, RollingWindow, TokenBucket
 from crmify.sandbox.stats import ThrottleKind
 
 from .api import Account, resolve
-from .contacts import ContactStore
+from .contacts import ContactStore, hubspot_now
 from .errors import HubSpotError, error_response, rate_limited
 from .schema import HubSpotDialect, JsonDict, PropertyDef, standard_properties
 
@@ -53,7 +52,7 @@ class HubSpotSandbox(BaseSandboxServer):
         properties: Sequence[PropertyDef] = (),
         dialect: HubSpotDialect | None = None,
         state_file: str | os.PathLike[str] | None = None,
-        clock: Callable[[], datetime] = utc_now,
+        clock: Callable[[], datetime] = hubspot_now,
         log_requests: bool = False,
     ) -> None:
         self.token = token
