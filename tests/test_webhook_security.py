@@ -31,9 +31,9 @@ from tests.webhook_senders import (
     basic,
     encode,
     fresh_webhooks,
-    hubspot,
     hubspot_event,
-    insightly,
+    hubspot_hooks,
+    insightly_hooks,
     now_ms,
     post_hubspot,
     post_insightly,
@@ -42,7 +42,7 @@ from tests.webhook_senders import (
     v3_headers,
 )
 
-__all__ = ["fresh_webhooks", "hubspot", "insightly"]  # fixtures, imported for pytest
+__all__ = ["fresh_webhooks", "hubspot_hooks", "insightly_hooks"]  # fixtures, imported for pytest
 
 pytestmark = pytest.mark.django_db
 
@@ -87,7 +87,7 @@ def refused(response: Any, status: int) -> None:
 
 
 def test_a_wrong_signature_is_refused(
-    hubspot: None, client: Client, logs: Callable[..., None]
+    hubspot_hooks: None, client: Client, logs: Callable[..., None]
 ) -> None:
     body = encode(BODY)
     headers = v3_headers(body, secret=OTHER_SECRET)
@@ -97,7 +97,7 @@ def test_a_wrong_signature_is_refused(
 
 
 def test_a_body_changed_after_signing_is_refused(
-    hubspot: None, client: Client, logs: Callable[..., None]
+    hubspot_hooks: None, client: Client, logs: Callable[..., None]
 ) -> None:
     headers = v3_headers(encode(BODY))
     tampered = encode([event(object_id=666)])
@@ -108,7 +108,7 @@ def test_a_body_changed_after_signing_is_refused(
 
 @pytest.mark.parametrize("skew_seconds", [-301, 301], ids=["old", "future"])
 def test_a_timestamp_outside_five_minutes_is_refused_though_correctly_signed(
-    hubspot: None, client: Client, logs: Callable[..., None], skew_seconds: int
+    hubspot_hooks: None, client: Client, logs: Callable[..., None], skew_seconds: int
 ) -> None:
     body = encode(BODY)
     headers = v3_headers(body, timestamp=now_ms() + skew_seconds * 1000)
@@ -117,7 +117,7 @@ def test_a_timestamp_outside_five_minutes_is_refused_though_correctly_signed(
     logs(headers["X-HubSpot-Signature-v3"])
 
 
-def test_a_timestamp_within_five_minutes_is_taken(hubspot: None, client: Client) -> None:
+def test_a_timestamp_within_five_minutes_is_taken(hubspot_hooks: None, client: Client) -> None:
     body = encode(BODY)
 
     response = post_hubspot(client, body, v3_headers(body, timestamp=now_ms() - 240_000))
@@ -126,13 +126,15 @@ def test_a_timestamp_within_five_minutes_is_taken(hubspot: None, client: Client)
     assert len(queued_events()) == 1
 
 
-def test_no_signature_is_a_401(hubspot: None, client: Client, logs: Callable[..., None]) -> None:
+def test_no_signature_is_a_401(
+    hubspot_hooks: None, client: Client, logs: Callable[..., None]
+) -> None:
     refused(post_hubspot(client, BODY, headers={}), 401)
     logs()
 
 
 def test_a_v3_signature_without_its_timestamp_is_a_401(
-    hubspot: None, client: Client, logs: Callable[..., None]
+    hubspot_hooks: None, client: Client, logs: Callable[..., None]
 ) -> None:
     headers = v3_headers(encode(BODY))
     del headers["X-HubSpot-Request-Timestamp"]
@@ -142,7 +144,7 @@ def test_a_v3_signature_without_its_timestamp_is_a_401(
 
 
 def test_a_v1_signature_is_not_taken_unless_the_site_lists_v1(
-    hubspot: None, client: Client, logs: Callable[..., None]
+    hubspot_hooks: None, client: Client, logs: Callable[..., None]
 ) -> None:
     body = encode(BODY)
     signature = v1_signature(SECRET, body)
@@ -183,7 +185,7 @@ def test_without_a_configured_secret_everything_is_refused(
 
 
 def test_a_replayed_hubspot_delivery_is_answered_200_and_queued_once(
-    hubspot: None, client: Client, logs: Callable[..., None]
+    hubspot_hooks: None, client: Client, logs: Callable[..., None]
 ) -> None:
     body = encode(BODY)
     headers = v3_headers(body)
@@ -212,7 +214,7 @@ def test_a_replayed_v1_delivery_is_queued_once(
 
 
 def test_a_replayed_insightly_delivery_is_queued_once(
-    insightly: None, client: Client, logs: Callable[..., None]
+    insightly_hooks: None, client: Client, logs: Callable[..., None]
 ) -> None:
     body = {"entity": {"LEAD_ID": 5, "FIRST_NAME": BODY_MARKER}}
 
@@ -224,7 +226,7 @@ def test_a_replayed_insightly_delivery_is_queued_once(
 
 
 def test_a_delivery_that_could_not_be_queued_is_taken_when_the_crm_sends_it_again(
-    hubspot: None, client: Client, monkeypatch: pytest.MonkeyPatch
+    hubspot_hooks: None, client: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     body = encode(BODY)
     headers = v3_headers(body)
@@ -247,7 +249,7 @@ def _broker_down(*args: Any) -> Any:
 
 
 def test_no_basic_credentials_is_a_401_that_asks_for_them(
-    insightly: None, client: Client, logs: Callable[..., None]
+    insightly_hooks: None, client: Client, logs: Callable[..., None]
 ) -> None:
     response = post_insightly(client, {"entity": {"LEAD_ID": 5}}, headers={})
 
@@ -268,7 +270,7 @@ def test_no_basic_credentials_is_a_401_that_asks_for_them(
     ids=["wrong password", "wrong user", "longer password", "not base64", "no colon"],
 )
 def test_wrong_basic_credentials_are_refused(
-    insightly: None, client: Client, logs: Callable[..., None], authorization: str
+    insightly_hooks: None, client: Client, logs: Callable[..., None], authorization: str
 ) -> None:
     body = {"entity": {"LEAD_ID": 5, "FIRST_NAME": BODY_MARKER}}
 
@@ -300,7 +302,7 @@ class ExplodingStream(io.RawIOBase):
 @pytest.mark.parametrize(
     ("settings_for", "view"),
     [(HUBSPOT_SETTINGS, hubspot_webhook), (INSIGHTLY_SETTINGS, insightly_webhook)],
-    ids=["hubspot", "insightly"],
+    ids=["hubspot_hooks", "insightly_hooks"],
 )
 def test_a_body_over_the_limit_is_a_413_without_reading_it(
     configure: Callable[..., None],
@@ -323,7 +325,7 @@ def test_a_body_over_the_limit_is_a_413_without_reading_it(
 
 
 def test_a_body_just_over_the_limit_sent_whole_is_a_413(
-    hubspot: None, client: Client, logs: Callable[..., None]
+    hubspot_hooks: None, client: Client, logs: Callable[..., None]
 ) -> None:
     padding = "x" * MAX_BODY_BYTES
     body = encode([event(propertyName=padding)])
@@ -348,7 +350,7 @@ HUBSPOT_BAD_BODIES = {
 
 @pytest.mark.parametrize("body", HUBSPOT_BAD_BODIES.values(), ids=HUBSPOT_BAD_BODIES.keys())
 def test_a_signed_hubspot_body_of_the_wrong_shape_is_a_400_with_nothing_queued(
-    hubspot: None, client: Client, logs: Callable[..., None], body: bytes
+    hubspot_hooks: None, client: Client, logs: Callable[..., None], body: bytes
 ) -> None:
     headers = v3_headers(body)
 
@@ -368,7 +370,7 @@ INSIGHTLY_BAD_BODIES = {
 
 @pytest.mark.parametrize("body", INSIGHTLY_BAD_BODIES.values(), ids=INSIGHTLY_BAD_BODIES.keys())
 def test_an_insightly_body_of_the_wrong_shape_is_a_400_with_nothing_queued(
-    insightly: None, client: Client, logs: Callable[..., None], body: bytes
+    insightly_hooks: None, client: Client, logs: Callable[..., None], body: bytes
 ) -> None:
     refused(post_insightly(client, body), 400)
     logs()
@@ -379,7 +381,7 @@ def test_an_insightly_body_of_the_wrong_shape_is_a_400_with_nothing_queued(
 
 @pytest.mark.parametrize("method", ["get", "put", "delete"])
 def test_anything_but_post_is_a_405(
-    hubspot: None, client: Client, logs: Callable[..., None], method: str
+    hubspot_hooks: None, client: Client, logs: Callable[..., None], method: str
 ) -> None:
     refused(getattr(client, method)(HUBSPOT_URL), 405)
     logs()
@@ -406,7 +408,7 @@ def test_with_a_backend_of_neither_crm_both_endpoints_are_404(
     refused(post_insightly(client, {"entity": {"LEAD_ID": 5}}), 404)
 
 
-def test_the_endpoints_need_no_csrf_token(hubspot: None, logs: Callable[..., None]) -> None:
+def test_the_endpoints_need_no_csrf_token(hubspot_hooks: None, logs: Callable[..., None]) -> None:
     client = Client(enforce_csrf_checks=True)
 
     assert post_hubspot(client, BODY).status_code == 200
@@ -414,7 +416,7 @@ def test_the_endpoints_need_no_csrf_token(hubspot: None, logs: Callable[..., Non
 
 
 def test_a_refusal_is_logged_with_its_reason_and_the_senders_address(
-    hubspot: None, client: Client, caplog: pytest.LogCaptureFixture
+    hubspot_hooks: None, client: Client, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="crmify")
     body = encode(BODY)

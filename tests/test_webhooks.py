@@ -11,11 +11,17 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+import requests
 from django.test import Client
 from django.urls import reverse
 
 from crmify.backends.hubspot import HubSpotBackend
-from crmify.models import Lead, LedgerEntry
+from crmify.models import Lead, LedgerEntry, SyncState
+from crmify.sandbox import SandboxServer
+from crmify.sandbox.hubspot import HubSpotSandbox
+from crmify.signals import lead_changed_in_crm
+from tests.conftest import calls
+from tests.factories import lead_of, make_user
 from tests.test_checks import crmify_messages, ids, only
 from tests.webhook_senders import (
     HUBSPOT_SETTINGS,
@@ -25,9 +31,9 @@ from tests.webhook_senders import (
     SECRET,
     encode,
     fresh_webhooks,
-    hubspot,
     hubspot_event,
-    insightly,
+    hubspot_hooks,
+    insightly_hooks,
     post_hubspot,
     post_insightly,
     queued_events,
@@ -36,7 +42,7 @@ from tests.webhook_senders import (
     v3_headers,
 )
 
-__all__ = ["fresh_webhooks", "hubspot", "insightly"]  # fixtures, imported for pytest
+__all__ = ["fresh_webhooks", "hubspot_hooks", "insightly_hooks"]  # fixtures, imported for pytest
 
 pytestmark = pytest.mark.django_db
 
@@ -50,7 +56,7 @@ def test_the_endpoints_are_named_under_the_sites_prefix() -> None:
 
 
 def test_a_signed_property_change_is_queued_as_a_change_to_read_back(
-    hubspot: None, client: Client
+    hubspot_hooks: None, client: Client
 ) -> None:
     response = post_hubspot(client, [hubspot_event("contact.propertyChange", 101)])
 
@@ -61,7 +67,7 @@ def test_a_signed_property_change_is_queued_as_a_change_to_read_back(
 
 
 def test_creation_restore_deletion_and_privacy_deletion_are_read_as_their_kinds(
-    hubspot: None, client: Client
+    hubspot_hooks: None, client: Client
 ) -> None:
     body = [
         hubspot_event("contact.creation", 1),
@@ -82,7 +88,7 @@ def test_creation_restore_deletion_and_privacy_deletion_are_read_as_their_kinds(
 
 
 def test_a_merge_names_the_survivor_for_each_merged_record_and_reads_the_survivor_back(
-    hubspot: None, client: Client
+    hubspot_hooks: None, client: Client
 ) -> None:
     merge = hubspot_event(
         "contact.merge", 7, primaryObjectId=7, mergedObjectIds=[5, 6], newObjectId=7
@@ -99,7 +105,7 @@ def test_a_merge_names_the_survivor_for_each_merged_record_and_reads_the_survivo
 
 
 def test_events_about_other_things_are_ignored_and_nothing_is_queued_for_them(
-    hubspot: None, client: Client
+    hubspot_hooks: None, client: Client
 ) -> None:
     body = [
         hubspot_event("contact.associationChange", 1),
@@ -113,7 +119,7 @@ def test_events_about_other_things_are_ignored_and_nothing_is_queued_for_them(
     assert queued_events() == []
 
 
-def test_the_view_makes_no_crm_call_and_writes_no_lead(hubspot: None, client: Client) -> None:
+def test_the_view_makes_no_crm_call_and_writes_no_lead(hubspot_hooks: None, client: Client) -> None:
     # The backend points nowhere: a CRM call from the view would fail the request.
     assert post_hubspot(client, [hubspot_event()]).status_code == 200
     assert Lead.objects.count() == 0
@@ -153,7 +159,7 @@ def test_the_secret_can_come_from_the_environment(
 
 
 def test_behind_a_tls_proxy_the_public_uri_is_what_is_signed(
-    hubspot: None, client: Client, settings: Any
+    hubspot_hooks: None, client: Client, settings: Any
 ) -> None:
     settings.USE_X_FORWARDED_HOST = True
     settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
@@ -191,7 +197,7 @@ def test_a_subclass_of_the_crms_backend_serves_its_endpoint(
 
 
 def test_an_insightly_lead_workflow_is_queued_as_a_change_to_read_back(
-    insightly: None, client: Client
+    insightly_hooks: None, client: Client
 ) -> None:
     entity = {
         "LEAD_ID": 4242,
@@ -218,7 +224,7 @@ def test_insightly_credentials_can_come_from_the_environment(
 
 
 def test_a_workflow_on_another_record_type_is_a_400_that_says_so(
-    insightly: None, client: Client
+    insightly_hooks: None, client: Client
 ) -> None:
     response = post_insightly(client, {"entity": {"CONTACT_ID": 9, "FIRST_NAME": "Ada"}})
 
@@ -253,3 +259,104 @@ def test_webhook_auth_that_is_not_a_dict_is_E122() -> None:
 
 def test_the_default_webhook_settings_pass_the_checks() -> None:
     assert crmify_messages(WEBHOOK_SIGNATURE_VERSIONS=["v3"], WEBHOOK_AUTH={"SECRET": SECRET}) == []
+
+
+# -- over real HTTP, to the lead -------------------------------------------------------------------------
+# The sandboxes as the CRM (the conftest's ``hubspot`` and ``insightly`` fixtures) and the immediate Tasks
+# backend: the delivery's task runs at once, reads the record back over HTTP and applies it.
+
+
+def salesperson_patches(crm: HubSpotSandbox, contact_id: str, **properties: str) -> None:
+    """A change made in HubSpot's UI: the contact's properties, through the sandbox's API."""
+    requests.patch(
+        f"{crm.url}/crm/v3/objects/contacts/{contact_id}",
+        json={"properties": properties},
+        headers={"Authorization": f"Bearer {crm.token}"},
+        timeout=5,
+    ).raise_for_status()
+
+
+def contact_writes(crm: HubSpotSandbox) -> int:
+    """The requests that changed contacts (creates, updates, batches), whatever their answer."""
+    return sum(
+        sum(answers.values())
+        for route, answers in crm.stats()["requests"].items()
+        if route.split()[0] in ("POST", "PATCH", "DELETE")
+        and "search" not in route
+        and "read" not in route
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_over_http_a_status_changed_in_hubspot_reaches_the_lead_and_is_not_pushed_back(
+    hubspot: HubSpotSandbox, configure: Callable[..., None], client: Client
+) -> None:
+    configure(WEBHOOK_AUTH={"SECRET": SECRET})
+    user = make_user()
+    lead = lead_of(user)
+    assert lead.sync_state == SyncState.SYNCED
+    salesperson_patches(hubspot, lead.external_id, hs_lead_status="UNQUALIFIED")
+    writes = contact_writes(hubspot)
+    heard: list[dict[str, Any]] = []
+    lead_changed_in_crm.connect(lambda **kw: heard.append(kw), weak=False, dispatch_uid="t:hs")
+    try:
+        response = post_hubspot(
+            client, [hubspot_event("contact.propertyChange", int(lead.external_id))]
+        )
+    finally:
+        lead_changed_in_crm.disconnect(dispatch_uid="t:hs")
+
+    assert response.status_code == 200
+    assert lead_of(user).status == "Disqualified"
+    assert [(h["lead"].pk, h["via"]) for h in heard] == [(lead.pk, "webhook")]
+    assert contact_writes(hubspot) == writes  # read back, never pushed back
+    user.first_name = "Augusta"
+    user.save()  # the next push carries the CRM's status, not the old one
+    assert contact_writes(hubspot) > writes
+    [contact] = [c for c in hubspot.leads() if c["id"] == lead.external_id]
+    assert contact["properties"]["hs_lead_status"] == "UNQUALIFIED"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_over_http_a_contact_deleted_in_hubspot_marks_the_lead_deleted_in_the_crm(
+    hubspot: HubSpotSandbox, configure: Callable[..., None], client: Client
+) -> None:
+    configure(WEBHOOK_AUTH={"SECRET": SECRET})
+    lead = lead_of(make_user())
+    requests.delete(
+        f"{hubspot.url}/crm/v3/objects/contacts/{lead.external_id}",
+        headers={"Authorization": f"Bearer {hubspot.token}"},
+        timeout=5,
+    ).raise_for_status()
+
+    response = post_hubspot(client, [hubspot_event("contact.deletion", int(lead.external_id))])
+
+    assert response.status_code == 200
+    lead.refresh_from_db()
+    assert lead.deleted_in_crm_at is not None and lead.tombstone
+
+
+@pytest.mark.django_db(transaction=True)
+def test_over_http_a_status_changed_by_an_insightly_workflow_reaches_the_lead(
+    insightly: SandboxServer, configure: Callable[..., None], client: Client
+) -> None:
+    configure(WEBHOOK_AUTH=INSIGHTLY_SETTINGS["WEBHOOK_AUTH"])
+    user = make_user()
+    lead = lead_of(user)
+    disqualified = next(s.id for s in insightly.state.statuses if s.name == "Disqualified")
+    record = insightly.state.update_lead(
+        {"LEAD_ID": int(lead.external_id), "LEAD_STATUS_ID": disqualified}
+    )
+    updates = calls(insightly, "PUT /Leads")
+
+    # The workflow posts the record as it was when it ran; crmify reads it back all the same.
+    response = post_insightly(client, {"entity": {**record, "LEAD_STATUS_ID": 1}})
+
+    assert response.status_code == 200
+    assert lead_of(user).status == "Disqualified"
+    assert calls(insightly, "PUT /Leads") == updates
+    user.first_name = "Augusta"
+    user.save()  # the next push carries the CRM's status, not the old one
+    assert calls(insightly, "PUT /Leads") == updates + 1
+    [stored] = [r for r in insightly.leads() if r["LEAD_ID"] == int(lead.external_id)]
+    assert stored["LEAD_STATUS_ID"] == disqualified

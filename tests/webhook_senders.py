@@ -154,12 +154,12 @@ def fresh_webhooks() -> Iterator[None]:
 
 
 @pytest.fixture
-def hubspot(configure: Callable[..., None]) -> None:
+def hubspot_hooks(configure: Callable[..., None]) -> None:
     """HubSpot is the CRM; its app secret is configured."""
     configure(**HUBSPOT_SETTINGS)
 
 
 @pytest.fixture
-def insightly(configure: Callable[..., None]) -> None:
+def insightly_hooks(configure: Callable[..., None]) -> None:
     """Insightly is the CRM; its webhook's Basic credentials are configured."""
     configure(**INSIGHTLY_SETTINGS)
