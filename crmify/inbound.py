@@ -14,9 +14,10 @@ Called by the poller (``crmify.poller``, ``via="poll"``) and the webhook task (`
 - A pulled change never makes a lead pending nor causes a CRM call. A lead a worker holds is left for
   the next poll or webhook retry (:attr:`InboundReport.deferred_since`).
 - A record read again (a poll's overlap, a repeated webhook) changes nothing: a read older than the last
-  one applied is ignored, and one as old adds no ledger row.
+  one applied is ignored, and one as old records no conflict or refusal again.
 - A record deleted in the CRM makes its lead a tombstone marked deleted in the CRM; a record merged into
-  another (HubSpot) hands its lead the survivor's id.
+  another (HubSpot) hands its lead the survivor's id (merges are taken first, so the survivor's own
+  change read with them reaches that lead too). A status the CRM leaves empty is not applied.
 
 Every lead is written by one conditional UPDATE (``crmify.transitions``), its ledger rows in the same
 transaction, and the site's signals (``crmify.signals``) sent after it commits.
@@ -130,11 +131,24 @@ def apply_changes(changes: Sequence[CrmChange], *, via: str) -> InboundReport:
         raise ValueError(f"via must be one of {sorted(OPERATIONS)}, not {via!r}.")
     context = _Context(operation, via, InboundReport())
     report = context.report
-    newest = _newest(changes)
     report.unknown += sum(1 for change in changes if not change.external_id)
-    holders = _leads_by_crm_id(list(newest))
-    for external_id, change in newest.items():
-        leads = holders.get(external_id)
+    newest = _newest(changes)
+    # Merges first: a lead that adopts the surviving record takes the survivor's changes read with it.
+    merges = [change for change in newest.values() if change.merged_into and not change.deleted]
+    _take_all(merges, context)
+    _take_all([change for change in newest.values() if change not in merges], context)
+    if report.deferred or report.conflicts or report.refused:
+        logger.info("crmify: changes from the CRM by %s: %s", via, report)
+    return report
+
+
+def _take_all(changes: list[CrmChange], context: _Context) -> None:
+    """Apply each of ``changes`` (one per CRM id) to the leads holding its id, and count what became
+    of it."""
+    report = context.report
+    holders = _leads_by_crm_id([change.external_id for change in changes])
+    for change in changes:
+        leads = holders.get(change.external_id)
         if not leads:
             report.unknown += 1
             continue
@@ -145,9 +159,6 @@ def apply_changes(changes: Sequence[CrmChange], *, via: str) -> InboundReport:
                 report._defer_since(change.modified_at)
             else:
                 setattr(report, taken.value, getattr(report, taken.value) + 1)
-    if report.deferred or report.conflicts or report.refused:
-        logger.info("crmify: changes from the CRM by %s: %s", via, report)
-    return report
 
 
 def _newest(changes: Sequence[CrmChange]) -> dict[str, CrmChange]:
@@ -212,7 +223,7 @@ def _take_delete(lead: Lead, context: _Context) -> _Taken:
             return _Taken.RACED
         note = InboundNote(summary="deleted in the CRM")
         write_inbound(lead, context.operation, [note], context.now)
-        _send_on_commit(lead_deleted_in_crm, lead.pk, via=context.via)
+        announce_deleted_in_crm(lead.pk, via=context.via)
     return _Taken.DELETED
 
 
@@ -333,6 +344,8 @@ def _plan(lead: Lead, crm_values: Mapping[str, Any]) -> _Plan:
     base: Mapping[str, Any] | None = current if in_sync else (lead.synced_values or None)
     plan = _Plan()
     for name, crm_value in _fields(crm_values):
+        if name == "status" and not crm_value:
+            continue  # a record without a status (a merged contact's) moves no lead out of the funnel
         app_value = _value(current, name)
         if base is None:
             # Nothing known of what the CRM held: a difference in a field the CRM may change is a
@@ -469,6 +482,12 @@ def _quote(value: Any) -> str:
 
 
 # -- the site's signals ------------------------------------------------------------------------------------
+
+
+def announce_deleted_in_crm(lead_id: int, *, via: str) -> None:
+    """Send :data:`crmify.signals.lead_deleted_in_crm` for the lead once the transaction commits. Called
+    here and by the worker, which finds a delete when the CRM answers 404 to an update (``via="push"``)."""
+    _send_on_commit(lead_deleted_in_crm, lead_id, via=via)
 
 
 def _send_on_commit(signal: Signal, lead_id: int, **kwargs: Any) -> None:

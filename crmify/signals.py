@@ -48,8 +48,8 @@ turns off its ``sales_contact`` when a lead is disqualified in the CRM)."""
 lead_deleted_in_crm = Signal()
 """Sent when a lead's record was deleted in the CRM (a poll, a webhook): ``sender`` is ``Lead``, ``lead``
 the lead (now a tombstone marked deleted in the CRM, which saves do not re-create until staff re-sync it),
-``via`` ``"poll"`` or ``"webhook"``. Sent by ``crmify.inbound.apply_changes`` after commit, with
-``send_robust``."""
+``via`` ``"poll"``, ``"webhook"``, or ``"push"`` (the CRM answered 404 to an update). Sent after commit,
+with ``send_robust``, by ``crmify.inbound`` (and the worker, for ``"push"``)."""
 
 
 def on_lead_model_saved(

@@ -531,6 +531,8 @@ class LeadQuerySet(models.QuerySet["Lead"]):
         ``read_as``. A worker that claimed it meanwhile, or a save or a send that moved it, is never
         overwritten: the caller reads it again. How many moved (0 or 1).
         """
+        if set(values) & set(STATE_FIELDS):
+            raise ValueError(f"take_from_crm writes lead values, not {sorted(values)}.")
         fingerprint, synced_fingerprint = read_as
         changes: dict[str, Any] = {**values, "synced_values": synced_values, "updated_at": now}
         changes["fingerprint"], changes["synced_fingerprint"] = fingerprints

@@ -489,7 +489,11 @@ def _finish_failure(
         # The CRM has no record by this id to update: it was deleted there. The lead is marked so (a
         # tombstone that saves do not re-create), not failed; staff's "Re-sync" creates a new record.
         logger.info("crmify: lead %s deleted in the CRM: %s", lead.pk, message)
-        claimed.mark_deleted_in_crm(now, error)
+        if claimed.mark_deleted_in_crm(now, error):
+            # Imported here: crmify.inbound reaches the signals, whose receivers reach this module.
+            from crmify.inbound import announce_deleted_in_crm
+
+            announce_deleted_in_crm(lead.pk, via="push")
         return SyncOutcome.DELETED
     logger.info("crmify: lead %s %s: %s", lead.pk, next_state, message)
     if next_state == SyncState.FAILED:

@@ -57,6 +57,22 @@ def synced_user(**fields: Any) -> tuple[User, Lead]:
     return user, lead
 
 
+def sent_user(enqueued: Enqueued, **fields: Any) -> tuple[User, Lead]:
+    """A user whose lead was sent, on the dummy Tasks backend: the app's later changes stay pending."""
+    user = make_user(**fields)
+    enqueued.run_all()
+    return user, lead_of(user)
+
+
+def first_name_changed_on_both_sides(enqueued: Enqueued) -> tuple[User, Lead]:
+    """The app changed the first name (not sent yet), and a salesperson changed it in the CRM."""
+    user, lead = sent_user(enqueued, first_name="Ada")
+    user.first_name = "Augusta"
+    user.save()
+    locmem.change_in_crm(lead.external_id, first_name="Adelaide")
+    return user, lead
+
+
 def sends() -> list[str]:
     """The calls that changed the CRM (reads of changes aside)."""
     return [op for op in operations() if op not in ("changes", "read")]
@@ -124,6 +140,13 @@ def test_a_field_the_crm_does_not_own_is_drift_and_not_applied() -> None:
     assert lead_of(user).first_name == "Ada"
     assert inbound_rows(lead) == []
     assert sends() == ["create"]
+
+
+def test_a_status_the_crm_leaves_empty_is_not_applied() -> None:
+    user, lead = synced_user()
+    locmem.change_in_crm(lead.external_id, status="")
+    assert pull().applied == 0
+    assert lead_of(user).status == "NotContacted"
 
 
 def test_a_custom_field_the_crm_owns_is_applied(configure: Configure) -> None:
@@ -213,9 +236,7 @@ def test_via_must_be_poll_or_webhook() -> None:
 def test_a_pending_change_of_the_apps_own_stays_pending_and_goes_with_the_crms_value(
     enqueued: Enqueued,
 ) -> None:
-    user = make_user(first_name="Ada")
-    enqueued.run_all()
-    lead = lead_of(user)
+    user, lead = sent_user(enqueued, first_name="Ada")
     user.first_name = "Augusta"
     user.save()
     assert lead_of(user).sync_state == SyncState.PENDING
@@ -241,9 +262,7 @@ def test_a_pending_change_of_the_apps_own_stays_pending_and_goes_with_the_crms_v
 def test_a_conflict_on_a_field_the_crm_owns_goes_to_the_crm_by_default(
     enqueued: Enqueued,
 ) -> None:
-    user = make_user()
-    enqueued.run_all()
-    lead = lead_of(user)
+    user, lead = sent_user(enqueued)
     api.set_status(user, "Contacted")  # the app's change, not sent yet
     locmem.change_in_crm(lead.external_id, status="Disqualified")  # the salesperson's
     queued = enqueued.lead_ids
@@ -264,12 +283,7 @@ def test_a_conflict_on_a_field_the_crm_owns_goes_to_the_crm_by_default(
 
 
 def test_a_conflict_on_another_field_goes_to_the_app_by_default(enqueued: Enqueued) -> None:
-    user = make_user(first_name="Ada")
-    enqueued.run_all()
-    lead = lead_of(user)
-    user.first_name = "Augusta"
-    user.save()
-    locmem.change_in_crm(lead.external_id, first_name="Adelaide")
+    user, lead = first_name_changed_on_both_sides(enqueued)
     report = pull()
     assert (report.applied, report.unchanged, report.conflicts) == (0, 1, 1)
     [conflict] = inbound_rows(lead)
@@ -280,13 +294,24 @@ def test_a_conflict_on_another_field_goes_to_the_app_by_default(enqueued: Enqueu
     assert locmem.leads[lead.external_id]["first_name"] == "Augusta"
 
 
+def test_both_sides_making_the_same_change_is_no_conflict_and_sends_nothing(
+    enqueued: Enqueued,
+) -> None:
+    user, lead = sent_user(enqueued)
+    api.set_status(user, "Contacted")
+    locmem.change_in_crm(lead.external_id, status="Contacted")
+    report = pull()
+    assert (report.applied, report.unchanged, report.conflicts) == (0, 1, 0)
+    assert lead_of(user).synced_values["status"] == "Contacted"
+    enqueued.run_all()
+    assert sends() == ["create"]
+
+
 def test_conflict_winner_app_keeps_the_apps_value_for_every_field(
     enqueued: Enqueued, configure: Configure
 ) -> None:
     configure(CONFLICT_WINNER="app")
-    user = make_user()
-    enqueued.run_all()
-    lead = lead_of(user)
+    user, lead = sent_user(enqueued)
     api.set_status(user, "Contacted")
     locmem.change_in_crm(lead.external_id, status="Disqualified")
     report = pull()
@@ -299,12 +324,7 @@ def test_conflict_winner_app_keeps_the_apps_value_for_every_field(
 
 
 def test_a_conflict_read_again_is_recorded_once(enqueued: Enqueued) -> None:
-    user = make_user(first_name="Ada")
-    enqueued.run_all()
-    lead = lead_of(user)
-    user.first_name = "Augusta"
-    user.save()
-    locmem.change_in_crm(lead.external_id, first_name="Adelaide")
+    _, lead = first_name_changed_on_both_sides(enqueued)
     assert pull().conflicts == 1
     assert pull().conflicts == 0
     assert len(inbound_rows(lead, LedgerEntry.Outcome.CONFLICT)) == 1
@@ -529,22 +549,27 @@ def test_an_update_answered_404_marks_the_lead_deleted_in_the_crm() -> None:
 
 def crm_record(**values: Any) -> str:
     """A record made in the CRM by someone else (no lead holds it)."""
-    record_id = current_backend().sync_lead(Lead(email="other@example.com", **values))
-    locmem.calls.clear()
+    record_id = "900"
+    locmem.leads[record_id] = Lead(email="other@example.com", **values).crm_values()
+    locmem.change_in_crm(record_id)
     return record_id
 
 
-def test_a_lead_merged_in_the_crm_adopts_the_surviving_record() -> None:
+def test_a_lead_merged_in_the_crm_adopts_the_surviving_record_and_its_status() -> None:
     user, lead = synced_user()
-    survivor = crm_record()
+    survivor = crm_record(status="Contacted")
     locmem.merge_in_crm(lead.external_id, into=survivor)
     report = pull()
-    assert report.merged == 1 and report.conflicts == 0
+    assert (report.merged, report.applied, report.conflicts) == (1, 1, 0)
     lead = lead_of(user)
     assert lead.external_id == survivor
+    assert lead.status == "Contacted"  # the survivor's, read with the merge
+    assert lead.email != "other@example.com"  # not the CRM's to change
     assert lead.sync_state == SyncState.SYNCED
-    [row] = inbound_rows(lead)
-    assert row.request_summary.startswith(f"merged into {survivor} in the CRM")
+    merge, status = inbound_rows(lead)
+    assert merge.request_summary.startswith(f"merged into {survivor} in the CRM")
+    assert status.request_summary == "status: 'NotContacted' → 'Contacted'"
+    assert sends() == ["create"]
     user.first_name = "Augusta"
     user.save()  # the next change updates the survivor
     assert locmem.calls[-1].operation == "update" and locmem.calls[-1].lead_id == survivor
@@ -555,7 +580,7 @@ def test_a_merge_into_another_leads_record_is_adopted_and_flagged_as_a_conflict(
     second, second_lead = synced_user()
     locmem.merge_in_crm(first_lead.external_id, into=second_lead.external_id)
     report = pull()
-    assert (report.merged, report.conflicts) == (1, 1)
+    assert (report.merged, report.conflicts, report.applied) == (1, 1, 0)
     assert lead_of(first).external_id == lead_of(second).external_id == second_lead.external_id
     [conflict] = inbound_rows(first_lead, LedgerEntry.Outcome.CONFLICT)
     assert "share one CRM record" in conflict.error and f"#{second_lead.pk}" in conflict.error

@@ -16,6 +16,7 @@ from crmify import api
 from crmify.backends import get_backend
 from crmify.backends.http import error_message
 from crmify.models import Lead, LedgerEntry, SyncState
+from crmify.signals import lead_deleted_in_crm
 from crmify.worker import process_lead
 from tests.conftest import calls, crmify_for
 
@@ -197,14 +198,25 @@ def test_update_of_a_lead_deleted_in_the_crm_marks_it_deleted_in_the_crm(
 ):
     lead = sign_up(django_capture_on_commit_callbacks, email="x@example.com", last_name="X")
     insightly.state.delete_lead(int(lead.external_id))
-    with django_capture_on_commit_callbacks(execute=True):
-        user = User.objects.get(pk=lead.source_id)
-        user.first_name = "Changed"
-        user.save()
+    heard: list[tuple[int, str]] = []
+
+    def on_deleted(sender: Any, lead: Lead, via: str, **kwargs: Any) -> None:
+        heard.append((lead.pk, via))
+
+    lead_deleted_in_crm.connect(on_deleted, sender=Lead)
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            user = User.objects.get(pk=lead.source_id)
+            user.first_name = "Changed"
+            user.save()
+    finally:
+        lead_deleted_in_crm.disconnect(on_deleted, sender=Lead)
     lead.refresh_from_db()
-    # Issue 14: a 404 to the update marks the lead deleted in the CRM (it failed permanently before).
+    # Issue 14: a 404 to the update marks the lead deleted in the CRM (it failed permanently before),
+    # and the site hears of it.
     assert lead.sync_state == SyncState.DELETED and lead.deleted_in_crm_at is not None
     assert "no longer exists in Insightly" in lead.last_error
+    assert heard == [(lead.pk, "push")]
 
 
 def test_exhausted_quota_stops_calls_until_the_window_resets(

@@ -3,6 +3,8 @@
 Both entry points call ``add_arguments`` on their parser, then ``build_server`` with the parsed
 options and ``run`` to serve until Ctrl-C, so the two stay in step. ``--crm`` picks the API:
 ``insightly`` (default) or ``hubspot``; options that only one of them has say so in their help.
+The ``--webhook-*`` options make the sandbox send its CRM's webhooks (``crmify.sandbox.webhooks``)
+from the start; ``PUT /_sandbox/webhooks`` changes them while it runs.
 """
 
 from __future__ import annotations
@@ -24,11 +26,13 @@ from .schema import (
     Dialect,
 )
 from .server import DEFAULT_API_KEY, SandboxServer
+from .webhooks import SIGNATURE_VERSIONS, WebhookConfig
 
 DEFAULT_PORT = 8765
 _DEFAULTS = Faults()
 _DIALECT = Dialect()
 _HUBSPOT = HubSpotDialect()
+_WEBHOOKS = WebhookConfig()
 #: The dialect switches as flags: (flag, choices, default, help).
 _DIALECT_SWITCHES: tuple[tuple[str, tuple[Any, ...], Any, str], ...] = (
     ("--create-status", (200, 201), _DIALECT.create_status, "status of a successful POST /Leads"),
@@ -73,6 +77,12 @@ _DIALECT_SWITCHES: tuple[tuple[str, tuple[Any, ...], Any, str], ...] = (
         ("legacy", "object_already_exists", "no_id"),
         _HUBSPOT.conflict,
         "HubSpot: the shape of a duplicate e-mail's 409",
+    ),
+    (
+        "--merged-reads",
+        ("primary", "not_found"),
+        _HUBSPOT.merged_reads,
+        "HubSpot: what a read of a merged contact's id answers",
     ),
 )
 
@@ -155,7 +165,46 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=_HUBSPOT.batch_max_inputs,
         help="HubSpot: the most inputs a batch call takes (default %(default)s)",
     )
+    parser.add_argument(
+        "--conversion-bumps-updated",
+        action=argparse.BooleanOptionalAction,
+        default=_DIALECT.conversion_bumps_updated,
+        help="Insightly: whether converting a lead moves its DATE_UPDATED_UTC (default %(default)s)",
+    )
+    _add_webhook_arguments(parser)
     parser.add_argument("--quiet", action="store_true", help="do not log each request")
+
+
+def _add_webhook_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--webhook-url", help="send the CRM's webhooks to this URL")
+    parser.add_argument("--webhook-secret", help="HubSpot: the app secret webhooks are signed with")
+    parser.add_argument(
+        "--webhook-signature",
+        choices=SIGNATURE_VERSIONS,
+        default=_WEBHOOKS.signature_version,
+        help="HubSpot: the signature version (default %(default)s)",
+    )
+    parser.add_argument("--webhook-username", help="Insightly: the webhook's Basic user name")
+    parser.add_argument("--webhook-password", help="Insightly: the webhook's Basic password")
+    parser.add_argument(
+        "--webhook-max-attempts",
+        type=int,
+        default=_WEBHOOKS.max_attempts,
+        help="attempts per delivery, the first included (default %(default)s)",
+    )
+    parser.add_argument(
+        "--webhook-retry-delays",
+        type=_seconds_list,
+        default=_WEBHOOKS.retry_delays,
+        help="seconds before each retry, comma-separated; the last repeats "
+        f"(default {','.join(f'{delay:g}' for delay in _WEBHOOKS.retry_delays)})",
+    )
+    parser.add_argument(
+        "--no-webhooks-for-api-changes",
+        dest="webhooks_for_api_changes",
+        action="store_false",
+        help="send webhooks only for what a salesperson does, not for changes made through the API",
+    )
 
 
 def build_server(options: Mapping[str, Any]) -> BaseSandboxServer:
@@ -175,6 +224,7 @@ def build_server(options: Mapping[str, Any]) -> BaseSandboxServer:
         requests_per_second=options["rate"],
         seed=options["seed"],
     )
+    webhooks = _webhook_config(options)
     if hubspot:
         return HubSpotSandbox(
             options["host"],
@@ -190,7 +240,9 @@ def build_server(options: Mapping[str, Any]) -> BaseSandboxServer:
                 conflict=options["conflict"],
                 retry_after=options["retry_after"],
                 batch_max_inputs=options.get("batch_max_inputs", _HUBSPOT.batch_max_inputs),
+                merged_reads=options.get("merged_reads", _HUBSPOT.merged_reads),
             ),
+            webhooks=webhooks,
         )
     return SandboxServer(
         options["host"],
@@ -208,6 +260,26 @@ def build_server(options: Mapping[str, Any]) -> BaseSandboxServer:
             search_match=options["search_match"],
             converted_leads=options["converted_leads"],
             include_converted=options["include_converted"],
+            conversion_bumps_updated=options.get(
+                "conversion_bumps_updated", _DIALECT.conversion_bumps_updated
+            ),
+        ),
+        webhooks=webhooks,
+    )
+
+
+def _webhook_config(options: Mapping[str, Any]) -> WebhookConfig:
+    """The ``--webhook-*`` options (absent ones, from an older caller, take the defaults)."""
+    return WebhookConfig(
+        url=options.get("webhook_url"),
+        secret=options.get("webhook_secret"),
+        signature_version=options.get("webhook_signature", _WEBHOOKS.signature_version),
+        username=options.get("webhook_username"),
+        password=options.get("webhook_password"),
+        max_attempts=options.get("webhook_max_attempts", _WEBHOOKS.max_attempts),
+        retry_delays=tuple(options.get("webhook_retry_delays", _WEBHOOKS.retry_delays)),
+        webhooks_for_api_changes=options.get(
+            "webhooks_for_api_changes", _WEBHOOKS.webhooks_for_api_changes
         ),
     )
 
@@ -216,7 +288,10 @@ def run(server: BaseSandboxServer, write: Callable[[str], object]) -> None:
     """Tell the user where to point their client, then serve until Ctrl-C and stop cleanly."""
     for line in server.banner():
         write(line)
-    write(f"Control API: {server.control_url}faults | reset | leads | stats")
+    write(f"Control API: {server.control_url}faults | reset | leads | stats | webhooks")
+    webhooks = server.webhooks.config
+    if webhooks.url is not None:
+        write(f"Webhooks to: {webhooks.url}")
     write("Press Ctrl-C to stop.")
     try:
         server.serve_forever()
@@ -232,6 +307,15 @@ def _optional_int(text: str) -> int | None:
 
 def _optional_float(text: str) -> float | None:
     return None if text.strip().lower() in ("none", "unlimited") else float(text)
+
+
+def _seconds_list(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected seconds separated by commas, not {text!r}"
+        ) from None
 
 
 def _custom_field(text: str) -> CustomFieldDef:

@@ -2,10 +2,15 @@
 
 The Insightly sandbox (``server.SandboxServer``) and the HubSpot one
 (``hubspot.server.HubSpotSandbox``) subclass it and fill a few hooks: where their API lives, how a
-request is authorised, how a refusal, a throttle and an injected error look in their dialect, and
-which limit gate and account they have. The lifecycle (bind at construction, serve from a thread or
-the foreground, stop cutting open connections), the faults and their dice, the daily quota, the
-counters and the ``/_sandbox/`` control API live here once.
+request is authorised, how a refusal, a throttle and an injected error look in their dialect, which
+limit gate and account they have, what a salesperson can do to a lead, and how their webhooks look.
+The lifecycle (bind at construction, serve from a thread or the foreground, stop cutting open
+connections and the webhook sender), the faults and their dice, the daily quota, the counters, the
+webhook sender and the ``/_sandbox/`` control API live here once.
+
+A subclass's store reports each write to :meth:`BaseSandboxServer.report_change`, which hands it to
+the webhook sender (``webhooks.WebhookSender``): the salesperson's changes always, the API's while
+``webhooks_for_api_changes`` is on.
 
 ``dispatch`` is called by the wire handler for every request and decides, in order, for API calls:
 
@@ -23,18 +28,19 @@ counters and the ``/_sandbox/`` control API live here once.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, Protocol, Self
 
-from .control import handle_control
+from .control import ControlError, handle_control
 from .faults import FaultDice, Faults
 from .handler import SandboxHTTPServer
 from .messages import Request, Response, message
 from .ratelimit import DailyQuota, QuotaReading
 from .schema import JsonDict
 from .stats import Stats, ThrottleKind
+from .webhooks import WebhookConfig, WebhookFormat, WebhookSender
 
 CONTROL_PREFIX: Final = "/_sandbox/"
 
@@ -60,14 +66,24 @@ class BaseSandboxServer:
 
     The socket is bound at construction, so ``url`` is known before ``start()``. A stopped server
     cannot be started again; build a new one (with the same state file to keep the records). Usable
-    as a context manager, which starts and stops it.
+    as a context manager, which starts and stops it. ``webhooks`` are the webhook settings it starts
+    with (and goes back to on ``reset``); none sends no webhooks until configured.
     """
 
     #: The path every API call starts with (``"/v3.1/"``, ``"/crm/"``); others answer 404.
     api_prefix: str = "/"
 
-    def __init__(self, host: str, port: int, *, faults: Faults, log_requests: bool = False) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        faults: Faults,
+        webhooks: WebhookConfig | None = None,
+        log_requests: bool = False,
+    ) -> None:
         self.log_requests = log_requests
+        self.webhooks = WebhookSender(self.webhook_format(), webhooks)
         self.default_faults = faults
         self._faults = faults
         self._config_lock = threading.Lock()
@@ -123,6 +139,56 @@ class BaseSandboxServer:
         """What the CLI prints first: the URL and the credentials to configure."""
         raise NotImplementedError
 
+    def webhook_format(self) -> WebhookFormat:
+        """How this CRM's webhooks look and are authenticated (called once, at construction)."""
+        raise NotImplementedError
+
+    def salesperson_edit(
+        self, lead_id: str, fields: Mapping[str, Any], status: str | None
+    ) -> JsonDict:
+        """A salesperson edits a lead (``POST /_sandbox/leads/<id>/edit``): ``fields`` in the CRM's
+        names, ``status`` a status by name. Answers the lead; raises ``ControlError`` (400, 404)."""
+        raise NotImplementedError
+
+    def salesperson_delete(self, lead_id: str) -> None:
+        """A salesperson deletes a lead (``DELETE /_sandbox/leads/<id>``); ``ControlError`` 404."""
+        raise NotImplementedError
+
+    def salesperson_convert(self, lead_id: str) -> JsonDict:
+        """A salesperson converts a lead, where the CRM has conversion."""
+        raise ControlError(404, f"{self.webhooks.format.crm} has no lead conversion.")
+
+    def salesperson_merge(self, lead_id: str, into: str) -> JsonDict:
+        """A salesperson merges the lead into ``into``, where the CRM has merging."""
+        raise ControlError(404, f"{self.webhooks.format.crm} leads cannot be merged.")
+
+    # --- webhooks (also reached over HTTP through control.py) ---------------------------------
+
+    def report_change(self, items: list[JsonDict], by_api: bool) -> None:
+        """Called by the store after a write with its webhook items (HubSpot events, an Insightly
+        lead) and whether the CRM's API made it: queues them for the webhook URL, if any."""
+        self.webhooks.submit(items, by_api=by_api)
+
+    def configure_webhooks(
+        self, config: WebhookConfig | None = None, **changes: Any
+    ) -> WebhookConfig:
+        """Where and how to send webhooks from now on (see ``webhooks.WebhookConfig``); ValueError
+        when a setting is bad or not this CRM's."""
+        return self.webhooks.configure(config, **changes)
+
+    def reset_webhooks(self) -> None:
+        """Back to the webhook settings the server was built with; queue and log emptied."""
+        self.webhooks.reset()
+
+    def webhook_report(self) -> JsonDict:
+        """What ``GET /_sandbox/webhooks`` answers: the settings (no secrets), how many deliveries
+        are still to be sent, and the log."""
+        return {
+            "config": self.webhooks.config.to_dict(),
+            "pending": self.webhooks.pending(),
+            "deliveries": self.webhooks.deliveries(),
+        }
+
     # --- addresses ---------------------------------------------------------------------------
 
     @property
@@ -171,8 +237,10 @@ class BaseSandboxServer:
             return new
 
     def reset(self) -> None:
-        """Forget records, stats and used quota; refill the gate. Faults are left as they are."""
+        """Forget records, stats, used quota and webhooks queued or logged; refill the gate; webhook
+        settings back to the server's first ones. Faults are left as they are."""
         with self._config_lock:
+            self.webhooks.reset()
             self.clear_account()
             self._stats.reset()
             self._quota.reset()
@@ -224,6 +292,7 @@ class BaseSandboxServer:
         self._serving = False
         self._httpd.server_close()
         self._httpd.close_connections()
+        self.webhooks.stop()
         if self._thread is not None:
             self._thread.join(timeout=5)
 

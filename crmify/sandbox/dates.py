@@ -1,8 +1,9 @@
 """Date formats of Insightly v3.1, as the sandbox speaks them.
 
-Called by ``state`` (stamping leads), ``validation`` (custom DATE fields) and ``api``
-(the ``updated_after_utc`` query parameter). Bodies carry ``yyyy-MM-dd HH:mm:ss`` in UTC;
-query strings carry ISO-8601, with or without ``Z`` or an offset.
+Called by ``state`` (stamping leads), ``validation`` (custom DATE fields), ``api``
+(the ``updated_after_utc`` query parameter) and ``server`` (webhook bodies). Bodies carry
+``yyyy-MM-dd HH:mm:ss`` in UTC; query strings carry ISO-8601, with or without ``Z`` or an offset;
+workflow webhooks carry .NET's ``/Date(<ms since the epoch><offset>)/``.
 """
 
 from __future__ import annotations
@@ -39,3 +40,9 @@ def parse_query_date(text: str) -> datetime:
     if moment.tzinfo is None:
         return moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC)
+
+
+def format_webhook_date(text: str) -> str:
+    """A body date as a workflow webhook writes it: ``/Date(1489116850000+0000)/`` (milliseconds
+    since the epoch; Insightly's own example carries the account's offset, the sandbox's is UTC)."""
+    return f"/Date({int(parse_body_date(text).timestamp() * 1000)}+0000)/"

@@ -151,7 +151,8 @@ class Dialect:
     v3.1) or list them always (``"listed"``).
     ``include_converted``: those two take the parameter (``"accepted"``) or answer 400 naming it
     (``"refused"``: a v3.1 without it that checks its parameters); ``/LeadStatuses`` always takes it.
-    ``conversion_bumps_updated``: converting a lead sets its ``DATE_UPDATED_UTC`` (unconfirmed).
+    ``conversion_bumps_updated``: converting a lead sets its ``DATE_UPDATED_UTC`` (unconfirmed; a
+    poller reading by ``updated_after_utc`` only sees a conversion that does).
     """
 
     create_status: Literal[200, 201] = 200

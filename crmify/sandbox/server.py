@@ -9,21 +9,28 @@ challenge, 429 with ``Retry-After`` and ``{"Message": ...}``, ``X-RateLimit-Limi
 
 Insightly's own order of these checks is unknown; this one keeps 429s and 401s free, as the
 brief for the sandbox asks.
+
+Webhooks are Insightly's workflow webhook "on create and every edit": one POST per created or edited
+lead, ``{"entity": {FIELD: value, ...}}`` with the lead's fields as the API reads them but dates as
+``/Date(<ms>+0000)/``, and Basic credentials when a username is set. A delete sends none.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hmac
+import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
-from typing import Final
+from typing import Any, Final
 
 from .api import resolve
+from .control import ControlError
 from .core import ApiRoute, BaseSandboxServer, RateGate
-from .dates import utc_now
+from .dates import format_webhook_date, utc_now
 from .faults import Faults
 from .messages import Request, Response, message, proxy_unavailable
 from .ratelimit import QuotaReading, TokenBucket
@@ -35,8 +42,10 @@ from .schema import (
     Dialect,
     JsonDict,
 )
-from .state import SandboxState
+from .state import LeadNotFound, SandboxState
 from .stats import ThrottleKind
+from .validation import ValidationError
+from .webhooks import WebhookConfig
 
 API_PREFIX: Final = "/v3.1/"
 DEFAULT_API_KEY: Final = "sandbox-key"
@@ -44,6 +53,36 @@ _THROTTLE_TEXT: Final[dict[ThrottleKind, str]] = {
     "rate": "API rate limit exceeded: too many requests per second.",
     "fault": "API rate limit exceeded.",
 }
+#: The lead's date fields, which a workflow webhook writes as ``/Date(ms+offset)/``.
+_DATE_FIELDS: Final = (
+    "DATE_CREATED_UTC",
+    "DATE_UPDATED_UTC",
+    "CONVERTED_DATE_UTC",
+    "LAST_ACTIVITY_DATE_UTC",
+    "NEXT_ACTIVITY_DATE_UTC",
+)
+
+
+class InsightlyWebhookFormat:
+    """Insightly's side of ``webhooks.WebhookSender``: one lead a request, Basic auth, no signature."""
+
+    crm = "Insightly"
+    signs = False
+    basic_auth = True
+    max_batch = 1
+
+    def prepare(self, items: Sequence[JsonDict]) -> list[JsonDict]:
+        return [
+            {
+                name: format_webhook_date(value) if name in _DATE_FIELDS and value else value
+                for name, value in lead.items()
+            }
+            for lead in items
+        ]
+
+    def body(self, items: Sequence[JsonDict], attempt: int) -> bytes:
+        (entity,) = items
+        return json.dumps({"entity": entity}).encode()
 
 
 class SandboxServer(BaseSandboxServer):
@@ -66,6 +105,7 @@ class SandboxServer(BaseSandboxServer):
         clock: Callable[[], datetime] = utc_now,
         log_requests: bool = False,
         dialect: Dialect | None = None,
+        webhooks: WebhookConfig | None = None,
     ) -> None:
         self.api_key = api_key
         self.state = SandboxState(
@@ -75,9 +115,14 @@ class SandboxServer(BaseSandboxServer):
             state_file=state_file,
             clock=clock,
             dialect=dialect,
+            on_change=self.report_change,
         )
         super().__init__(
-            host, port, faults=faults if faults is not None else Faults(), log_requests=log_requests
+            host,
+            port,
+            faults=faults if faults is not None else Faults(),
+            webhooks=webhooks,
+            log_requests=log_requests,
         )
 
     def leads(self) -> list[JsonDict]:
@@ -90,6 +135,26 @@ class SandboxServer(BaseSandboxServer):
         return self.state.create_lead(fields)
 
     # --- the hooks of core.BaseSandboxServer ----------------------------------------------------
+
+    def webhook_format(self) -> InsightlyWebhookFormat:
+        return InsightlyWebhookFormat()
+
+    def salesperson_edit(
+        self, lead_id: str, fields: Mapping[str, Any], status: str | None
+    ) -> JsonDict:
+        with _as_control_errors():
+            changes = dict(fields)
+            if status is not None:
+                changes["LEAD_STATUS_ID"] = self.state.status_id(status)
+            return self.state.readable(self.state.edit_lead(_lead_id(lead_id), changes))
+
+    def salesperson_convert(self, lead_id: str) -> JsonDict:
+        with _as_control_errors():
+            return self.state.readable(self.state.convert_lead(_lead_id(lead_id)))
+
+    def salesperson_delete(self, lead_id: str) -> None:
+        with _as_control_errors():
+            self.state.delete_lead(_lead_id(lead_id))
 
     def banner(self) -> list[str]:
         lines = [
@@ -150,3 +215,21 @@ class SandboxServer(BaseSandboxServer):
     def decorate(self, response: Response, reading: QuotaReading) -> None:
         response.headers["X-RateLimit-Limit"] = str(reading.limit)
         response.headers["X-RateLimit-Remaining"] = str(reading.remaining)
+
+
+def _lead_id(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ControlError(404, f"No lead {text!r}: Insightly lead ids are numbers.") from None
+
+
+@contextlib.contextmanager
+def _as_control_errors() -> Iterator[None]:
+    """The state's refusals as the control API's answers: 400 for a bad edit, 404 for no lead."""
+    try:
+        yield
+    except ValidationError as error:
+        raise ControlError(400, str(error)) from None
+    except LeadNotFound as error:
+        raise ControlError(404, str(error)) from None

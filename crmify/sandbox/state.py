@@ -6,6 +6,11 @@ consistent account. With ``state_file`` the leads are loaded at construction and
 each change (temp file + ``os.replace``, so a crash never leaves half a file), which lets the
 demo keep its CRM across restarts. Statuses, sources and custom fields are configuration, not
 state: they come from the constructor every time.
+
+Besides the API's writes, the control API's salesperson works here (:meth:`SandboxState.edit_lead`,
+:meth:`SandboxState.convert_lead`). Every create and edit, by the API or a salesperson, hands the
+lead to ``on_change`` (Insightly's workflow webhook fires "on create and every edit") with whether
+the API made it; a delete reports nothing (Insightly has no delete event).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from .dates import format_body_date, parse_body_date, utc_now
 from .persist import write_json_file
@@ -41,6 +46,14 @@ from .schema import (
 from .validation import ValidationError, check_lead_body
 
 _FILE_VERSION = 1
+#: Called after a create or edit with the lead (a copy) and whether the API (not a salesperson) made it.
+ChangeListener = Callable[[list[JsonDict], bool], None]
+#: The records a conversion creates get ids derived from the lead's, so each conversion has its own.
+_CONVERTED_ID_OFFSETS: Final = {
+    "CONVERTED_CONTACT_ID": 100_000_000,
+    "CONVERTED_ORGANISATION_ID": 200_000_000,
+    "CONVERTED_OPPORTUNITY_ID": 300_000_000,
+}
 
 
 class LeadNotFound(LookupError):
@@ -59,8 +72,10 @@ class SandboxState:
         state_file: str | os.PathLike[str] | None = None,
         clock: Callable[[], datetime] = utc_now,
         dialect: Dialect | None = None,
+        on_change: ChangeListener | None = None,
     ) -> None:
         self.dialect = dialect if dialect is not None else Dialect()
+        self._on_change = on_change
         self.statuses: tuple[LeadStatus, ...] = build_statuses(lead_statuses)
         self.sources: tuple[LeadSource, ...] = build_sources(lead_sources)
         self.custom_fields: tuple[CustomFieldDef, ...] = tuple(custom_fields)
@@ -91,19 +106,30 @@ class SandboxState:
     def readable_leads(self) -> list[JsonDict]:
         """Every lead as :meth:`all_leads`, with ``LEAD_STATUS`` and ``LEAD_SOURCE`` by name beside their
         ids, for a person reading ``GET /_sandbox/leads``."""
+        return [self.readable(lead) for lead in self.all_leads()]
+
+    def readable(self, lead: JsonDict) -> JsonDict:
+        """``lead`` with ``LEAD_STATUS`` and ``LEAD_SOURCE`` by name beside their ids."""
         statuses = {status.id: status.name for status in self.statuses}
         sources = {source.id: source.name for source in self.sources}
-        readable = []
-        for lead in self.all_leads():
-            row: JsonDict = {}
-            for name, value in lead.items():
-                row[name] = value
-                if name == "LEAD_STATUS_ID":
-                    row["LEAD_STATUS"] = statuses.get(value)
-                elif name == "LEAD_SOURCE_ID":
-                    row["LEAD_SOURCE"] = sources.get(value)
-            readable.append(row)
-        return readable
+        row: JsonDict = {}
+        for name, value in lead.items():
+            row[name] = value
+            if name == "LEAD_STATUS_ID":
+                row["LEAD_STATUS"] = statuses.get(value)
+            elif name == "LEAD_SOURCE_ID":
+                row["LEAD_SOURCE"] = sources.get(value)
+        return row
+
+    def status_id(self, name: str) -> int:
+        """The id of the lead status called ``name`` (case and spaces ignored); ValidationError if
+        the account has none."""
+        wanted = "".join(name.split()).casefold()
+        for status in self.statuses:
+            if "".join(status.name.split()).casefold() == wanted:
+                return status.id
+        known = ", ".join(status.name for status in self.statuses)
+        raise ValidationError(f"No lead status {name!r}; this account has {known}.")
 
     def get_lead(self, lead_id: int) -> JsonDict:
         with self._lock:
@@ -194,7 +220,7 @@ class SandboxState:
             self._leads[self._next_id] = lead
             self._next_id += 1
             self._save()
-            return copy.deepcopy(lead)
+            return self._notify(lead, by_api=True)
 
     def update_lead(self, body: object) -> JsonDict:
         """Partial update by ``LEAD_ID`` in the body: absent fields kept, ``null`` clears."""
@@ -203,11 +229,40 @@ class SandboxState:
             lead_id = changes.pop("LEAD_ID", None)
             if lead_id is None:
                 raise ValidationError("LEAD_ID is required in the body of PUT /Leads.")
+            return self._edit(lead_id, changes, by_api=True)
+
+    def edit_lead(self, lead_id: int, fields: JsonDict) -> JsonDict:
+        """A salesperson edits a lead in Insightly's pages (``POST /_sandbox/leads/<id>/edit``):
+        ``fields`` in the API's names, checked as a PUT's are; DATE_UPDATED_UTC moves as on any edit."""
+        with self._lock:
+            self._existing(lead_id)
+            changes = self._check({**fields, "LEAD_ID": lead_id}, creating=False)
+            changes.pop("LEAD_ID", None)
+            return self._edit(lead_id, changes, by_api=False)
+
+    def convert_lead(self, lead_id: int) -> JsonDict:
+        """A salesperson converts a lead (Actions -> Convert Lead): CONVERTED, CONVERTED_DATE_UTC, the
+        new contact, organisation and opportunity ids, and the Converted status (CLOSED).
+
+        DATE_UPDATED_UTC moves too unless ``Dialect.conversion_bumps_updated`` is off (whether
+        Insightly moves it is unconfirmed). ValidationError when already converted or when the account
+        has no Converted status.
+        """
+        with self._lock:
             lead = self._existing(lead_id)
-            self._apply(lead, changes)
-            lead["DATE_UPDATED_UTC"] = format_body_date(self._clock())
+            if lead["CONVERTED"]:
+                raise ValidationError(f"Lead {lead_id} is already converted.")
+            converted = next((status for status in self.statuses if status.is_converted), None)
+            if converted is None:
+                raise ValidationError("This account has no Converted lead status to convert to.")
+            now = format_body_date(self._clock())
+            lead.update(CONVERTED=True, CONVERTED_DATE_UTC=now, LEAD_STATUS_ID=converted.id)
+            for name, offset in _CONVERTED_ID_OFFSETS.items():
+                lead[name] = offset + lead_id
+            if self.dialect.conversion_bumps_updated:
+                lead["DATE_UPDATED_UTC"] = now
             self._save()
-            return copy.deepcopy(lead)
+            return self._notify(lead, by_api=False)
 
     def delete_lead(self, lead_id: int) -> None:
         with self._lock:
@@ -223,6 +278,19 @@ class SandboxState:
             self._save()
 
     # --- internals (lock held) ----------------------------------------------------------------
+
+    def _edit(self, lead_id: int, changes: JsonDict, *, by_api: bool) -> JsonDict:
+        lead = self._existing(lead_id)
+        self._apply(lead, changes)
+        lead["DATE_UPDATED_UTC"] = format_body_date(self._clock())
+        self._save()
+        return self._notify(lead, by_api=by_api)
+
+    def _notify(self, lead: JsonDict, *, by_api: bool) -> JsonDict:
+        """Report ``lead`` to ``on_change`` and answer a copy of it."""
+        if self._on_change is not None:
+            self._on_change([copy.deepcopy(lead)], by_api)
+        return copy.deepcopy(lead)
 
     def _visible(self, include_converted: bool) -> list[JsonDict]:
         """The leads a listing sees, in LEAD_ID order: converted ones only when asked for or when the

@@ -8,6 +8,11 @@ What a write checks (``shared/hubspot-api.md``): each property exists (PROPERTY_
 read-only (READ_ONLY_VALUE), an enumeration value equals an option's value (INVALID_OPTION), the
 e-mail is an address (INVALID_EMAIL); a create needs an e-mail, a first or a last name; an e-mail
 another contact has is a 409 naming it. ``""`` clears a property.
+
+Besides the API's writes, the control API's salesperson works here (:meth:`ContactStore.edit`,
+:meth:`ContactStore.archive` with ``source=events.SALESPERSON``, :meth:`ContactStore.merge`). Every write
+hands its webhook events (``events``) to ``on_change`` with whether the API made it, under the lock,
+so events leave in the order the writes happened.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from typing import Any
 
 from crmify.sandbox.persist import write_json_file
 
+from . import events
 from .errors import HubSpotError, bad_request, invalid_properties, not_found
 from .schema import (
     DEFAULT_READ_PROPERTIES,
@@ -36,6 +42,13 @@ from .search import check_search, matches, sort_key
 _FILE_VERSION = 1
 FIRST_CONTACT_ID = 101
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+#: Called after each write with its webhook events and whether the API (not a salesperson) made it.
+ChangeListener = Callable[[list[JsonDict], bool], None]
+#: Where a contact lists those merged into it, separated by ``;`` (HubSpot's property).
+MERGED_IDS = "hs_merged_object_ids"
+#: What a merge never copies from the merged contact to the primary.
+_MERGE_KEEPS = frozenset({"hs_object_id", "createdate", "lastmodifieddate", MERGED_IDS})
 
 
 def hubspot_now() -> datetime:
@@ -62,14 +75,18 @@ class ContactStore:
         *,
         state_file: str | os.PathLike[str] | None = None,
         clock: Callable[[], datetime] = hubspot_now,
+        on_change: ChangeListener | None = None,
     ) -> None:
         self.dialect = dialect
         self.index = PropertyIndex(tuple(properties))
         self.state_file = Path(state_file) if state_file is not None else None
         self._clock = clock
+        self._on_change = on_change
         self._lock = threading.Lock()
         self._contacts: dict[int, JsonDict] = {}
         self._archived: dict[int, JsonDict] = {}
+        # A merged contact's id -> the id it was merged into (reads may follow it: merged_reads).
+        self._merged: dict[int, int] = {}
         self._next_id = FIRST_CONTACT_ID
         if self.state_file is not None and self.state_file.exists():
             self._load(self.state_file)
@@ -79,7 +96,7 @@ class ContactStore:
     def get(self, key: str, id_property: str | None, wanted: Sequence[str]) -> JsonDict:
         """One contact by id, or by ``id_property`` (``email``, or a unique property); 404 if none."""
         with self._lock:
-            return self._render(self._find(key, id_property), wanted)
+            return self._render(self._find(key, id_property, follow_merges=True), wanted)
 
     def page(self, after: str | None, limit: int, wanted: Sequence[str]) -> JsonDict:
         """``GET /contacts``: contacts by id from the cursor ``after``, ``paging.next.after`` if more."""
@@ -136,12 +153,14 @@ class ContactStore:
             self._refuse_twin(properties.get("email", ""), None)
             number = self._next_id
             self._next_id += 1
-            now = hubspot_time(self._clock())
+            moment = self._clock()
+            now = hubspot_time(moment)
             values = {name: value for name, value in properties.items() if value != ""}
             values |= {"hs_object_id": str(number), "createdate": now, "lastmodifieddate": now}
             contact = {"id": str(number), "properties": values, "createdAt": now, "updatedAt": now}
             self._contacts[number] = contact
             self._save()
+            self._notify([events.creation(str(number), events.API, moment)], by_api=True)
             return self._render(contact, list(properties))
 
     def update(self, key: str, id_property: str | None, body: object) -> JsonDict:
@@ -160,41 +179,114 @@ class ContactStore:
                     )
                 if self.dialect.lifecycle_backwards == "ignored":
                     del changes["lifecyclestage"]
-            for name, value in changes.items():
-                if value == "":
-                    values.pop(name, None)
-                else:
-                    values[name] = value
-            self._touch(contact)
-            self._save()
+            self._change(contact, changes, events.API)
             return self._render(contact, [*changes, "lifecyclestage"] if stage else list(changes))
 
-    def archive(self, key: str) -> None:
+    def edit(self, key: str, properties: Mapping[str, Any]) -> JsonDict:
+        """A salesperson edits a contact in HubSpot's pages (``POST /_sandbox/leads/<id>/edit``):
+        validated like a PATCH, but any lifecycle stage may be chosen, as the UI allows. Answers the
+        contact with every property it has."""
+        changes = self._checked({"properties": properties})
+        with self._lock:
+            contact = self._find(key, None)
+            if "email" in changes:
+                self._refuse_twin(changes["email"], int(contact["id"]))
+            self._change(contact, changes, events.SALESPERSON)
+            return self._render(contact, sorted(contact["properties"]))
+
+    def archive(self, key: str, *, source: str = events.API) -> None:
+        """Archive (delete) a contact: gone from reads, listings and search; a ``contact.deletion``."""
         with self._lock:
             contact = self._find(key, None)
             number = int(contact["id"])
             self._archived[number] = self._contacts.pop(number)
             self._save()
+            self._notify(
+                [events.deletion(str(number), source, self._clock())], by_api=source == events.API
+            )
+
+    def merge(self, key: str, into: str) -> JsonDict:
+        """A salesperson merges contact ``key`` into ``into`` (``POST /_sandbox/leads/<id>/merge``).
+
+        The primary keeps its values and takes the merged one's where it has none (HubSpot's exact
+        rule is not documented) and lists the merged ids in ``hs_merged_object_ids``; the merged
+        contact leaves listings and search, and a read of its id (``GET``, batch read) answers the
+        primary or 404 (``HubSpotDialect.merged_reads``). Answers the primary.
+        """
+        with self._lock:
+            loser, primary = self._find(key, None), self._find(into, None)
+            if loser is primary:
+                raise bad_request("A contact cannot be merged into itself.")
+            values = primary["properties"]
+            for name, value in loser["properties"].items():
+                if name not in _MERGE_KEEPS and not values.get(name):
+                    values[name] = value
+            merged_ids = [*_merged_ids(values), loser["id"], *_merged_ids(loser["properties"])]
+            values[MERGED_IDS] = ";".join(merged_ids)
+            moment = self._touch(primary)
+            number = int(loser["id"])
+            del self._contacts[number]
+            self._merged[number] = int(primary["id"])
+            for merged, target in self._merged.items():  # earlier merges into the loser move on
+                if target == number:
+                    self._merged[merged] = int(primary["id"])
+            self._save()
+            self._notify(
+                [events.merge(primary["id"], [loser["id"]], events.SALESPERSON, moment)],
+                by_api=False,
+            )
+            return self._render(primary, sorted(values))
 
     def clear(self) -> None:
         with self._lock:
             self._contacts.clear()
             self._archived.clear()
+            self._merged.clear()
             self._next_id = FIRST_CONTACT_ID
             self._save()
 
     # -- helpers (the lock held) ------------------------------------------------------------------
 
-    def _touch(self, contact: JsonDict) -> None:
+    def _touch(self, contact: JsonDict) -> datetime:
         """Stamp a change of ``contact``: every write of one goes through here, so its
-        ``lastmodifieddate`` and ``updatedAt`` (what a poller searches by) always move."""
-        contact["properties"]["lastmodifieddate"] = contact["updatedAt"] = hubspot_time(
-            self._clock()
+        ``lastmodifieddate`` and ``updatedAt`` (what a poller searches by) always move. Answers the
+        moment stamped."""
+        moment = self._clock()
+        contact["properties"]["lastmodifieddate"] = contact["updatedAt"] = hubspot_time(moment)
+        return moment
+
+    def _change(self, contact: JsonDict, changes: Mapping[str, str], source: str) -> None:
+        """Write checked ``changes`` to ``contact``, stamp its modification time, save, and report
+        one ``contact.propertyChange`` per property whose value changed."""
+        values = contact["properties"]
+        changed: dict[str, str] = {}
+        for name, value in changes.items():
+            if values.get(name, "") != value:
+                changed[name] = value
+            if value == "":
+                values.pop(name, None)
+            else:
+                values[name] = value
+        moment = self._touch(contact)
+        self._save()
+        self._notify(
+            [
+                events.property_change(contact["id"], name, value, source, moment)
+                for name, value in changed.items()
+            ],
+            by_api=source == events.API,
         )
 
-    def _find(self, key: str, id_property: str | None) -> JsonDict:
+    def _notify(self, items: list[JsonDict], *, by_api: bool) -> None:
+        if self._on_change is not None and items:
+            self._on_change(items, by_api)
+
+    def _find(self, key: str, id_property: str | None, *, follow_merges: bool = False) -> JsonDict:
         if id_property in (None, "", "hs_object_id"):
-            contact = self._contacts.get(_number(key))
+            number = _number(key)
+            if follow_merges and self.dialect.merged_reads == "primary":
+                number = self._merged.get(number, number)
+            contact = self._contacts.get(number)
         else:
             prop = self.index.by_name.get(str(id_property))
             if prop is None or not prop.unique:
@@ -314,6 +406,7 @@ class ContactStore:
         ):
             raise ValueError(f"{path} is not a crmify HubSpot sandbox state file.")
         self._contacts = {int(one["id"]): one for one in data["contacts"]}
+        self._merged = {int(key): int(value) for key, value in data.get("merged", {}).items()}
         self._next_id = max(int(data["next_id"]), max(self._contacts, default=0) + 1)
 
     def _save(self) -> None:
@@ -324,6 +417,7 @@ class ContactStore:
                     "version": _FILE_VERSION,
                     "next_id": self._next_id,
                     "contacts": [self._contacts[key] for key in sorted(self._contacts)],
+                    "merged": {str(key): value for key, value in sorted(self._merged.items())},
                 },
             )
 
@@ -344,3 +438,7 @@ def _cursor(after: str | None) -> int:
         raise bad_request(
             f"after must be a cursor from paging.next.after, not {after!r}."
         ) from None
+
+
+def _merged_ids(values: Mapping[str, str]) -> list[str]:
+    return [key for key in str(values.get(MERGED_IDS) or "").split(";") if key]

@@ -137,6 +137,8 @@ class HubSpotDialect:
     ``retry_after``: whether a 429 carries ``Retry-After`` (not documented either way).
     ``batch_max_inputs``: the most inputs one batch call takes (100, third parties' figure,
     unconfirmed); more is a 400 for the whole call.
+    ``merged_reads``: a read of a contact merged into another answers the primary (``"primary"``)
+    or 404 (``"not_found"``); HubSpot's behaviour is unconfirmed.
     """
 
     lead_status_values: Literal["codes", "labels"] = "codes"
@@ -147,9 +149,11 @@ class HubSpotDialect:
     search_requests_per_second: float | None = 4.0
     retry_after: bool = False
     batch_max_inputs: int = 100
+    merged_reads: Literal["primary", "not_found"] = "primary"
 
     def __post_init__(self) -> None:
         for name, allowed in (
+            ("merged_reads", ("primary", "not_found")),
             ("lead_status_values", ("codes", "labels")),
             ("lifecycle_backwards", ("ignored", "rejected", "allowed")),
             ("conflict", ("legacy", "object_already_exists", "no_id")),

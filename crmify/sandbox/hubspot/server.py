@@ -8,22 +8,29 @@ Bearer`` (401 INVALID_AUTHENTICATION), the per-10-second rolling limit (429 ``po
 TEN_SECONDLY_ROLLING) and the daily one (429 DAILY), and ``X-HubSpot-RateLimit-*`` headers on every
 answer. ``Faults.requests_per_second`` is the average: 10 allows 100 calls in any 10 seconds, the
 Free/Starter private-app limit.
+
+Webhooks are HubSpot's contact events (``events``), signed with the configured secret (v3 by
+default): creation, one propertyChange per changed property, deletion and merge.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
-from typing import Final
+from typing import Any, Final
 
+from crmify.sandbox.control import ControlError
 from crmify.sandbox.core import ApiRoute, BaseSandboxServer, RateGate
 from crmify.sandbox.faults import Faults
 from crmify.sandbox.messages import Request, Response, proxy_unavailable
 from crmify.sandbox.ratelimit import QuotaReading, RollingWindow, TokenBucket
 from crmify.sandbox.stats import ThrottleKind
+from crmify.sandbox.webhooks import WebhookConfig
 
+from . import events
 from .api import Account, resolve
 from .contacts import ContactStore, hubspot_now
 from .errors import HubSpotError, error_response, rate_limited
@@ -54,6 +61,7 @@ class HubSpotSandbox(BaseSandboxServer):
         state_file: str | os.PathLike[str] | None = None,
         clock: Callable[[], datetime] = hubspot_now,
         log_requests: bool = False,
+        webhooks: WebhookConfig | None = None,
     ) -> None:
         self.token = token
         self.dialect = dialect if dialect is not None else HubSpotDialect()
@@ -62,6 +70,7 @@ class HubSpotSandbox(BaseSandboxServer):
             self.dialect,
             state_file=state_file,
             clock=clock,
+            on_change=self.report_change,
         )
         self._account = self._new_account()
         self._window = RollingWindow(None, INTERVAL_SECONDS)
@@ -69,6 +78,7 @@ class HubSpotSandbox(BaseSandboxServer):
             host,
             port,
             faults=faults if faults is not None else DEFAULT_FAULTS,
+            webhooks=webhooks,
             log_requests=log_requests,
         )
 
@@ -100,6 +110,36 @@ class HubSpotSandbox(BaseSandboxServer):
         if self.contacts.state_file is not None:
             lines.append(f"Contacts kept in: {self.contacts.state_file}")
         return lines
+
+    def webhook_format(self) -> events.HubSpotWebhookFormat:
+        return events.HubSpotWebhookFormat()
+
+    def salesperson_edit(
+        self, lead_id: str, fields: Mapping[str, Any], status: str | None
+    ) -> JsonDict:
+        changes = dict(fields)
+        if status is not None:
+            changes["hs_lead_status"] = self._lead_status_value(status)
+        with _as_control_errors():
+            return self.contacts.edit(lead_id, changes)
+
+    def salesperson_delete(self, lead_id: str) -> None:
+        with _as_control_errors():
+            self.contacts.archive(lead_id, source=events.SALESPERSON)
+
+    def salesperson_merge(self, lead_id: str, into: str) -> JsonDict:
+        with _as_control_errors():
+            return self.contacts.merge(lead_id, into)
+
+    def _lead_status_value(self, status: str) -> str:
+        """The hs_lead_status option whose value or label is ``status`` (case ignored)."""
+        options = self.contacts.index.by_name["hs_lead_status"].options
+        wanted = status.strip().casefold()
+        for value, label in options:
+            if wanted in (value.casefold(), label.casefold()):
+                return value
+        known = ", ".join(f"{value} ({label})" for value, label in options)
+        raise ControlError(400, f"No hs_lead_status {status!r}; the options are {known}.")
 
     def _new_account(self) -> Account:
         """What the handlers reach, with a fresh search limit (at construction and on reset)."""
@@ -171,3 +211,12 @@ class HubSpotSandbox(BaseSandboxServer):
                 "X-HubSpot-RateLimit-Remaining": str(window.remaining()),
             }
         )
+
+
+@contextlib.contextmanager
+def _as_control_errors() -> Iterator[None]:
+    """The store's refusals (400 a bad property, 404 no contact, 409 a twin e-mail) for the control API."""
+    try:
+        yield
+    except HubSpotError as error:
+        raise ControlError(error.status, error.message) from None
