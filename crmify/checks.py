@@ -28,6 +28,7 @@ from crmify.models import CUSTOM_FIELD_PREFIX, MAPPABLE_FIELDS, Lead
 from crmify.poller import HEAVY_SHARE, PullCost
 from crmify.transitions import status_key
 from crmify.upgrade import foreign_migration_files, pending_migrations, schema_problems
+from crmify.webhook_auth import SIGNATURE_VERSIONS, UNTIMED_VERSIONS
 
 SEED_EXAMPLE = "see the settings table in django-crmify's README"
 
@@ -56,6 +57,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
     messages += _check_quota_values()
     messages += _check_pull_values()
     messages += _check_inbound_values()
+    messages += _check_webhooks()
     # A backend is built from BACKEND_OPTIONS and BACKEND_AUTH: not when E005 (or E106) says they are broken.
     messages += _check_backend(
         build=not any(m.id in ("crmify.E005", "crmify.E106") for m in messages)
@@ -274,6 +276,49 @@ def _check_pull_cost(backend: BaseBackend) -> list[checks.CheckMessage]:
             id="crmify.W116",
         )
     ]
+
+
+def _check_webhooks() -> list[checks.CheckMessage]:
+    """``WEBHOOK_SIGNATURE_VERSIONS``: known versions (E120), the replayable ones warned of (W121);
+    ``WEBHOOK_AUTH`` a dict (E122). See ``crmify.webhook_auth``."""
+    messages: list[checks.CheckMessage] = []
+    versions = crmify_settings.get("WEBHOOK_SIGNATURE_VERSIONS")
+    if isinstance(versions, str) or not isinstance(versions, list | tuple):
+        unknown = [versions]
+    else:
+        unknown = [name for name in versions if name not in SIGNATURE_VERSIONS]
+    if unknown:
+        messages.append(
+            _error(
+                f"CRMIFY['WEBHOOK_SIGNATURE_VERSIONS'] must list HubSpot signature versions; "
+                f"{unknown[0]!r} is not one.",
+                f"List some of {', '.join(SIGNATURE_VERSIONS)}; the default is "
+                f"{DEFAULTS['WEBHOOK_SIGNATURE_VERSIONS']!r}.",
+                120,
+            )
+        )
+    else:
+        messages += [
+            checks.Warning(
+                f"CRMIFY['WEBHOOK_SIGNATURE_VERSIONS'] accepts {name}, which has no timestamp: a "
+                "captured HubSpot webhook can be sent again later and is taken.",
+                hint='Accept "v3" only (the default), unless your HubSpot app sends no v3 signature.',
+                id="crmify.W121",
+            )
+            for name in versions
+            if name in UNTIMED_VERSIONS
+        ]
+    if not isinstance(crmify_settings.get("WEBHOOK_AUTH") or {}, Mapping):
+        messages.append(
+            _error(
+                "CRMIFY['WEBHOOK_AUTH'] must be a dict.",
+                "Give {'SECRET': ...} (HubSpot) or {'USERNAME': ..., 'PASSWORD': ...} (Insightly), "
+                "or leave it out and set CRMIFY_WEBHOOK_SECRET, or CRMIFY_WEBHOOK_USERNAME and "
+                "CRMIFY_WEBHOOK_PASSWORD, in the environment.",
+                122,
+            )
+        )
+    return messages
 
 
 def _check_status_order() -> list[checks.CheckMessage]:

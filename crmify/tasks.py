@@ -12,9 +12,11 @@ from __future__ import annotations
 from crmify.backfill import backfill_chunk_task
 from crmify.poller import pull_task
 from crmify.sweeper import sweep_task
+from crmify.webhook_worker import apply_webhook_task
 from crmify.worker import probe_crm_task, process_lead_task, process_leads_task
 
 __all__ = [
+    "apply_webhook_task",
     "backfill_chunk_task",
     "probe_crm_task",
     "process_lead_task",

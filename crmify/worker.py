@@ -378,9 +378,10 @@ def _may_be_in_crm(lead: Lead) -> bool:
 
 
 def recorded_call(
-    lead: Lead, operation: str, call: Callable[[BaseBackend], Any]
+    lead: Lead | None, operation: str, call: Callable[[BaseBackend], Any]
 ) -> tuple[Any, Exception | None]:
-    """Call the backend and keep a ledger of it; hand back (result, error). Also ``api.fetch_from_crm``."""
+    """Call the backend and keep a ledger of it; hand back (result, error). Also ``api.fetch_from_crm``,
+    and ``crmify.webhook_worker`` for a read made for no one lead (``lead`` None)."""
     started_at = timezone.now()
     started = time.monotonic()
     result: Any = None

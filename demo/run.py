@@ -14,6 +14,12 @@ The end-to-end tests start a private copy through these environment variables:
 ``CRMIFY_DEMO_VAR``           where the SQLite database and the sandbox's leads live (``demo/var``)
 ``CRMIFY_DEMO_CRM_RATE``      requests per second the sandbox allows and crmify paces itself to (10)
 ``CRMIFY_DEMO_CRM``           which CRM the shop talks to: ``insightly`` (default) or ``hubspot``
+``CRMIFY_DEMO_PULL_INTERVAL`` seconds between polls of the CRM for a salesperson's changes (60)
+
+Changes made in the CRM come back two ways, as on a real site: the sandbox sends its CRM's webhooks to the
+site (``/crm/webhooks/<crm>/``, signed with the demo's secret or sent with its Basic credentials), and the
+worker polls every ``CRMIFY_DEMO_PULL_INTERVAL`` seconds. Play the salesperson with the sandbox's control
+API: ``curl -X POST -d '{"status": "Disqualified"}' http://127.0.0.1:8765/_sandbox/leads/<id>/edit``.
 """
 
 from __future__ import annotations
@@ -49,6 +55,21 @@ SANDBOX_ACCOUNT = {
 SANDBOX_API = {"insightly": "/v3.1/", "hubspot": "/crm/v3/"}
 #: The running sandbox's process id: stop it to show an outage.
 SANDBOX_PID = VAR_DIR / "sandbox.pid"
+#: The webhook credentials the site checks (``demo_site.settings``) and the sandbox signs or sends with.
+WEBHOOK_SECRET = os.environ.setdefault("CRMIFY_WEBHOOK_SECRET", "demo-webhook-secret")
+WEBHOOK_USERNAME = os.environ.setdefault("CRMIFY_WEBHOOK_USERNAME", "insightly")
+WEBHOOK_PASSWORD = os.environ.setdefault("CRMIFY_WEBHOOK_PASSWORD", "demo-webhook-password")
+#: How each CRM's webhooks reach the site: where, and with what credentials.
+WEBHOOKS = {
+    "insightly": [
+        *("--webhook-url", f"http://127.0.0.1:{WEB_PORT}/crm/webhooks/insightly/"),
+        *("--webhook-username", WEBHOOK_USERNAME, "--webhook-password", WEBHOOK_PASSWORD),
+    ],
+    "hubspot": [
+        *("--webhook-url", f"http://127.0.0.1:{WEB_PORT}/crm/webhooks/hubspot/"),
+        *("--webhook-secret", WEBHOOK_SECRET),
+    ],
+}
 
 
 def manage(*args: str) -> list[str]:
@@ -81,6 +102,7 @@ def start_sandbox() -> subprocess.Popen[bytes]:
             "crmify_sandbox",
             *("--port", str(SANDBOX_PORT), "--api-key", API_KEY, "--rate", CRM_RATE),
             *SANDBOX_ACCOUNT[CRM],
+            *WEBHOOKS[CRM],
             "--quiet",
         ),
         cwd=DEMO,
@@ -182,6 +204,9 @@ def main() -> None:
             f" holds; API http://127.0.0.1:{SANDBOX_PORT}{SANDBOX_API[CRM]}, key {API_KEY})\n"
             f"  Backfill:     http://127.0.0.1:{WEB_PORT}/admin/crmify/lead/backfill/"
             "  (brings in the 500 historic customers)\n"
+            f'  Salesperson:  curl -X POST -d \'{{"status": "Disqualified"}}\' '
+            f"http://127.0.0.1:{SANDBOX_PORT}/_sandbox/leads/<CRM id>/edit\n"
+            "                changes the lead in the CRM; it comes back by webhook (and by the minute's poll)\n"
             f"  Outage:       kill -INT $(cat {SANDBOX_PID}) stops the CRM; the site keeps running;\n"
             "                python demo/run.py --sandbox starts it again\n"
             f"  Data in {VAR_DIR}. Ctrl-C stops everything.\n",

@@ -164,6 +164,16 @@ def test_a_converted_lead_the_search_hides_by_default_is_pulled(account: Any) ->
     assert listed.values["status"] == "Converted"
 
 
+def test_the_lookup_by_email_and_the_backfill_listing_see_a_converted_lead(account: Any) -> None:
+    # Hidden from them, a converted customer who saves their profile would be created again.
+    server, _clock, backend = account()
+    lead = server.add_lead({"LAST_NAME": "Buyer", "EMAIL": "buyer@example.com"})
+    convert(server, lead["LEAD_ID"], T0 + timedelta(hours=2))
+    assert backend.find_by_email(" Buyer@example.com") == str(lead["LEAD_ID"])
+    listed = [crm_lead.external_id for page in backend.iter_leads() for crm_lead in page]
+    assert listed == [str(lead["LEAD_ID"])]
+
+
 def test_an_account_that_refuses_include_converted_is_asked_without_it_once_per_process(
     account: Any,
 ) -> None:

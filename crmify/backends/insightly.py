@@ -447,19 +447,18 @@ class InsightlyBackend(HttpBackend):
 
         A search result with another e-mail (a looser match than documented) is never adopted.
         """
-        response = self.request(
-            "lookup",
-            "GET",
+        rows = self.lead_listing(
             "Leads/Search",
-            params={
+            {
                 "field_name": "EMAIL",
                 "field_value": email.strip(),
                 "top": LOOKUP_PAGE,
                 "brief": "true",
             },
+            operation="lookup",
         )
         wanted = normalise_email(email)
-        for row in self.records(response, "the e-mail lookup"):
+        for row in rows:
             if normalise_email(str(row.get("EMAIL") or "")) == wanted:
                 return str(crm_id(row["LEAD_ID"]))
         return None
@@ -471,13 +470,9 @@ class InsightlyBackend(HttpBackend):
         """``GET /Leads?skip=&top=&brief=true`` page by page (500 is Insightly's largest page)."""
         skip = 0
         while True:
-            response = self.request(
-                "list",
-                "GET",
-                "Leads",
-                params={"skip": skip, "top": page_size, "brief": "true"},
+            rows = self.lead_listing(
+                "Leads", {"skip": skip, "top": page_size, "brief": "true"}, operation="list"
             )
-            rows = self.records(response, "the lead listing")
             yield [
                 CrmLead(str(crm_id(row["LEAD_ID"])), str(row.get("EMAIL") or "")) for row in rows
             ]
@@ -522,17 +517,22 @@ class InsightlyBackend(HttpBackend):
             values=self.read_record(record),
         )
 
-    def lead_listing(self, path: str, params: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    def lead_listing(
+        self, path: str, params: Mapping[str, Any], *, operation: str = "pull"
+    ) -> list[Mapping[str, Any]]:
         """One page of ``path`` (``Leads`` or ``Leads/Search``) with converted leads asked for
         (``include_converted=true``) unless ``INCLUDE_CONVERTED`` is off or the account refused the
-        parameter: a 400 naming it is asked again once without it, and remembered for the process."""
+        parameter: a 400 naming it is asked again once without it, and remembered for the process.
+
+        Every listing asks so (the pull, the backfill's listing, the lookup by e-mail before a create):
+        a converted lead hidden from the lookup would be created again."""
         ask = (
             bool(self.options.get("INCLUDE_CONVERTED", True))
             and self.base_url not in REFUSES_INCLUDE_CONVERTED
         )
         try:
             response = self.request(
-                "pull",
+                operation,
                 "GET",
                 path,
                 params={**params, **({"include_converted": "true"} if ask else {})},
@@ -542,7 +542,7 @@ class InsightlyBackend(HttpBackend):
             if not (ask and exc.status_code == 400 and named):
                 raise
             REFUSES_INCLUDE_CONVERTED.add(self.base_url)
-            response = self.request("pull", "GET", path, params=params)
+            response = self.request(operation, "GET", path, params=params)
         return self.records(response, "the lead listing")
 
     def fetch_lead(self, lead_id: str) -> dict[str, Any] | None:

@@ -126,6 +126,10 @@ CRMIFY = {
     "LEAD_STATUS_MODEL": "shop.models.Subscription",
     "RETRY_BACKOFF_BASE": 5,
     "SWEEP_PENDING_AFTER": 60,
+    # A salesperson's changes come back by webhook at once, and by a poll every minute (demo/run.py).
+    "PULL_INTERVAL": float(os.environ.get("CRMIFY_DEMO_PULL_INTERVAL", "60")),
+    "PULL_DELETES_INTERVAL": float(os.environ.get("CRMIFY_DEMO_PULL_DELETES_INTERVAL", "3600")),
+    # WEBHOOK_AUTH comes from CRMIFY_WEBHOOK_SECRET / _USERNAME / _PASSWORD (demo/run.py sets them).
 }
 
 STATIC_URL = "/static/"
