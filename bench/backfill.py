@@ -28,14 +28,13 @@ import os
 import resource
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import Scorecard, configure, sandbox_crmify
+from bench.common import Scorecard, configure, fresh_database, sandbox_crmify
 
 USERS = int(os.environ.get("CRMIFY_BENCH_USERS", "100000"))
 NAIVE_USERS = 2_000
@@ -85,12 +84,7 @@ def main() -> int:
         configure(Path(sys.argv[2]), extra_apps=["import_export"])
         insert_users("user", int(sys.argv[3]))
         return 0
-    db_path = Path(tempfile.mkdtemp(prefix="crmify-bench-backfill-")) / "bench.sqlite3"
-    configure(db_path, extra_apps=["import_export"])
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
-    return run(db_path)
+    return run(fresh_database("crmify-bench-backfill-", extra_apps=["import_export"]))
 
 
 def backfill_here(options: Any) -> Any:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -25,7 +24,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.backfill import backfill_here, insert_users
-from bench.common import Scorecard, configure, sandbox_crmify
+from bench.common import Scorecard, fresh_database, sandbox_crmify
 
 USERS = int(os.environ.get("CRMIFY_BENCH_HUBSPOT_USERS", "1000"))
 CHUNK = 1000
@@ -118,11 +117,7 @@ def hubspot() -> Figures:
 
 
 def main() -> int:
-    db_path = Path(tempfile.mkdtemp(prefix="crmify-bench-hubspot-")) / "bench.sqlite3"
-    configure(db_path)
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
+    fresh_database("crmify-bench-hubspot-")
     card = Scorecard("backfill_hubspot")
     results = {"Insightly": insightly(), "HubSpot": hubspot()}
     print(

@@ -34,7 +34,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -43,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import Scorecard, configure, sandbox_crmify
+from bench.common import Scorecard, fresh_database, sandbox_crmify
 
 SHORT = "--short" in sys.argv[1:]
 LEADS = 200 if SHORT else int(os.environ.get("CRMIFY_BENCH_PULL_LEADS", "1000"))
@@ -246,13 +245,9 @@ def hubspot() -> Figures:
 
 
 def main() -> int:
-    db_path = Path(tempfile.mkdtemp(prefix="crmify-bench-pull-")) / "bench.sqlite3"
-    configure(db_path)
-    from django.core.management import call_command
-
+    fresh_database("crmify-bench-pull-")
     from crmify.poller import HEAVY_SHARE
 
-    call_command("migrate", verbosity=0)
     card = Scorecard("pull_cost")
     results = {"Insightly": insightly(), "HubSpot": hubspot()}
     print(

@@ -78,16 +78,18 @@ def write_ledger(
     started_at: datetime,
     started: float,
     error: BaseException | None,
+    direction: str = LedgerEntry.Direction.OUT,
 ) -> None:
     """One ledger row per CRM call the backend reported, or one for the whole operation if it reported none.
 
     An error the backend raised after calls that went well (an unknown status found after the lookup by
     e-mail) gets a row of its own too: the ledger's last word on a failed lead is always why it failed.
-    ``lead`` is None for calls made for no one lead (the backfill's listing of the CRM).
+    ``lead`` is None for calls made for no one lead (the backfill's listing of the CRM). ``direction`` is
+    ``in`` for the calls that read changes back (the poller's, the webhook task's).
     """
     lead_id = lead.pk if lead is not None else None
     LedgerEntry.objects.bulk_create(
-        _entry(lead_id, record, started_at)
+        _entry(lead_id, record, started_at, direction=direction)
         for record in _with_last_word(records, operation, started, error)
     )
 
@@ -143,10 +145,16 @@ def _with_last_word(
 
 
 def _entry(
-    lead_id: int | None, record: CallRecord, started_at: datetime, batch: uuid.UUID | None = None
+    lead_id: int | None,
+    record: CallRecord,
+    started_at: datetime,
+    batch: uuid.UUID | None = None,
+    *,
+    direction: str = LedgerEntry.Direction.OUT,
 ) -> LedgerEntry:
     return LedgerEntry(
         lead_id=lead_id,
+        direction=direction,
         operation=record.operation,
         started_at=started_at,
         duration_ms=record.duration_ms,

@@ -52,7 +52,7 @@ from crmify.conf import DEFAULTS, crmify_settings
 from crmify.crm_state import crm_state, shared_cache
 from crmify.inbound import InboundReport, apply_changes
 from crmify.ledger import MAX_ERROR_LENGTH, classify, write_ledger
-from crmify.models import Lead, PullCursor, SyncState
+from crmify.models import Lead, LedgerEntry, PullCursor, SyncState
 from crmify.queue import crmify_task
 from crmify.ratelimit import quota_message
 from crmify.schedule import Schedule
@@ -278,7 +278,7 @@ def _recorded(operation: str, report: PollReport, read: Callable[[], Any]) -> Ex
         except Exception as exc:
             error = exc
         report.calls += len(records)
-        write_ledger(None, records, operation, started_at, started, error)
+        write_ledger(None, records, operation, started_at, started, error, LedgerEntry.Direction.IN)
     if error is not None:
         report.error = redact(classify(error).message)[:MAX_ERROR_LENGTH]
     return error

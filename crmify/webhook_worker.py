@@ -32,6 +32,7 @@ from crmify.backends.base import CrmChange
 from crmify.conf import crmify_settings
 from crmify.inbound import InboundReport, apply_changes
 from crmify.ledger import classify
+from crmify.models import LedgerEntry
 from crmify.queue import crmify_task, enqueue_task
 from crmify.ratelimit import QuotaShare
 from crmify.secrets import redact
@@ -120,7 +121,9 @@ def _read_back(ids: list[str], attempt: int) -> list[CrmChange] | None:
     if state.down:
         _again(events_for(ids), attempt, _next_probe(state), "the CRM does not answer")
         return None
-    read, error = recorded_call(None, READ_OPERATION, lambda backend: backend.read_changes(ids))
+    read, error = recorded_call(
+        None, READ_OPERATION, lambda backend: backend.read_changes(ids), LedgerEntry.Direction.IN
+    )
     if error is None:
         return list(read)
     if isinstance(error, ImproperlyConfigured):

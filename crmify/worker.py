@@ -27,7 +27,7 @@ from crmify.backends.base import BaseBackend, BatchItem, recording
 from crmify.conf import crmify_settings
 from crmify.exceptions import PermanentBackendError
 from crmify.ledger import MAX_ERROR_LENGTH, classify, write_batch_ledger, write_ledger
-from crmify.models import Lead, SyncState
+from crmify.models import Lead, LedgerEntry, SyncState
 from crmify.queue import crmify_task, enqueue_on_commit, enqueue_task, higher_priority_waiting
 from crmify.ratelimit import QuotaShare, spending
 from crmify.secrets import redact
@@ -378,10 +378,13 @@ def _may_be_in_crm(lead: Lead) -> bool:
 
 
 def recorded_call(
-    lead: Lead | None, operation: str, call: Callable[[BaseBackend], Any]
+    lead: Lead | None,
+    operation: str,
+    call: Callable[[BaseBackend], Any],
+    direction: str = LedgerEntry.Direction.OUT,
 ) -> tuple[Any, Exception | None]:
     """Call the backend and keep a ledger of it; hand back (result, error). Also ``api.fetch_from_crm``,
-    and ``crmify.webhook_worker`` for a read made for no one lead (``lead`` None)."""
+    and ``crmify.webhook_worker`` for a read made for no one lead (``lead`` None, ``direction`` in)."""
     started_at = timezone.now()
     started = time.monotonic()
     result: Any = None
@@ -391,7 +394,7 @@ def recorded_call(
             result = call(current_backend())
         except Exception as exc:
             error = exc
-        write_ledger(lead, records, operation, started_at, started, error)
+        write_ledger(lead, records, operation, started_at, started, error, direction)
     _note_crm_answer(error, lead.pk if lead is not None else None)
     return result, error
 

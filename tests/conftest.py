@@ -127,6 +127,17 @@ def calls(sandbox: Counted, route: str) -> int:
     return sum(sandbox.stats()["requests"].get(route, {}).values())
 
 
+def crm_writes(sandbox: Counted) -> int:
+    """How many requests asked the sandbox to change its records (creates, updates, deletes, batch
+    writes), whatever their answer: the reads, searches and batch reads aside. A change read back from the
+    CRM must not add to it (no echo)."""
+    return sum(
+        sum(answers.values())
+        for route, answers in sandbox.stats()["requests"].items()
+        if not route.startswith("GET ") and not route.endswith(("/search", "/batch/read"))
+    )
+
+
 @pytest.fixture
 def insightly(sandbox: SandboxServer) -> Iterator[SandboxServer]:
     """The sandbox as the configured CRM, without its per-second limit unless a test turns it on."""

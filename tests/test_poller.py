@@ -40,6 +40,7 @@ from crmify.sandbox import SandboxServer
 from crmify.sandbox.hubspot import HubSpotSandbox
 from crmify.signals import lead_changed_in_crm
 from tests.admin_fixtures import login, make_lead, people
+from tests.conftest import crm_writes
 from tests.factories import lead_of, make_user
 from tests.reliability.processes import ROOT, start_db_worker, stop, wait_until
 
@@ -217,8 +218,9 @@ def test_pages_are_all_read_and_applied_one_call_each(
     assert report.changes == 5 == cursor().last_changes == report.inbound.applied
     assert {status_of(lead) for lead in leads} == {"Contacted"}
     assert cursor().watermark == moments[-1]
-    # Every call is in the ledger, with no lead.
-    assert LedgerEntry.objects.filter(lead=None, operation="changes").count() == 3
+    # Every call is in the ledger, with no lead, as a read of changes from the CRM.
+    calls = LedgerEntry.objects.filter(lead=None, operation="changes")
+    assert calls.count() == 3 == calls.filter(direction=LedgerEntry.Direction.IN).count()
 
 
 def test_a_record_read_twice_in_one_poll_is_handed_on_once_in_its_newest_version() -> None:
@@ -574,15 +576,6 @@ def sign_up(django_capture_on_commit_callbacks: Any) -> Lead:
     return lead
 
 
-def writes(server: SandboxServer | HubSpotSandbox) -> int:
-    """Requests that changed the CRM (the reads, searches and batch reads aside)."""
-    return sum(
-        sum(statuses.values())
-        for route, statuses in server.stats()["requests"].items()
-        if not route.startswith("GET ") and not route.endswith(("/search", "/batch/read"))
-    )
-
-
 def disqualified_by_one_poll(
     server: SandboxServer | HubSpotSandbox, status: str, heard: list[dict[str, Any]], capture: Any
 ) -> None:
@@ -592,7 +585,7 @@ def disqualified_by_one_poll(
     lead = sign_up(capture)
     poll()  # the site's first poll: the sign-up's own create, unchanged
     server.salesperson_edit(lead.external_id, {}, status)
-    before = writes(server)
+    before = crm_writes(server)
     with capture(execute=True):
         report = poll()
     assert report.inbound.applied == 1 and not report.error
@@ -600,7 +593,7 @@ def disqualified_by_one_poll(
     assert [(event["lead"].pk, event["changes"]) for event in heard] == [
         (lead.pk, {"status": ("NotContacted", "Disqualified")})
     ]
-    assert writes(server) == before  # 0 calls pushed back
+    assert crm_writes(server) == before  # 0 calls pushed back
     assert Lead.objects.get(pk=lead.pk).sync_state == SyncState.SYNCED
 
 

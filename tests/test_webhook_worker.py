@@ -149,6 +149,7 @@ def test_the_read_is_in_the_ledger(applied: Applied) -> None:
 
     [entry] = LedgerEntry.objects.all()
     assert (entry.operation, entry.lead_id, entry.outcome) == ("read", None, "ok")
+    assert entry.direction == LedgerEntry.Direction.IN  # a read of changes from the CRM
 
 
 def test_after_a_transient_error_the_reads_wait_for_a_backoff_and_deletes_go_ahead(

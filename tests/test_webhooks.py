@@ -20,7 +20,7 @@ from crmify.models import Lead, LedgerEntry, SyncState
 from crmify.sandbox import SandboxServer
 from crmify.sandbox.hubspot import HubSpotSandbox
 from crmify.signals import lead_changed_in_crm
-from tests.conftest import calls
+from tests.conftest import calls, crm_writes
 from tests.factories import lead_of, make_user
 from tests.test_checks import crmify_messages, ids, only
 from tests.webhook_senders import (
@@ -276,17 +276,6 @@ def salesperson_patches(crm: HubSpotSandbox, contact_id: str, **properties: str)
     ).raise_for_status()
 
 
-def contact_writes(crm: HubSpotSandbox) -> int:
-    """The requests that changed contacts (creates, updates, batches), whatever their answer."""
-    return sum(
-        sum(answers.values())
-        for route, answers in crm.stats()["requests"].items()
-        if route.split()[0] in ("POST", "PATCH", "DELETE")
-        and "search" not in route
-        and "read" not in route
-    )
-
-
 @pytest.mark.django_db(transaction=True)
 def test_over_http_a_status_changed_in_hubspot_reaches_the_lead_and_is_not_pushed_back(
     hubspot: HubSpotSandbox, configure: Callable[..., None], client: Client
@@ -296,7 +285,7 @@ def test_over_http_a_status_changed_in_hubspot_reaches_the_lead_and_is_not_pushe
     lead = lead_of(user)
     assert lead.sync_state == SyncState.SYNCED
     salesperson_patches(hubspot, lead.external_id, hs_lead_status="UNQUALIFIED")
-    writes = contact_writes(hubspot)
+    writes = crm_writes(hubspot)
     heard: list[dict[str, Any]] = []
     lead_changed_in_crm.connect(lambda **kw: heard.append(kw), weak=False, dispatch_uid="t:hs")
     try:
@@ -309,10 +298,10 @@ def test_over_http_a_status_changed_in_hubspot_reaches_the_lead_and_is_not_pushe
     assert response.status_code == 200
     assert lead_of(user).status == "Disqualified"
     assert [(h["lead"].pk, h["via"]) for h in heard] == [(lead.pk, "webhook")]
-    assert contact_writes(hubspot) == writes  # read back, never pushed back
+    assert crm_writes(hubspot) == writes  # read back, never pushed back
     user.first_name = "Augusta"
     user.save()  # the next push carries the CRM's status, not the old one
-    assert contact_writes(hubspot) > writes
+    assert crm_writes(hubspot) > writes
     [contact] = [c for c in hubspot.leads() if c["id"] == lead.external_id]
     assert contact["properties"]["hs_lead_status"] == "UNQUALIFIED"
 

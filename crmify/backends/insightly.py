@@ -456,6 +456,7 @@ class InsightlyBackend(HttpBackend):
                 "brief": "true",
             },
             operation="lookup",
+            what="the e-mail lookup",
         )
         wanted = normalise_email(email)
         for row in rows:
@@ -518,7 +519,12 @@ class InsightlyBackend(HttpBackend):
         )
 
     def lead_listing(
-        self, path: str, params: Mapping[str, Any], *, operation: str = "pull"
+        self,
+        path: str,
+        params: Mapping[str, Any],
+        *,
+        operation: str = "pull",
+        what: str = "the lead listing",
     ) -> list[Mapping[str, Any]]:
         """One page of ``path`` (``Leads`` or ``Leads/Search``) with converted leads asked for
         (``include_converted=true``) unless ``INCLUDE_CONVERTED`` is off or the account refused the
@@ -543,7 +549,7 @@ class InsightlyBackend(HttpBackend):
                 raise
             REFUSES_INCLUDE_CONVERTED.add(self.base_url)
             response = self.request(operation, "GET", path, params=params)
-        return self.records(response, "the lead listing")
+        return self.records(response, what)
 
     def fetch_lead(self, lead_id: str) -> dict[str, Any] | None:
         response = self.request_unless_gone("fetch", "GET", f"Leads/{int(lead_id)}")

@@ -30,6 +30,8 @@ ROOT = Path(__file__).resolve().parents[2]
 RUN_PY = ROOT / "demo" / "run.py"
 #: ``make demo`` must be up within a minute; the first migrate of a fresh database is most of it.
 START_SECONDS = 60
+#: Seconds between the demo's polls of the CRM in the tests (``make demo`` polls every 60).
+PULL_INTERVAL = 5
 #: The demo's sandbox key (``demo/run.py``'s default).
 API_KEY = "demo-sandbox-key"
 #: Chromium as Debian ships it, in a container without a display or a user namespace.
@@ -176,17 +178,35 @@ class DemoStack:
     def set_faults(self, **changes: Any) -> None:
         """Change the sandbox's fault injection (``PUT /_sandbox/faults``): ``drop_rate=1.0`` drops every
         connection, which crmify sees as the CRM unreachable."""
-        request = urllib.request.Request(
-            f"{self.sandbox_url}/_sandbox/faults",
-            data=json.dumps(changes).encode(),
-            method="PUT",
-            headers={"Content-Type": "application/json"},
-        )
-        urllib.request.urlopen(request, timeout=5).close()
+        self._control("PUT", "faults", changes)
 
     def reset_faults(self) -> None:
         """Back to the faults the sandbox started with (``DELETE /_sandbox/faults``)."""
-        request = urllib.request.Request(f"{self.sandbox_url}/_sandbox/faults", method="DELETE")
+        self._control("DELETE", "faults")
+
+    def salesperson(self, crm_id: str, action: str = "edit", **body: Any) -> None:
+        """A salesperson's work in the CRM (the sandbox's control API): ``edit`` with ``status=...``,
+        ``merge`` with ``into=...``, or ``delete``."""
+        if action == "delete":
+            self._control("DELETE", f"leads/{crm_id}")
+        else:
+            self._control("POST", f"leads/{crm_id}/{action}", body)
+
+    def set_webhooks(self, **changes: Any) -> None:
+        """Change how the sandbox sends its webhooks (``PUT /_sandbox/webhooks``): ``url=None`` stops
+        them; :meth:`reset_webhooks` goes back to the demo's own settings."""
+        self._control("PUT", "webhooks", changes)
+
+    def reset_webhooks(self) -> None:
+        self._control("DELETE", "webhooks")
+
+    def _control(self, method: str, path: str, body: dict[str, Any] | None = None) -> None:
+        request = urllib.request.Request(
+            f"{self.sandbox_url}/_sandbox/{path}",
+            data=None if body is None else json.dumps(body).encode(),
+            method=method,
+            headers={"Content-Type": "application/json"},
+        )
         urllib.request.urlopen(request, timeout=5).close()
 
 
@@ -217,6 +237,7 @@ def demo_stack(
         "CRMIFY_DEMO_VAR": str(var_dir),
         "CRMIFY_DEMO_CRM_RATE": str(crm_rate),
         "CRMIFY_DEMO_CRM": crm,
+        "CRMIFY_DEMO_PULL_INTERVAL": str(PULL_INTERVAL),
         "CRMIFY_BACKEND_AUTH_API_KEY": API_KEY,
         "PYTHONUNBUFFERED": "1",
     }
