@@ -1,5 +1,6 @@
 """Staff screens that tell the truth, in a real browser on the demo stack: "Compare with CRM" shows a
-status changed in the CRM by name, an import of a profile-owned column goes to the profile (or is refused
+status changed in the CRM by name (one the funnel refuses to take back: a status the CRM may change
+otherwise comes back to the lead, and then nothing differs), an import of a profile-owned column goes to the profile (or is refused
 with where to change it), the mapper preview warns on a failed row, and a failure's whole reason is one
 click from the changelist at 1,400 px.
 
@@ -57,14 +58,16 @@ def test_compare_shows_a_status_changed_in_the_crm_by_name(
     crm_lead = demo.crm_lead("alan@example.com")
     assert crm_lead is not None and crm_lead["status"] == "Contacted"
     statuses = crm_api(demo, "GET", "LeadStatuses?include_converted=true")
-    converted = next(s["LEAD_STATUS_ID"] for s in statuses if s["LEAD_STATUS"] == "Converted")
-    crm_api(demo, "PUT", "Leads", {"LEAD_ID": crm_lead["id"], "LEAD_STATUS_ID": converted})
+    # A step back in the funnel: read back from the CRM (webhook, poll), it is refused, so it stays a
+    # difference for staff to see (issue 14; a step forward would come back to the lead).
+    earlier = next(s["LEAD_STATUS_ID"] for s in statuses if s["LEAD_STATUS"] == "Not Contacted")
+    crm_api(demo, "PUT", "Leads", {"LEAD_ID": crm_lead["id"], "LEAD_STATUS_ID": earlier})
 
     page.get_by_role("link", name="Alan Turing").click()
     page.get_by_role("button", name="Compare with CRM").click()  # one fetch, staff's own
     status = page.locator("table.crmify-comparison tr[data-field=status]")
     cells = status.locator("td").all_inner_texts()
-    assert cells[0] == "Contacted" and cells[2] == "Converted"
+    assert cells[0] == "Contacted" and cells[2] == "Not Contacted"
     assert "≠ differs" in cells[3]
     plan = page.locator("table.crmify-comparison tr[data-field='custom_fields.Plan__c']")
     assert "≠" not in plan.inner_text() and plan.locator("td").nth(2).inner_text() != ""
