@@ -49,6 +49,9 @@ CRMIFY = {
     "BACKEND_AUTH": {"API_KEY": os.environ.get("CRMIFY_BENCH_API_KEY", "sandbox-key")},
     "BACKEND_OPTIONS": {"API_URL": os.environ.get("CRMIFY_BENCH_API_URL", ""), "TIMEOUT": 10},
     "AUTO_SYNC": os.environ.get("CRMIFY_BENCH_AUTO_SYNC", "1") == "1",
+    # The worker benches count the calls pushes make (calls per lead, the quota's windows, the probes
+    # of an outage): no polls of the CRM beside them. bench/pull_cost.py measures the polls.
+    "PULL_INTERVAL": None,
 }
 # A bench's own keys (bench/million.py: the quota's share and window), as JSON; BACKEND_OPTIONS merge.
 _extra = json.loads(os.environ.get("CRMIFY_BENCH_CRMIFY", "{}"))
