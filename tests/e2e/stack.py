@@ -197,6 +197,14 @@ class DemoStack:
         them; :meth:`reset_webhooks` goes back to the demo's own settings."""
         self._control("PUT", "webhooks", changes)
 
+    def webhook_statuses(self) -> list[int | None]:
+        """The site's answer to each webhook the sandbox delivered, oldest first (``GET
+        /_sandbox/webhooks``)."""
+        return [
+            delivery.get("last_status")
+            for delivery in self._get("/_sandbox/webhooks")["deliveries"]
+        ]
+
     def reset_webhooks(self) -> None:
         self._control("DELETE", "webhooks")
 
